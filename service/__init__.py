@@ -1,0 +1,1 @@
+"""FastAPI recommendation service (never imports torch)."""

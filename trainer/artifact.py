@@ -1,0 +1,393 @@
+"""The model artifact: the one contract between the trainer (writer) and the service (reader).
+
+numpy-only on purpose (the service never imports torch); arrays are ``.npy`` files loaded with
+``allow_pickle=False``.
+
+Layout under a registry root::
+
+    root/
+      CURRENT                  {"version": "...", "previous": "..."}; replaced atomically
+      versions/<version>/      one published model, never modified after the rename
+        manifest.json          format_version, created_at, dataset_fingerprint, config,
+                               metrics, spectrum, files{name: {sha256, bytes}}, shapes
+        user_emb.npy           (m, d) float32  final user embeddings (LightGCN: propagated)
+        item_emb.npy           (n, d) float32
+        user_ids.npy           (m,) unicode    external id of each user row
+        item_ids.npy           (n,) unicode
+        seen_indptr.npy        (m + 1,) int64  CSR of training interactions (seen items)
+        seen_indices.npy       (nnz,) int32    item rows, sorted within each user
+        item_popularity.npy    (n,) int64      training interactions per item
+      versions/.tmp-*          work in progress; ignored by readers, removed by prune
+
+Publishing writes a temporary directory, fsyncs every file, verifies it by loading it back,
+renames it into ``versions/`` and only then switches ``CURRENT``. A reader therefore sees either
+the old model or the complete new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+POINTER = "CURRENT"
+
+# name -> (numpy dtype kind check, ndim)
+_ARRAYS: dict[str, tuple[str, int]] = {
+    "user_emb": ("f", 2),
+    "item_emb": ("f", 2),
+    "user_ids": ("U", 1),
+    "item_ids": ("U", 1),
+    "seen_indptr": ("i", 1),
+    "seen_indices": ("i", 1),
+    "item_popularity": ("i", 1),
+}
+
+
+class ArtifactInvalid(Exception):
+    """A model directory that must not be served; the message says what is wrong."""
+
+
+class ModelNotFound(Exception):
+    """No such version (or no model published yet)."""
+
+
+@dataclass(frozen=True)
+class ModelArrays:
+    """Everything the service needs to answer requests. Shapes in the module docstring."""
+
+    user_emb: np.ndarray
+    item_emb: np.ndarray
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    seen_indptr: np.ndarray
+    seen_indices: np.ndarray
+    item_popularity: np.ndarray
+
+    @property
+    def n_users(self) -> int:
+        return int(self.user_emb.shape[0])
+
+    @property
+    def n_items(self) -> int:
+        return int(self.item_emb.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.item_emb.shape[1])
+
+    def seen(self, user_row: int) -> np.ndarray:
+        """Item rows the user interacted with in training, shape (k,) int32."""
+        return self.seen_indices[self.seen_indptr[user_row] : self.seen_indptr[user_row + 1]]
+
+    @classmethod
+    def build(
+        cls,
+        user_emb: np.ndarray,
+        item_emb: np.ndarray,
+        user_ids: list[str] | np.ndarray,
+        item_ids: list[str] | np.ndarray,
+        seen_pairs: tuple[np.ndarray, np.ndarray],
+    ) -> ModelArrays:
+        """Assemble from embeddings, id lists and training pairs (user_rows, item_rows)."""
+        users, items = (np.asarray(a, dtype=np.int64) for a in seen_pairs)
+        m, n = user_emb.shape[0], item_emb.shape[0]
+        order = np.lexsort((items, users))
+        users, items = users[order], items[order]
+        keep = np.ones(len(users), dtype=bool)
+        keep[1:] = (users[1:] != users[:-1]) | (items[1:] != items[:-1])  # drop duplicates
+        users, items = users[keep], items[keep]
+        indptr = np.zeros(m + 1, dtype=np.int64)
+        np.cumsum(np.bincount(users, minlength=m), out=indptr[1:])
+        return cls(
+            user_emb=np.ascontiguousarray(user_emb, dtype=np.float32),
+            item_emb=np.ascontiguousarray(item_emb, dtype=np.float32),
+            user_ids=np.asarray([str(u) for u in user_ids]),
+            item_ids=np.asarray([str(i) for i in item_ids]),
+            seen_indptr=indptr,
+            seen_indices=items.astype(np.int32),
+            item_popularity=np.bincount(items, minlength=n).astype(np.int64),
+        )
+
+    def validate(self) -> None:
+        """Raise ArtifactInvalid unless every array has the right kind, shape and values."""
+        for name, (kind, ndim) in _ARRAYS.items():
+            arr = getattr(self, name)
+            if arr.dtype.kind != kind and not (kind == "i" and arr.dtype.kind == "u"):
+                raise ArtifactInvalid(f"{name}: dtype {arr.dtype}, expected kind '{kind}'")
+            if arr.ndim != ndim:
+                raise ArtifactInvalid(f"{name}: {arr.ndim}-D, expected {ndim}-D")
+        m, n = self.user_emb.shape[0], self.item_emb.shape[0]
+        if m == 0 or n == 0:
+            raise ArtifactInvalid(f"empty model: {m} users, {n} items")
+        if self.user_emb.shape[1] != self.item_emb.shape[1]:
+            raise ArtifactInvalid(
+                f"user dim {self.user_emb.shape[1]} != item dim {self.item_emb.shape[1]}"
+            )
+        for name, arr, want in (
+            ("user_ids", self.user_ids, m),
+            ("item_ids", self.item_ids, n),
+            ("seen_indptr", self.seen_indptr, m + 1),
+            ("item_popularity", self.item_popularity, n),
+        ):
+            if arr.shape[0] != want:
+                raise ArtifactInvalid(f"{name}: length {arr.shape[0]}, expected {want}")
+        for name in ("user_emb", "item_emb"):
+            if not np.isfinite(getattr(self, name)).all():
+                raise ArtifactInvalid(f"{name} contains NaN or inf")
+        if len(np.unique(self.user_ids)) != m or len(np.unique(self.item_ids)) != n:
+            raise ArtifactInvalid("user_ids or item_ids contain duplicates")
+        ptr = self.seen_indptr
+        if ptr[0] != 0 or ptr[-1] != len(self.seen_indices) or (np.diff(ptr) < 0).any():
+            raise ArtifactInvalid("seen_indptr is not a valid CSR index pointer")
+        if len(self.seen_indices) and (self.seen_indices.min() < 0 or self.seen_indices.max() >= n):
+            raise ArtifactInvalid(f"seen_indices outside [0, {n})")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    version: str
+    manifest: dict[str, Any]
+    arrays: ModelArrays
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durable(path: Path, data: bytes) -> None:
+    with path.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_model_dir(path: Path, verify_checksums: bool = True) -> LoadedModel:
+    """Load and fully validate one model directory; raise ArtifactInvalid on any problem."""
+    path = Path(path)
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError as e:
+        raise ArtifactInvalid(f"{path}: no {MANIFEST}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactInvalid(f"{path}: {MANIFEST} is not valid JSON: {e}") from e
+    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        got = manifest.get("format_version") if isinstance(manifest, dict) else None
+        raise ArtifactInvalid(f"{path}: format_version {got!r}, expected {FORMAT_VERSION}")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or set(files) != {f"{k}.npy" for k in _ARRAYS}:
+        raise ArtifactInvalid(f"{path}: manifest 'files' must list exactly {sorted(_ARRAYS)}")
+    loaded: dict[str, np.ndarray] = {}
+    for name in _ARRAYS:
+        fname = f"{name}.npy"
+        fpath = path / fname
+        if not fpath.is_file():
+            raise ArtifactInvalid(f"{path}: missing {fname}")
+        if verify_checksums and _sha256(fpath) != files[fname].get("sha256"):
+            raise ArtifactInvalid(f"{path}: checksum mismatch for {fname}")
+        try:
+            loaded[name] = np.load(fpath, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise ArtifactInvalid(f"{path}: cannot read {fname}: {e}") from e
+    arrays = ModelArrays(**loaded)
+    arrays.validate()
+    shape = manifest.get("shape", {})
+    if (shape.get("n_users"), shape.get("n_items"), shape.get("dim")) != (
+        arrays.n_users,
+        arrays.n_items,
+        arrays.dim,
+    ):
+        raise ArtifactInvalid(f"{path}: manifest shape {shape} does not match the arrays")
+    return LoadedModel(
+        version=str(manifest.get("version", path.name)), manifest=manifest, arrays=arrays
+    )
+
+
+class ModelRegistry:
+    """Versioned model directories under `root` with an atomically switched CURRENT pointer."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self.versions_dir = self.root / "versions"
+
+    # ---- reading -------------------------------------------------------------------------
+    def pointer(self) -> dict[str, str | None]:
+        """{"version": current or None, "previous": the one before or None}."""
+        try:
+            data = json.loads((self.root / POINTER).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {"version": None, "previous": None}
+        return {"version": data.get("version"), "previous": data.get("previous")}
+
+    def current(self) -> str | None:
+        return self.pointer()["version"]
+
+    def versions(self) -> list[str]:
+        """Published versions, oldest first (names sort by creation time)."""
+        if not self.versions_dir.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.versions_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
+
+    def manifest(self, version: str) -> dict[str, Any]:
+        path = self._version_path(version) / MANIFEST
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ArtifactInvalid(f"{version}: unreadable manifest: {e}") from e
+
+    def load(self, version: str | None = None) -> LoadedModel:
+        """Load `version` (default: CURRENT) with full validation."""
+        version = version or self.current()
+        if version is None:
+            raise ModelNotFound("no model has been published yet")
+        return read_model_dir(self._version_path(version))
+
+    def _version_path(self, version: str) -> Path:
+        if not version or "/" in version or version.startswith(".") or ".." in version:
+            raise ModelNotFound(f"invalid version name {version!r}")
+        path = self.versions_dir / version
+        if not path.is_dir():
+            raise ModelNotFound(f"no model version {version!r}")
+        return path
+
+    # ---- writing -------------------------------------------------------------------------
+    def publish(
+        self,
+        arrays: ModelArrays,
+        *,
+        config: dict[str, Any],
+        metrics: dict[str, Any] | None = None,
+        spectrum: dict[str, Any] | None = None,
+        dataset_fingerprint: str = "",
+        extra: dict[str, Any] | None = None,
+        keep: int = 5,
+        activate: bool = True,
+    ) -> str:
+        """Write, verify, rename into place, optionally switch CURRENT; return the version."""
+        arrays.validate()
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        version = self._new_version_name()
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=self.versions_dir))
+        try:
+            files: dict[str, dict[str, Any]] = {}
+            for name in _ARRAYS:
+                fpath = tmp / f"{name}.npy"
+                with fpath.open("wb") as f:
+                    np.save(f, getattr(arrays, name), allow_pickle=False)
+                    f.flush()
+                    os.fsync(f.fileno())
+                files[fpath.name] = {"sha256": _sha256(fpath), "bytes": fpath.stat().st_size}
+            manifest = {
+                "format_version": FORMAT_VERSION,
+                "version": version,
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "created_unix": time.time(),
+                "dataset_fingerprint": dataset_fingerprint,
+                "shape": {
+                    "n_users": arrays.n_users,
+                    "n_items": arrays.n_items,
+                    "dim": arrays.dim,
+                    "n_seen": int(len(arrays.seen_indices)),
+                },
+                "config": config,
+                "metrics": metrics or {},
+                "spectrum": spectrum or {},
+                **(extra or {}),
+                "files": files,
+            }
+            _write_durable(
+                tmp / MANIFEST,
+                json.dumps(manifest, indent=2, default=_json_default, allow_nan=True).encode(),
+            )
+            _fsync_dir(tmp)
+            read_model_dir(tmp)  # verify what is on disk, not what is in memory
+            os.rename(tmp, self.versions_dir / version)
+            _fsync_dir(self.versions_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if activate:
+            self.activate(version, verify=False)
+        self.prune(keep)
+        return version
+
+    def activate(self, version: str, verify: bool = True) -> None:
+        """Point CURRENT at `version` (validated first unless `verify` is False)."""
+        path = self._version_path(version)
+        if verify:
+            read_model_dir(path)
+        old = self.current()
+        previous = old if old and old != version else self.pointer()["previous"]
+        payload = json.dumps({"version": version, "previous": previous}).encode()
+        fd, tmp_name = tempfile.mkstemp(prefix=".CURRENT-", dir=self.root)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp_name, self.root / POINTER)
+            _fsync_dir(self.root)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+
+    def prune(self, keep: int) -> list[str]:
+        """Remove all but the newest `keep` versions (never CURRENT or its previous)."""
+        keep = max(keep, 1)
+        ptr = self.pointer()
+        protected = {v for v in (ptr["version"], ptr["previous"]) if v}
+        versions = self.versions()
+        doomed = [v for v in versions[: max(len(versions) - keep, 0)] if v not in protected]
+        for v in doomed:
+            shutil.rmtree(self.versions_dir / v, ignore_errors=True)
+        # stale temporary directories from crashed publishers (older than an hour)
+        if self.versions_dir.is_dir():
+            for p in self.versions_dir.glob(".tmp-*"):
+                if time.time() - p.stat().st_mtime > 3600:
+                    shutil.rmtree(p, ignore_errors=True)
+        return doomed
+
+    def _new_version_name(self) -> str:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        existing = set(self.versions())
+        for n in range(1000):
+            name = f"v{stamp}-{n:03d}"
+            if name not in existing and not any(
+                p.name.startswith(f".tmp-{name}-") for p in self.versions_dir.glob(".tmp-*")
+            ):
+                return name
+        raise RuntimeError("more than 1000 versions published in one second")
