@@ -1,0 +1,106 @@
+"""The application factory: ``create_app(settings)`` builds one independent service instance.
+
+Extension points (used by the retrain issue):
+
+- ``routers``: extra ``APIRouter`` objects, or callables ``settings -> APIRouter``, mounted after
+  the built-in ones. Protect admin routes with ``dependencies=[service.auth.AdminDep]``.
+- ``lifespan_hooks``: callables ``app -> async context manager`` entered after the model is
+  loaded and exited before it is released (e.g. open a job queue, start a worker).
+- ``app.state.ctx`` (``service.context.AppContext``): settings, registry, model state, batcher,
+  metrics; ``service.deps.CtxDep`` injects it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from service.batcher import SearchBatcher
+from service.context import AppContext
+from service.errors import install_error_handlers
+from service.index import HAS_FAISS_GPU, IndexConfig
+from service.metrics import MetricsMiddleware, ServiceMetrics
+from service.routes import health, models, recommend, similar
+from service.settings import Settings
+from service.state import ModelState, ModelWatcher
+from trainer.artifact import ModelRegistry
+
+log = logging.getLogger("specrec.service")
+
+RouterSpec = APIRouter | Callable[[Settings], APIRouter]
+LifespanHook = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+BUILTIN_ROUTERS: tuple[Callable[[Settings], APIRouter], ...] = (
+    recommend.build_router,
+    similar.build_router,
+    models.build_router,
+    health.build_router,
+)
+
+
+def build_context(settings: Settings) -> AppContext:
+    registry = ModelRegistry(settings.registry_root)
+    state = ModelState(registry, IndexConfig.from_settings(settings))
+    metrics = ServiceMetrics(lambda: state.serving)
+    state.listeners.append(metrics.on_swap)
+    state.failure_listeners.append(metrics.on_load_failure)
+    return AppContext(
+        settings=settings,
+        registry=registry,
+        state=state,
+        watcher=ModelWatcher(state, settings.watch_interval_s),
+        batcher=SearchBatcher(settings.max_batch_queries, settings.faiss_threads),
+        metrics=metrics,
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    routers: Sequence[RouterSpec] = (),
+    lifespan_hooks: Sequence[LifespanHook] = (),
+) -> FastAPI:
+    """A new app with its own registry view, model state, search thread and metrics."""
+    settings = settings if settings is not None else Settings()
+    ctx = build_context(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx.batcher.start()
+        log.info(
+            "specrec service: registry %s, index %s (faiss GPU: %s)",
+            ctx.registry.root,
+            settings.index_kind,
+            HAS_FAISS_GPU,
+        )
+        try:
+            await run_in_threadpool(ctx.state.sync)  # serve at once if a model exists
+            if ctx.state.serving is None:
+                log.warning("no servable model in %s yet; /readyz answers 503", ctx.registry.root)
+            if settings.watch:
+                ctx.watcher.start()
+            async with AsyncExitStack() as stack:
+                for hook in lifespan_hooks:
+                    await stack.enter_async_context(hook(app))
+                yield
+        finally:
+            ctx.watcher.stop()
+            ctx.batcher.stop()
+            ctx.state.release()
+
+    app = FastAPI(
+        title="specrec",
+        summary="Recommendations from DirectSpec embeddings, FAISS top-k, spectrum health.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware, metrics=ctx.metrics)
+    for spec in (*BUILTIN_ROUTERS, *routers):
+        app.include_router(spec if isinstance(spec, APIRouter) else spec(settings))
+    return app

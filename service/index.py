@@ -1,0 +1,231 @@
+"""Item indexes answering "top-k items by inner product, some rows excluded".
+
+Backends share one interface, ``ItemIndex.search(queries, ks, banned)``:
+
+- ``NumpyExactIndex``: one GEMM per chunk of queries into a reused scratch buffer, then
+  ``argpartition``; exact. The CPU default for ``flat`` (bench/serve_exact.py).
+- ``FaissIndex``: ``IndexFlatIP`` (exact), ``IndexIVFFlat`` or ``IndexHNSWFlat`` (inner product),
+  on the GPU when faiss-gpu and a GPU are present. Excluded rows are handled by over-fetching
+  k + |excluded| candidates (capped at n) and filtering, which is exact for ``IndexFlatIP``.
+
+``HAS_FAISS_GPU`` is decided once here; nothing else imports faiss.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import faiss
+import numpy as np
+
+from service.topk import Ranked, filter_ranked, select_topk
+
+log = logging.getLogger("specrec.service.index")
+
+try:  # faiss-cpu has no GPU symbols; faiss-gpu without a visible GPU reports 0
+    HAS_FAISS_GPU = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+except Exception:  # pragma: no cover - broken CUDA driver
+    HAS_FAISS_GPU = False
+
+IndexKind = Literal["flat", "ivf", "hnsw"]
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How to index the item embeddings; see service.settings for the meaning of each field."""
+
+    kind: IndexKind = "flat"
+    exact_backend: Literal["auto", "numpy", "faiss"] = "auto"
+    ivf_nlist: int | None = None
+    ivf_nprobe: int = 32
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 128
+    use_gpu: bool | None = None
+    build_threads: int | None = None  # OpenMP threads while building; None: all cores
+    search_buffer_mb: int = 64
+
+    @classmethod
+    def from_settings(cls, s: Any) -> IndexConfig:
+        return cls(
+            kind=s.index_kind,
+            exact_backend=s.exact_backend,
+            ivf_nlist=s.ivf_nlist,
+            ivf_nprobe=s.ivf_nprobe,
+            hnsw_m=s.hnsw_m,
+            hnsw_ef_construction=s.hnsw_ef_construction,
+            hnsw_ef_search=s.hnsw_ef_search,
+            use_gpu=s.use_gpu,
+            search_buffer_mb=s.search_buffer_mb,
+        )
+
+
+class ItemIndex(Protocol):
+    """Searches item rows; each result is sorted (score desc, row asc)."""
+
+    kind: str
+    backend: str
+    ntotal: int
+    exact: bool
+
+    def search(
+        self,
+        queries: np.ndarray,
+        ks: Sequence[int],
+        banned: Sequence[np.ndarray],
+        *,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+    ) -> list[Ranked]:
+        """queries (q, d) float32, ks (q,), banned q arrays of unique rows -> q results."""
+        ...
+
+
+def set_search_threads(threads: int) -> None:
+    """OpenMP threads for FAISS calls made by the *calling* thread (the setting is per thread)."""
+    faiss.omp_set_num_threads(max(1, int(threads)))
+
+
+class NumpyExactIndex:
+    """Exact inner-product search with numpy. Thread-safe; scratch buffers are per thread."""
+
+    kind, backend, exact = "flat", "numpy", True
+
+    def __init__(self, items: np.ndarray, buffer_mb: int = 64) -> None:
+        self.items = np.ascontiguousarray(items, dtype=np.float32)  # (n, d)
+        self.ntotal = int(self.items.shape[0])
+        self.chunk = max(1, (buffer_mb << 20) // (4 * max(self.ntotal, 1)))
+        self._local = threading.local()
+
+    def _buffer(self, rows: int) -> np.ndarray:
+        buf = getattr(self._local, "buf", None)
+        if buf is None or buf.shape[0] < rows:
+            buf = np.empty((min(max(rows, 8), self.chunk), self.ntotal), dtype=np.float32)
+            self._local.buf = buf
+        return buf
+
+    def search(
+        self,
+        queries: np.ndarray,
+        ks: Sequence[int],
+        banned: Sequence[np.ndarray],
+        *,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+    ) -> list[Ranked]:
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        out: list[Ranked] = []
+        for start in range(0, len(queries), self.chunk):
+            chunk = queries[start : start + self.chunk]
+            buf = self._buffer(len(chunk))[: len(chunk)]  # (c, n) scratch
+            if len(chunk) == 1:
+                np.matmul(self.items, chunk[0], out=buf[0])  # gemv: (n, d) @ (d,)
+            else:
+                np.matmul(chunk, self.items.T, out=buf)  # (c, d) @ (d, n)
+            for i in range(len(chunk)):
+                out.append(select_topk(buf[i], ks[start + i], banned[start + i]))
+        return out
+
+
+class FaissIndex:
+    """A FAISS index over the items with per-call search parameters."""
+
+    def __init__(self, items: np.ndarray, config: IndexConfig) -> None:
+        before = faiss.omp_get_max_threads()
+        set_search_threads(config.build_threads or os.cpu_count() or 1)
+        try:
+            self._build(np.ascontiguousarray(items, dtype=np.float32), config)
+        finally:
+            set_search_threads(before)
+
+    def _build(self, items: np.ndarray, config: IndexConfig) -> None:
+        n, d = items.shape
+        self.kind: str = config.kind
+        self.ntotal = int(n)
+        self.exact = config.kind == "flat"
+        self.nprobe = config.ivf_nprobe
+        self.ef_search = config.hnsw_ef_search
+        self.nlist = 0
+        index: Any
+        if config.kind == "flat":
+            index = faiss.IndexFlatIP(d)
+        elif config.kind == "ivf":
+            self.nlist = default_nlist(n) if config.ivf_nlist is None else config.ivf_nlist
+            self.nlist = max(1, min(self.nlist, n))
+            quantizer = faiss.IndexFlatIP(d)
+            index = faiss.IndexIVFFlat(quantizer, d, self.nlist, faiss.METRIC_INNER_PRODUCT)
+            index.cp.max_points_per_centroid = 64  # k-means on <= 64 * nlist sampled items
+            index.train(items)
+            index.nprobe = self.nprobe
+        elif config.kind == "hnsw":
+            index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = config.hnsw_ef_construction
+            index.hnsw.efSearch = self.ef_search
+        else:
+            raise ValueError(f"index kind {config.kind!r}, expected flat, ivf or hnsw")
+        index.add(items)
+        self.on_gpu = False
+        use_gpu = HAS_FAISS_GPU if config.use_gpu is None else config.use_gpu
+        if use_gpu and not HAS_FAISS_GPU:
+            raise RuntimeError(
+                "use_gpu=True but faiss has no GPU support here: "
+                "pip uninstall -y faiss-cpu && pip install '.[gpu]' on a CUDA machine"
+            )
+        if use_gpu and config.kind != "hnsw":
+            self._res = faiss.StandardGpuResources()
+            index = faiss.index_cpu_to_gpu(self._res, 0, index)
+            self.on_gpu = True
+        elif use_gpu:
+            log.info("HNSW has no FAISS GPU implementation; searching it on the CPU")
+        self.index = index
+        self.backend = "faiss-gpu" if self.on_gpu else "faiss"
+
+    def _params(self, k_fetch: int, nprobe: int | None, ef_search: int | None) -> Any:
+        if self.kind == "ivf":
+            return faiss.SearchParametersIVF(nprobe=min(nprobe or self.nprobe, self.nlist))
+        if self.kind == "hnsw":
+            return faiss.SearchParametersHNSW(efSearch=max(ef_search or self.ef_search, k_fetch))
+        return None
+
+    def search(
+        self,
+        queries: np.ndarray,
+        ks: Sequence[int],
+        banned: Sequence[np.ndarray],
+        *,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+    ) -> list[Ranked]:
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if len(queries) == 0:
+            return []
+        k_fetch = min(self.ntotal, max(k + len(b) for k, b in zip(ks, banned, strict=True)))
+        params = self._params(k_fetch, nprobe, ef_search)
+        if params is None:
+            scores, rows = self.index.search(queries, k_fetch)
+        else:
+            scores, rows = self.index.search(queries, k_fetch, params=params)
+        return [filter_ranked(rows[i], scores[i], ks[i], banned[i]) for i in range(len(queries))]
+
+
+def default_nlist(n: int) -> int:
+    """IVF cells for n items: about sqrt(n), and at least 39 training points per cell."""
+    return max(1, min(int(round(math.sqrt(n))), n // 39))
+
+
+def build_index(items: np.ndarray, config: IndexConfig) -> ItemIndex:
+    """The index the configuration asks for (see the module docstring for ``auto``)."""
+    if config.kind == "flat":
+        backend = config.exact_backend
+        if backend == "auto":
+            gpu = HAS_FAISS_GPU if config.use_gpu is None else config.use_gpu
+            backend = "faiss" if gpu else "numpy"
+        if backend == "numpy":
+            return NumpyExactIndex(items, config.search_buffer_mb)
+    return FaissIndex(items, config)

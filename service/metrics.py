@@ -1,0 +1,123 @@
+"""Prometheus metrics in a per-app registry, and the ASGI middleware that records requests.
+
+Requests are labelled by route *template* (``/recommend/{user_id}``), never the raw path, so
+label cardinality stays bounded; unmatched paths share the label ``<unmatched>``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.serving import ServingModel
+
+_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+
+
+class ServiceMetrics:
+    """All metrics of one app instance (tests build many apps; no global registry)."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, serving: Callable[[], ServingModel | None]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.latency = Histogram(
+            "specrec_http_request_duration_seconds",
+            "Request latency by route template",
+            ["method", "route"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.requests = Counter(
+            "specrec_http_requests",
+            "Requests by route and status",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "specrec_fallback", "Recommendations answered by a fallback", ["kind"], registry=r
+        )
+        self.model_info = Gauge(
+            "specrec_model_info", "Serving model version (value 1)", ["version"], registry=r
+        )
+        self.model_age = Gauge(
+            "specrec_model_age_seconds",
+            "Seconds since the serving model was published",
+            registry=r,
+        )
+        self.index_size = Gauge("specrec_index_items", "Items in the serving index", registry=r)
+        self.erank = Gauge(
+            "specrec_model_effective_rank",
+            "Effective rank of the serving model's row-normalised embeddings",
+            ["side"],
+            registry=r,
+        )
+        self.swaps = Counter("specrec_model_swaps", "Model hot swaps", registry=r)
+        self.load_failures = Counter(
+            "specrec_model_load_failures", "Model versions refused as invalid", registry=r
+        )
+
+        def age() -> float:
+            m = serving()
+            return time.time() - m.created_unix if m is not None else float("nan")
+
+        self.model_age.set_function(age)
+
+    def on_swap(self, model: ServingModel) -> None:
+        """ModelState listener: describe the new serving model."""
+        self.model_info.clear()
+        self.model_info.labels(model.version).set(1)
+        self.index_size.set(model.index.ntotal)
+        for side in ("users", "items"):
+            self.erank.labels(side).set(
+                model.spectrum.spectrum[side]["normalized"]["effective_rank"]
+            )
+        self.swaps.inc()
+
+    def on_load_failure(self, version: str, reason: str) -> None:
+        """ModelState failure listener."""
+        self.load_failures.inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware (no per-request task or body buffering)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "<unmatched>"
+            method = scope["method"]
+            self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
+            self.metrics.requests.labels(method, template, str(status)).inc()

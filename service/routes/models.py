@@ -1,0 +1,100 @@
+"""GET /models (published versions) and POST /models/{version}/activate (admin rollback)."""
+
+# No `from __future__ import annotations`: FastAPI must see the closure values in annotations.
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request
+from starlette.concurrency import run_in_threadpool
+
+from service.auth import AdminDep
+from service.context import AppContext
+from service.errors import ErrorResponse
+from service.schemas import ActivateResponse, ModelsResponse
+from service.settings import Settings
+from trainer.artifact import ArtifactInvalid
+
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+def _erank(manifest: dict[str, Any]) -> dict[str, float]:
+    """Normalised effective rank per side from a manifest's spectrum (trainer layout), if any."""
+    out = {}
+    spectrum = manifest.get("spectrum") or {}
+    for side in ("users", "items"):
+        value = (spectrum.get(side) or {}).get("normalized", {}).get("effective_rank")
+        if isinstance(value, int | float):
+            out[side] = float(value)
+    return out
+
+
+def build_router(settings: Settings) -> APIRouter:
+    router = APIRouter(tags=["models"])
+
+    @router.get("/models", response_model=ModelsResponse, summary="Published model versions")
+    async def list_models(request: Request) -> dict[str, Any]:
+        """Versions on disk (oldest first) with their metrics, and which one is current and
+        which one this process serves."""
+        ctx: AppContext = request.app.state.ctx
+        pointer = ctx.registry.pointer()
+        serving = ctx.state.serving
+        serving_version = serving.version if serving else None
+        versions = []
+        for v in await run_in_threadpool(ctx.registry.versions):
+            info: dict[str, Any] = {
+                "version": v,
+                "current": v == pointer["version"],
+                "previous": v == pointer["previous"],
+                "serving": v == serving_version,
+                "refused": ctx.state.failed.get(v),
+            }
+            try:
+                manifest = ctx.registry.manifest(v)
+            except ArtifactInvalid as e:
+                info["refused"] = info["refused"] or str(e)
+            else:
+                info.update(
+                    created_at=manifest.get("created_at"),
+                    shape=manifest.get("shape") or {},
+                    metrics=manifest.get("metrics") or {},
+                    config=manifest.get("config") or {},
+                    effective_rank=_erank(manifest),
+                )
+            versions.append(info)
+        return {
+            "current": pointer["version"],
+            "previous": pointer["previous"],
+            "serving": serving_version,
+            "versions": versions,
+        }
+
+    @router.post(
+        "/models/{version}/activate",
+        response_model=ActivateResponse,
+        summary="Serve a published version (rollback); admin",
+        dependencies=[AdminDep],
+        responses={
+            401: {"model": ErrorResponse, "description": "Missing/malformed bearer token"},
+            403: {"model": ErrorResponse, "description": "Wrong token"},
+            404: {"model": ErrorResponse, "description": "No such version (unknown_version)"},
+            409: {"model": ErrorResponse, "description": "Invalid artifact (artifact_invalid)"},
+            422: {"model": ErrorResponse, "description": "Malformed version name"},
+            503: {"model": ErrorResponse, "description": "No ADMIN_TOKEN (admin_disabled)"},
+        },
+    )
+    async def activate(
+        request: Request,
+        version: Annotated[str, Path(pattern=VERSION_PATTERN)],
+    ) -> dict[str, Any]:
+        """Validate the version (checksums, shapes, finite values), build its index, point
+        CURRENT at it and serve it. On failure the serving model is unchanged."""
+        ctx: AppContext = request.app.state.ctx
+        before = ctx.state.serving
+        model = await run_in_threadpool(ctx.state.activate, version)
+        return {
+            "version": version,
+            "serving": model.version,
+            "previous": before.version if before else None,
+        }
+
+    return router

@@ -1,0 +1,54 @@
+"""GET /similar/{item_id}: nearest items by inner product of item embeddings."""
+
+# No `from __future__ import annotations`: FastAPI must see the closure values (settings)
+# used in the parameter annotations.
+
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Path, Query, Request
+from starlette.responses import JSONResponse
+
+from service.context import AppContext
+from service.errors import ERROR_RESPONSES, ErrorResponse, UnknownItem
+from service.schemas import ID_MAX_LEN, ID_PATTERN, SimilarResponse
+from service.settings import Settings
+
+
+def build_router(settings: Settings) -> APIRouter:
+    router = APIRouter(tags=["recommend"])
+
+    @router.get(
+        "/similar/{item_id}",
+        response_model=SimilarResponse,
+        summary="Items nearest to an item",
+        responses={
+            404: {"model": ErrorResponse, "description": "Unknown item (code unknown_item)"},
+            **ERROR_RESPONSES,
+        },
+    )
+    async def similar(
+        request: Request,
+        item_id: Annotated[str, Path(min_length=1, max_length=ID_MAX_LEN, pattern=ID_PATTERN)],
+        k: Annotated[int, Query(ge=1, le=settings.max_k)] = settings.default_k,
+    ) -> JSONResponse:
+        """The item itself is never returned."""
+        ctx: AppContext = request.app.state.ctx
+        model = ctx.state.require()
+        row = model.item_rows.get(item_id)
+        if row is None:
+            raise UnknownItem(f"unknown item_id {item_id!r}")
+        query = model.arrays.item_emb[row : row + 1]
+        banned = np.asarray([row], dtype=np.int64)
+        (ranked,) = await ctx.batcher.search(model.index, query, (k,), (banned,))
+        return JSONResponse(
+            {
+                "item_id": item_id,
+                "model_version": model.version,
+                "k": k,
+                "exact": model.index.exact,
+                "items": model.items_json(ranked),
+            }
+        )
+
+    return router

@@ -1,0 +1,141 @@
+"""Service settings: one typed object read from the environment (prefix ``SPECREC_``).
+
+``HOST``, ``PORT`` and ``ADMIN_TOKEN`` are read without the prefix, as container platforms set
+them. Build one with ``Settings()`` (environment) or ``Settings(home=tmp_path, ...)`` (tests) and
+pass it to ``service.app.create_app``; nothing reads a module global.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, PositiveInt, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+IndexKind = Literal["flat", "ivf", "hnsw"]
+ExactBackend = Literal["auto", "numpy", "faiss"]
+
+#: Values that look like a token but are documentation placeholders; refused at startup.
+PLACEHOLDER_TOKENS = frozenset({"changethis", "change-me", "changeme", "secret", "token"})
+
+
+class Settings(BaseSettings):
+    """Everything the service process is configured with. Each field documents its unit."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SPECREC_",
+        validate_by_name=True,
+        validate_by_alias=True,
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+    # ---- process -------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", validation_alias=AliasChoices("HOST", "host"))
+    """Interface uvicorn binds to (env ``HOST``)."""
+    port: int = Field(8000, ge=1, le=65535, validation_alias=AliasChoices("PORT", "port"))
+    """TCP port uvicorn listens on (env ``PORT``)."""
+    admin_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("ADMIN_TOKEN", "admin_token")
+    )
+    """Bearer token for admin endpoints (env ``ADMIN_TOKEN``). Unset: admin endpoints answer 503."""
+    log_level: str = "info"
+    """uvicorn / service log level."""
+
+    # ---- storage -------------------------------------------------------------------------
+    home: Path = Path("./var")
+    """Runtime home (env ``SPECREC_HOME``): data, models and the job queue live under it."""
+    models_dir: Path | None = None
+    """ModelRegistry root; default ``<home>/models``."""
+    keep_versions: PositiveInt = 5
+    """Published versions kept on disk by the registry (the current and previous never pruned)."""
+
+    # ---- model watcher -------------------------------------------------------------------
+    watch_interval_s: float = Field(2.0, gt=0)
+    """Seconds between polls of the registry's CURRENT pointer."""
+    watch: bool = True
+    """Run the watcher (off: models change only through POST /models/{version}/activate)."""
+
+    # ---- index / search ------------------------------------------------------------------
+    index_kind: IndexKind = "flat"
+    """``flat`` exact inner product, ``ivf`` (IndexIVFFlat) or ``hnsw`` (IndexHNSWFlat)."""
+    exact_backend: ExactBackend = "auto"
+    """For ``flat``: ``numpy`` (GEMM + argpartition), ``faiss`` (IndexFlatIP), or ``auto``
+    (FAISS on GPU, numpy on CPU, where bench/serve_exact.py measured it faster)."""
+    ivf_nlist: PositiveInt | None = None
+    """IVF coarse cells; default 4·sqrt(n_items) clamped to [1, n_items // 39]."""
+    ivf_nprobe: PositiveInt = 32
+    """IVF cells visited per query (default per call; requests may not override it)."""
+    hnsw_m: PositiveInt = 32
+    """HNSW neighbours per node."""
+    hnsw_ef_construction: PositiveInt = 80
+    """HNSW candidate list size while building."""
+    hnsw_ef_search: PositiveInt = 128
+    """HNSW candidate list size per query (raised to k automatically)."""
+    use_gpu: bool | None = None
+    """Put the index on the GPU: None = when faiss-gpu and a GPU are present."""
+    faiss_threads: PositiveInt = 1
+    """OpenMP threads per search call. Requests already run concurrently, so 1 avoids
+    oversubscribing small machines; raise it for large batch searches on big hosts."""
+    search_buffer_mb: PositiveInt = 64
+    """Scratch memory for one exact GEMM chunk (rows × n_items float32)."""
+    max_batch_queries: PositiveInt = 256
+    """At most this many queued queries are searched together by the batcher."""
+
+    # ---- API limits ----------------------------------------------------------------------
+    max_k: PositiveInt = 1000
+    """Largest k accepted by /recommend and /similar (422 beyond)."""
+    default_k: PositiveInt = 20
+    """k when the request does not give one."""
+    max_batch_users: PositiveInt = 1000
+    """Largest POST /recommend batch (422 beyond)."""
+    max_exclude: PositiveInt = 10_000
+    """Largest ``exclude`` list per request (422 beyond)."""
+
+    # ---- spectrum verdict ----------------------------------------------------------------
+    healthy_erank_ratio: float = Field(0.5, gt=0, le=1)
+    """Normalised erank / d at or above which a side is ``healthy``."""
+    collapsed_erank_ratio: float = Field(0.2, gt=0, le=1)
+    """Normalised erank / d below which a side is ``collapsed`` (alignment-only ≈ 8/64 = 0.125)."""
+
+    @field_validator("admin_token")
+    @classmethod
+    def _refuse_placeholder(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None or not v.get_secret_value().strip():
+            return None
+        if v.get_secret_value().strip().lower() in PLACEHOLDER_TOKENS:
+            raise ValueError(
+                "ADMIN_TOKEN is a placeholder; set a random one, e.g. "
+                "ADMIN_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.collapsed_erank_ratio > self.healthy_erank_ratio:
+            raise ValueError(
+                f"collapsed_erank_ratio {self.collapsed_erank_ratio} must not exceed "
+                f"healthy_erank_ratio {self.healthy_erank_ratio}"
+            )
+        if self.default_k > self.max_k:
+            raise ValueError(f"default_k {self.default_k} exceeds max_k {self.max_k}")
+        return self
+
+    @property
+    def registry_root(self) -> Path:
+        """Where the ModelRegistry lives: ``models_dir`` or ``<home>/models``."""
+        return self.models_dir if self.models_dir is not None else self.home / "models"
+
+    def admin_token_value(self) -> str | None:
+        return self.admin_token.get_secret_value() if self.admin_token is not None else None
+
+
+def search_threads_env(threads: int) -> dict[str, str]:
+    """Environment that caps BLAS/OpenMP pools; must be set before numpy/faiss load."""
+    return {
+        name: str(threads)
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+        if name not in os.environ
+    }
