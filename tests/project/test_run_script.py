@@ -1,0 +1,209 @@
+"""scripts/run.sh's orchestration, with stand-in specrec-worker / specrec-serve executables on PATH
+that record how they were called (the real ones train a model; the end-to-end run of the real
+processes is `make run`, measured in the report). What is under test is run.sh itself: bootstrap
+only when needed, the token handed to the API, the URLs printed, and that a signal or a dying
+child stops both processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+FAKE_WORKER = """\
+import json, os, signal, sys, time
+from pathlib import Path
+home = Path(os.environ["SPECREC_HOME"])
+log = Path(os.environ["FAKE_LOG"])
+def record(event):
+    with log.open("a") as f:
+        f.write(json.dumps({"who": "worker", "event": event, "pid": os.getpid(),
+                            "argv": sys.argv[1:]}) + "\\n")
+if sys.argv[1:] == ["--bootstrap-only"]:
+    (home / "data" / "default").mkdir(parents=True, exist_ok=True)
+    (home / "data" / "default" / "interactions.csv").write_text("user_id,item_id\\n")
+    (home / "models" / "versions" / "v1").mkdir(parents=True, exist_ok=True)
+    (home / "models" / "CURRENT").write_text('{"version": "v1", "previous": null}')
+    record("bootstrap")
+    sys.exit(0)
+record("start")
+if os.environ.get("FAKE_WORKER_EXIT"):
+    time.sleep(float(os.environ["FAKE_WORKER_EXIT"]))
+    sys.exit(3)
+signal.signal(signal.SIGTERM, lambda *_: (record("sigterm"), sys.exit(0)))
+while True:
+    time.sleep(0.1)
+"""
+
+FAKE_SERVE = """\
+import http.server, json, os, signal, sys
+from pathlib import Path
+log = Path(os.environ["FAKE_LOG"])
+def record(event, **kw):
+    with log.open("a") as f:
+        f.write(json.dumps({"who": "serve", "event": event, "pid": os.getpid(), **kw}) + "\\n")
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/readyz" else 404)
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+server = http.server.HTTPServer((os.environ["HOST"], int(os.environ["PORT"])), H)
+record("start", token=os.environ.get("ADMIN_TOKEN"), home=os.environ["SPECREC_HOME"],
+       host=os.environ["HOST"], port=os.environ["PORT"])
+signal.signal(signal.SIGTERM, lambda *_: (record("sigterm"), sys.exit(0)))
+server.serve_forever()
+"""
+
+
+def _write_exe(path: Path, body: str) -> None:
+    path.write_text(f"#!{sys.executable}\n{body}")
+    path.chmod(0o755)
+
+
+@pytest.fixture
+def fake_bin(tmp_path: Path) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _write_exe(bin_dir / "specrec-worker", FAKE_WORKER)
+    _write_exe(bin_dir / "specrec-serve", FAKE_SERVE)
+    # run.sh calls `python` for the token and the readiness probe
+    (bin_dir / "python").symlink_to(sys.executable)
+    return bin_dir
+
+
+class RunSh:
+    """scripts/run.sh as a child process with its output collected."""
+
+    def __init__(self, repo: Path, fake_bin: Path, home: Path, port: int, **env: str) -> None:
+        self.log = home.parent / "events.jsonl"
+        base = {k: v for k, v in os.environ.items() if k not in ("ADMIN_TOKEN", "SPECREC_HOME")}
+        self.proc = subprocess.Popen(
+            ["bash", str(repo / "scripts" / "run.sh")],
+            env={
+                **base,
+                "PATH": f"{fake_bin}:{os.environ['PATH']}",
+                "SPECREC_HOME": str(home),
+                "PORT": str(port),
+                "FAKE_LOG": str(self.log),
+                **env,
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.out = ""
+
+    def wait_for(self, text: str, timeout_s: float = 30.0) -> None:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout_s
+        while text not in self.out:
+            line = self.proc.stdout.readline()
+            if not line and self.proc.poll() is not None:
+                raise AssertionError(f"run.sh exited {self.proc.returncode}:\n{self.out}")
+            self.out += line
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} within {timeout_s} s:\n{self.out}")
+
+    def finish(self, timeout_s: float = 30.0) -> int:
+        rest, _ = self.proc.communicate(timeout=timeout_s)
+        self.out += rest
+        return self.proc.returncode
+
+    def events(self) -> list[dict]:
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait_gone(pids: list[int], timeout_s: float = 5.0) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.05)
+    return [p for p in pids if _alive(p)]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_first_run_bootstraps_serves_and_a_signal_stops_both(
+    repo, fake_bin, tmp_path, free_port, sig
+):
+    home = tmp_path / "home"
+    run = RunSh(repo, fake_bin, home, free_port)
+    try:
+        run.wait_for("Ctrl-C stops both processes.")
+        events = run.events()
+        assert [(e["who"], e["event"]) for e in events][0] == ("worker", "bootstrap")
+        assert {(e["who"], e["event"]) for e in events[1:]} == {
+            ("worker", "start"),
+            ("serve", "start"),
+        }
+        (serve,) = [e for e in events if e["who"] == "serve"]
+        (worker,) = [e for e in events if e["event"] == "start" and e["who"] == "worker"]
+        assert worker["argv"] == []
+        # a generated token, printed once, is the one the API got
+        token = serve["token"]
+        assert token and len(token) >= 32
+        assert run.out.count(f"export ADMIN_TOKEN={token}") == 1
+        assert serve["home"] == str(home) and serve["host"] == "127.0.0.1"
+        base = f"http://127.0.0.1:{free_port}"
+        for url in ("/recommend/user_0?k=20", "/health/spectrum", "/docs"):
+            assert f"{base}{url}" in run.out
+        run.proc.send_signal(sig)
+        rc = run.finish()
+        assert rc == 128 + sig
+        assert _wait_gone([serve["pid"], worker["pid"]]) == []
+        assert ("serve", "sigterm") in {(e["who"], e["event"]) for e in run.events()}
+    finally:
+        run.kill()
+
+
+def test_second_run_reuses_the_model_and_a_given_token_is_not_printed(
+    repo, fake_bin, tmp_path, free_port
+):
+    home = tmp_path / "home"
+    (home / "data" / "default").mkdir(parents=True)
+    (home / "data" / "default" / "interactions.csv").write_text("user_id,item_id\n")
+    (home / "models").mkdir()
+    (home / "models" / "CURRENT").write_text('{"version": "v0", "previous": null}')
+    run = RunSh(repo, fake_bin, home, free_port, ADMIN_TOKEN="my-own-token-0123456789")
+    try:
+        run.wait_for("Ctrl-C stops both processes.")
+        assert "reusing the published model" in run.out
+        assert "my-own-token-0123456789" not in run.out
+        events = run.events()
+        assert "bootstrap" not in [e["event"] for e in events]
+        (serve,) = [e for e in events if e["who"] == "serve"]
+        assert serve["token"] == "my-own-token-0123456789"
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.finish() == 143
+    finally:
+        run.kill()
+
+
+def test_a_dying_worker_stops_the_api_and_fails_the_run(repo, fake_bin, tmp_path, free_port):
+    run = RunSh(repo, fake_bin, tmp_path / "home", free_port, FAKE_WORKER_EXIT="1.5")
+    try:
+        rc = run.finish(timeout_s=60)
+        assert rc == 3
+        assert "specrec-worker exited (status 3); stopping the API" in run.out
+        (serve,) = [e for e in run.events() if e["who"] == "serve" and e["event"] == "start"]
+        assert _wait_gone([serve["pid"]]) == []
+    finally:
+        run.kill()
