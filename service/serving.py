@@ -52,19 +52,22 @@ class ServingModel:
     build_seconds: float
 
     @classmethod
-    def build(cls, loaded: LoadedModel, config: IndexConfig) -> ServingModel:
+    def build(
+        cls, loaded: LoadedModel, config: IndexConfig, version: str | None = None
+    ) -> ServingModel:
         """Index the items and compute the spectrum (seconds for big catalogues: off the
-        request path)."""
+        request path). `version`: the registry's name for it (default: the manifest's)."""
         t0 = time.perf_counter()
+        version = version or loaded.version
         a = loaded.arrays
         index = build_index(a.item_emb, config)
         pop = a.item_popularity
         popular_order = np.lexsort((np.arange(a.n_items), -pop)).astype(np.int64)
         item_id_list = a.item_ids.tolist()
-        spectrum = SpectrumSnapshot.of(loaded.version, a.user_emb, a.item_emb)
+        spectrum = SpectrumSnapshot.of(version, a.user_emb, a.item_emb)
         created = loaded.manifest.get("created_unix")
         return cls(
-            version=loaded.version,
+            version=version,
             manifest=loaded.manifest,
             arrays=a,
             index=index,

@@ -81,11 +81,27 @@ class ModelState:
                 model = self._build(version)
             except (ArtifactInvalid, ModelNotFound) as e:
                 self._remember_failure(version, path, e)
+                if self._serving is None:  # nothing to keep serving: try the last good one
+                    return self._load_previous()
                 return False
             if self.registry.current() != version:
                 log.info("model %s was superseded while loading; not swapping", version)
                 return False
             self._swap(model)
+        return True
+
+    def _load_previous(self) -> bool:
+        """Serve CURRENT's ``previous`` when CURRENT itself is refused and nothing serves yet."""
+        prev = self.registry.pointer()["previous"]
+        if not prev or prev in self.failed:
+            return False
+        try:
+            model = self._build(prev)
+        except (ArtifactInvalid, ModelNotFound) as e:
+            self._remember_failure(prev, self.registry.versions_dir / prev, e)
+            return False
+        log.warning("CURRENT is refused; serving the previous version %s meanwhile", prev)
+        self._swap(model)
         return True
 
     def activate(self, version: str) -> ServingModel:
@@ -115,7 +131,14 @@ class ModelState:
 
     def _build(self, version: str) -> ServingModel:
         loaded = self.registry.load(version)  # checksums, shapes, finite values
-        return ServingModel.build(loaded, self.config)
+        if loaded.version != version:
+            log.warning(
+                "version %s has manifest version %r; serving it as %s",
+                version,
+                loaded.version,
+                version,
+            )
+        return ServingModel.build(loaded, self.config, version)
 
     def _remember_failure(self, version: str, path: Path, exc: Exception) -> None:
         self.load_failures += 1
