@@ -6,11 +6,13 @@ child stops both processes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -79,7 +81,8 @@ def fake_bin(tmp_path: Path) -> Path:
 
 
 class RunSh:
-    """scripts/run.sh as a child process with its output collected."""
+    """scripts/run.sh as a child process in its own process group, its output collected by a
+    reader thread (so a silent or hung script cannot block the test)."""
 
     def __init__(self, repo: Path, fake_bin: Path, home: Path, port: int, **env: str) -> None:
         self.log = home.parent / "events.jsonl"
@@ -97,32 +100,45 @@ class RunSh:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,
         )
-        self.out = ""
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.append(line)
+
+    @property
+    def out(self) -> str:
+        return "".join(self._lines)
 
     def wait_for(self, text: str, timeout_s: float = 30.0) -> None:
-        assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout_s
         while text not in self.out:
-            line = self.proc.stdout.readline()
-            if not line and self.proc.poll() is not None:
+            if self.proc.poll() is not None and not self._reader.is_alive():
                 raise AssertionError(f"run.sh exited {self.proc.returncode}:\n{self.out}")
-            self.out += line
             if time.monotonic() > deadline:
                 raise AssertionError(f"no {text!r} within {timeout_s} s:\n{self.out}")
+            time.sleep(0.05)
 
     def finish(self, timeout_s: float = 30.0) -> int:
-        rest, _ = self.proc.communicate(timeout=timeout_s)
-        self.out += rest
-        return self.proc.returncode
+        """Wait for run.sh to exit and for its output to end (children gone or detached)."""
+        rc = self.proc.wait(timeout=timeout_s)
+        self._reader.join(timeout=timeout_s)
+        return rc
 
     def events(self) -> list[dict]:
         return [json.loads(line) for line in self.log.read_text().splitlines()]
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate()
+        """Clean-up after a failed assertion: the whole process group, fakes included."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self._reader.join(timeout=10)
 
 
 def _alive(pid: int) -> bool:
