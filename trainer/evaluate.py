@@ -162,6 +162,7 @@ def _ranking_metrics(
     return out
 
 
+@torch.no_grad()
 def evaluate(
     user_emb: torch.Tensor,
     item_emb: torch.Tensor,
@@ -207,6 +208,7 @@ def popularity_ranking(train: sp.csr_matrix) -> np.ndarray:
     return np.lexsort((np.arange(len(counts)), -counts))
 
 
+@torch.no_grad()
 def evaluate_popularity(
     train: sp.csr_matrix,
     test: sp.csr_matrix,
