@@ -6,7 +6,8 @@ Times ``load_dataset`` on Gowalla, Yelp2018 and CiteULike (DirectSpec split) fro
 data folder, the synthetic default (generate + write + load), and ``evaluate()`` /
 ``evaluate_popularity()`` on Gowalla-size random embeddings (29,858 x 40,981, d = 64) with
 Gowalla's real train/test matrices when present (random ones of the same size otherwise).
-Each row is the median of ``--repeat`` runs after the imports are warm.
+Each row is the median of ``--repeat`` runs after the imports are warm: wall-clock seconds and
+CPU seconds of this process (the latter is robust to other jobs sharing the cores).
 """
 
 from __future__ import annotations
@@ -33,14 +34,16 @@ from trainer.data import load_dataset  # noqa: E402
 from trainer.evaluate import evaluate, evaluate_popularity  # noqa: E402
 
 
-def timed(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
-    """Median wall seconds over ``repeat`` calls, and the last result."""
-    times, result = [], None
+def timed(fn: Callable[[], object], repeat: int) -> tuple[str, object]:
+    """ "wall / cpu" median seconds over ``repeat`` calls, and the last result. CPU time (all
+    threads of this process) shows the cost even when other jobs share the cores."""
+    walls, cpus, result = [], [], None
     for _ in range(repeat):
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return f"{statistics.median(walls):.2f} / {statistics.median(cpus):.2f}", result
 
 
 def gowalla_matrices(data: Path) -> tuple[sp.csr_matrix, sp.csr_matrix, str]:
@@ -71,16 +74,16 @@ def main(argv: list[str] | None = None) -> int:
         detail = (
             f"{ds.n_users:,} users, {ds.n_items:,} items, {ds.n_train:,} train, {ds.n_test:,} test"
         )
-        rows.append((f"load_dataset {name}", f"{secs:.2f}", detail))
+        rows.append((f"load_dataset {name}", secs, detail))
 
     with tempfile.TemporaryDirectory() as tmp:
         secs, path = timed(lambda: synthetic.write_dataset(Path(tmp), force=True), args.repeat)
-        rows.append(("synthetic default: generate + write", f"{secs:.2f}", "3,000 x 2,000"))
+        rows.append(("synthetic default: generate + write", secs, "3,000 x 2,000"))
         secs, ds = timed(lambda: load_dataset(path), args.repeat)
         rows.append(
             (
                 "load_dataset synthetic default",
-                f"{secs:.2f}",
+                secs,
                 f"{ds.n_train + ds.n_test:,} rows, timestamp holdout",
             )
         )
@@ -98,23 +101,22 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(
         (
             f"evaluate() d=64, ks=(10,20), batch {args.batch_users}",
-            f"{secs:.2f}",
+            secs,
             f"{res['n_users']:,} users x {train.shape[1]:,} items, {source}",
         )
     )
     secs, res = timed(lambda: evaluate_popularity(train, test, ks=(10, 20)), args.repeat)
-    rows.append(
-        ("evaluate_popularity()", f"{secs:.2f}", f"Recall@20 {res['recall@20']:.4f} ({source})")
-    )
+    rows.append(("evaluate_popularity()", secs, f"Recall@20 {res['recall@20']:.4f} ({source})"))
 
     cpu = platform.processor() or platform.machine()
     threads = torch.get_num_threads()
     print(
         f"Machine: {cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({threads} threads),"
-        f" numpy {np.__version__}; median of {args.repeat} runs"
+        f" numpy {np.__version__}; median of {args.repeat} runs; load average at the end"
+        f" {os.getloadavg()[0]:.1f}"
     )
     print()
-    print("| step | seconds | what |")
+    print("| step | wall / CPU seconds | what |")
     print("|---|---:|---|")
     for step, secs_text, detail in rows:
         print(f"| {step} | {secs_text} | {detail} |")
