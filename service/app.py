@@ -24,7 +24,7 @@ from service.context import AppContext
 from service.errors import install_error_handlers
 from service.index import HAS_FAISS_GPU, IndexConfig
 from service.metrics import MetricsMiddleware, ServiceMetrics
-from service.routes import health, models, recommend, similar
+from service.routes import health, interactions, models, recommend, retrain, similar
 from service.settings import Settings
 from service.state import ModelState, ModelWatcher
 from trainer.artifact import ModelRegistry
@@ -39,6 +39,8 @@ BUILTIN_ROUTERS: tuple[Callable[[Settings], APIRouter], ...] = (
     similar.build_router,
     models.build_router,
     health.build_router,
+    retrain.build_router,
+    interactions.build_router,
 )
 
 

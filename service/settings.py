@@ -94,6 +94,15 @@ class Settings(BaseSettings):
     max_exclude: PositiveInt = 10_000
     """Largest ``exclude`` list per request (422 beyond)."""
 
+    # ---- retraining & ingestion -----------------------------------------------------------
+    ingest_token: SecretStr | None = None
+    """Bearer token accepted by POST /interactions besides ADMIN_TOKEN (for ingest pipelines)."""
+    max_ingest_batch: PositiveInt = 10_000
+    """Largest POST /interactions batch in rows (413 beyond)."""
+    heartbeat_timeout_s: float = Field(30.0, gt=0)
+    """A running retrain job whose worker sent no heartbeat for this long is marked failed
+    (same variable as the worker's)."""
+
     # ---- spectrum verdict ----------------------------------------------------------------
     healthy_erank_ratio: float = Field(0.5, gt=0, le=1)
     """Normalised erank / d at or above which a side is ``healthy``."""
@@ -128,8 +137,27 @@ class Settings(BaseSettings):
         """Where the ModelRegistry lives: ``models_dir`` or ``<home>/models``."""
         return self.models_dir if self.models_dir is not None else self.home / "models"
 
+    @property
+    def data_root(self) -> Path:
+        """Datasets a retrain job may name: ``<home>/data/<name>``."""
+        return self.home / "data"
+
+    @property
+    def jobs_db(self) -> Path:
+        """The retrain job queue shared with the worker."""
+        return self.home / "jobs.sqlite"
+
+    @property
+    def feedback_db(self) -> Path:
+        """Ingested interactions, snapshotted by the worker at each retrain."""
+        return self.home / "interactions.sqlite"
+
     def admin_token_value(self) -> str | None:
         return self.admin_token.get_secret_value() if self.admin_token is not None else None
+
+    def ingest_token_value(self) -> str | None:
+        v = self.ingest_token.get_secret_value().strip() if self.ingest_token else ""
+        return v or None
 
 
 def search_threads_env(threads: int) -> dict[str, str]:

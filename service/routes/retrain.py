@@ -1,0 +1,195 @@
+"""POST /retrain (admin), GET /retrain, GET /retrain/{job_id}, POST /retrain/{job_id}/cancel.
+
+The API only queues: the training worker (`specrec-worker`, the compose `trainer` service)
+claims jobs from the SQLite queue, trains, applies the quality gate and publishes; the model
+watcher then hot-swaps to the new version.
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the closure values in annotations.
+
+import time
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse
+
+from service.auth import AdminDep
+from service.errors import ERROR_RESPONSES, ErrorResponse, InvalidRequest, ServiceError
+from service.settings import Settings
+from trainer.config import ConfigError
+from trainer.jobs import Job, JobStore
+from trainer.jobspec import train_config_for_job
+
+JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
+DATASET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class UnknownJob(ServiceError):
+    status_code, code = 404, "unknown_job"
+
+
+class RetrainRequest(BaseModel):
+    """What to train; every field is optional (the product default trains DirectSpec+ MF)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    encoder: Literal["mf", "lightgcn"] | None = None
+    objective: Literal["directspec", "directspec+", "bpr", "directau", "align"] | None = None
+    epochs: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    dataset: Annotated[str, Field(pattern=DATASET_PATTERN)] | None = None
+    """A dataset directory under ``$SPECREC_HOME/data`` (default: the configured one)."""
+    hyperparameters: dict[str, float | int | bool | str | list[int] | None] = {}
+    """Any TrainConfig field (lr, alpha, tau, dim, batch_size, ...), validated before queueing."""
+    force: bool = False
+    """Publish even if the quality gate fails (the job still reports the gate's numbers)."""
+
+
+class JobView(BaseModel):
+    job_id: str
+    state: Literal["queued", "running", "succeeded", "failed", "rejected", "cancelled"]
+    status_url: str
+    params: dict[str, Any]
+    progress: dict[str, Any] | None
+    """Latest progress from the worker: stage, epoch, epochs, loss, metrics."""
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    heartbeat_at: str | None
+    cancel_requested: bool
+    model_version: str | None
+    """The published version (succeeded jobs)."""
+    result: dict[str, Any] | None
+    """Metrics and quality-gate numbers once training ended."""
+    error: str | None
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status_url: str
+    state: str
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+def _view(job: Job) -> dict[str, Any]:
+    return {
+        "job_id": job.id,
+        "state": job.state,
+        "status_url": f"/retrain/{job.id}",
+        "params": job.params,
+        "progress": job.progress,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "heartbeat_at": _iso(job.heartbeat_at),
+        "cancel_requested": job.cancel_requested,
+        "model_version": (job.result or {}).get("model_version"),
+        "result": job.result,
+        "error": job.error,
+    }
+
+
+def build_router(settings: Settings) -> APIRouter:
+    router = APIRouter(tags=["retrain"])
+
+    def store() -> JobStore:
+        return JobStore(settings.jobs_db, heartbeat_timeout_s=settings.heartbeat_timeout_s)
+
+    @router.post(
+        "/retrain",
+        status_code=202,
+        response_model=JobAccepted,
+        dependencies=[AdminDep],
+        summary="Queue a retraining job (admin)",
+        responses={
+            409: {"model": ErrorResponse, "description": "A job is already queued or running"},
+            **ERROR_RESPONSES,
+        },
+    )
+    async def retrain(
+        body: Annotated[RetrainRequest | None, Body()] = None,
+    ) -> Any:
+        """202 with the job id; 409 (code ``job_active``, ``details.job_id``) while another
+        job is queued or running, so a double click never trains twice."""
+        req = body or RetrainRequest()
+        params = req.model_dump(exclude_none=True)
+        if req.dataset is not None and not (settings.data_root / req.dataset).exists():
+            raise InvalidRequest(
+                f"body.dataset: no dataset {req.dataset!r} under {settings.data_root}",
+                [{"loc": ["body", "dataset"], "msg": "unknown dataset", "type": "value_error"}],
+            )
+        try:
+            train_config_for_job(params)
+        except (ConfigError, TypeError) as e:
+            raise InvalidRequest(
+                f"body: {e}", [{"loc": ["body"], "msg": str(e), "type": "value_error"}]
+            ) from e
+        job, created = await run_in_threadpool(store().enqueue, params)
+        if not created:
+            return JSONResponse(
+                {
+                    "error": {
+                        "code": "job_active",
+                        "message": f"job {job.id} is already {job.state}; wait for it or "
+                        f"cancel it (POST /retrain/{job.id}/cancel)",
+                        "details": {
+                            "job_id": job.id,
+                            "state": job.state,
+                            "status_url": f"/retrain/{job.id}",
+                        },
+                    }
+                },
+                status_code=409,
+            )
+        return {"job_id": job.id, "status_url": f"/retrain/{job.id}", "state": job.state}
+
+    @router.get("/retrain", response_model=JobList, summary="Recent retraining jobs")
+    async def list_jobs(
+        limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    ) -> dict[str, Any]:
+        """Newest first."""
+        jobs = await run_in_threadpool(store().recent, limit)
+        return {"jobs": [_view(j) for j in jobs]}
+
+    @router.get(
+        "/retrain/{job_id}",
+        response_model=JobView,
+        summary="One retraining job",
+        responses={404: {"model": ErrorResponse, "description": "code unknown_job"}},
+    )
+    async def get_job(
+        job_id: Annotated[str, Path(pattern=JOB_ID_PATTERN)],
+    ) -> dict[str, Any]:
+        job = await run_in_threadpool(store().get, job_id)
+        if job is None:
+            raise UnknownJob(f"no retraining job {job_id!r}")
+        return _view(job)
+
+    @router.post(
+        "/retrain/{job_id}/cancel",
+        response_model=JobView,
+        dependencies=[AdminDep],
+        summary="Cancel a queued or running job (admin)",
+        responses={404: {"model": ErrorResponse, "description": "code unknown_job"}},
+    )
+    async def cancel_job(
+        request: Request,
+        job_id: Annotated[str, Path(pattern=JOB_ID_PATTERN)],
+    ) -> dict[str, Any]:
+        """A queued job is cancelled at once; a running one stops at its next epoch."""
+        job = await run_in_threadpool(store().cancel, job_id)
+        if job is None:
+            raise UnknownJob(f"no retraining job {job_id!r}")
+        return _view(job)
+
+    return router

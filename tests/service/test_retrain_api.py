@@ -1,0 +1,126 @@
+"""POST /retrain, GET /retrain[/{id}], cancel: auth, validation, one active job, persistence."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+from tests.service.modelkit import ADMIN_TOKEN
+from trainer.jobs import JobStore
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as c:  # no model needed to queue jobs
+        yield c
+
+
+def test_retrain_requires_the_admin_token(api: TestClient) -> None:
+    r = api.post("/retrain")
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+    r = api.post("/retrain", headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+    r = api.post("/retrain/" + "0" * 32 + "/cancel")
+    assert r.status_code == 401
+
+
+def test_retrain_refused_when_no_token_configured(tmp_path) -> None:
+    with TestClient(create_app(Settings(home=tmp_path))) as c:
+        r = c.post("/retrain", headers=AUTH)
+    assert r.status_code == 503
+    assert r.json()["error"]["code"] == "admin_disabled"
+    assert "ADMIN_TOKEN" in r.json()["error"]["message"]
+
+
+def test_queue_then_conflict_then_status_and_list(api: TestClient, settings: Settings) -> None:
+    r = api.post("/retrain", headers=AUTH, json={"epochs": 3, "objective": "directspec+"})
+    assert r.status_code == 202
+    job_id = r.json()["job_id"]
+    assert r.json() == {"job_id": job_id, "status_url": f"/retrain/{job_id}", "state": "queued"}
+    again = api.post("/retrain", headers=AUTH)
+    assert again.status_code == 409
+    err = again.json()["error"]
+    assert err["code"] == "job_active" and err["details"]["job_id"] == job_id
+    status = api.get(f"/retrain/{job_id}").json()
+    assert status["state"] == "queued"
+    assert status["params"] == {
+        "epochs": 3,
+        "objective": "directspec+",
+        "hyperparameters": {},
+        "force": False,
+    }
+    assert status["model_version"] is None and status["started_at"] is None
+    listed = api.get("/retrain").json()["jobs"]
+    assert [j["job_id"] for j in listed] == [job_id]
+    # the worker side sees exactly this job
+    claimed = JobStore(settings.jobs_db).claim("test-worker")
+    assert claimed is not None and claimed.id == job_id and claimed.params["epochs"] == 3
+    assert api.get(f"/retrain/{job_id}").json()["state"] == "running"
+
+
+def test_cancel_queued_job_frees_the_queue(api: TestClient) -> None:
+    job_id = api.post("/retrain", headers=AUTH).json()["job_id"]
+    r = api.post(f"/retrain/{job_id}/cancel", headers=AUTH)
+    assert r.status_code == 200 and r.json()["state"] == "cancelled"
+    assert api.post("/retrain", headers=AUTH).status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"epochs": 0}, "body.epochs"),
+        ({"objective": "sgd"}, "body.objective"),
+        ({"bogus": 1}, "body.bogus"),
+        ({"hyperparameters": {"lr": -1}}, "lr"),
+        ({"hyperparameters": {"not_a_field": 1}}, "not_a_field"),
+        ({"hyperparameters": {"device": "cuda"}}, "set by the worker"),
+        ({"dataset": "../etc"}, "body.dataset"),
+        ({"dataset": "missing"}, "no dataset 'missing'"),
+    ],
+)
+def test_invalid_requests_are_422_and_queue_nothing(
+    api: TestClient, settings: Settings, body: dict, fragment: str
+) -> None:
+    r = api.post("/retrain", headers=AUTH, json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "validation_error"
+    assert fragment in r.json()["error"]["message"]
+    assert JobStore(settings.jobs_db).recent() == []
+
+
+def test_unknown_and_malformed_job_ids(api: TestClient) -> None:
+    r = api.get("/retrain/" + "a" * 32)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_job"
+    assert api.get("/retrain/not-a-job").status_code == 422
+
+
+def test_two_concurrent_retrains_make_exactly_one_job(api: TestClient, settings: Settings) -> None:
+    statuses: list[int] = []
+    barrier = threading.Barrier(2)
+
+    def post() -> None:
+        barrier.wait()
+        statuses.append(api.post("/retrain", headers=AUTH).status_code)
+
+    threads = [threading.Thread(target=post) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [202, 409]
+    assert len(JobStore(settings.jobs_db).recent()) == 1
+
+
+def test_queued_job_survives_an_api_restart(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as first:
+        job_id = first.post("/retrain", headers=AUTH).json()["job_id"]
+    with TestClient(create_app(settings)) as second:
+        assert second.get(f"/retrain/{job_id}").json()["state"] == "queued"
+        assert second.post("/retrain", headers=AUTH).status_code == 409
