@@ -1,0 +1,105 @@
+"""Quality gate: compares with the serving model on the same split; refuses collapse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trainer.artifact import LoadedModel, ModelArrays, ModelRegistry
+from trainer.data import Dataset
+from trainer.gate import GateConfig, decide
+
+# Two taste groups: users 0,1 like items 0-2, users 2,3 like items 3-5. Each user has two of
+# their group's items in train and the third in test.
+USERS = np.array([f"user_{u}" for u in range(4)])
+ITEMS = np.array([f"item_{i}" for i in range(6)])
+TRAIN = (np.array([0, 0, 1, 1, 2, 2, 3, 3]), np.array([0, 1, 1, 2, 3, 4, 4, 5]))
+TEST = (np.array([0, 1, 2, 3]), np.array([2, 0, 5, 3]))
+CFG = GateConfig(metric="recall@1", max_relative_drop=0.05, min_erank_ratio=0.3)
+
+
+def dataset() -> Dataset:
+    return Dataset.from_pairs("toy", USERS, ITEMS, TRAIN, TEST)
+
+
+def perfect() -> tuple[np.ndarray, np.ndarray]:
+    """Items one-hot in d=8; a user is the sum of its group's items: the test item ranks 1st."""
+    items = np.eye(8, dtype=np.float32)[:6]
+    users = np.zeros((4, 8), dtype=np.float32)
+    users[:2, :3] = 1.0
+    users[2:, 3:6] = 1.0
+    return users, items
+
+
+def inverted() -> tuple[np.ndarray, np.ndarray]:
+    """Users point at the other group's items: Recall@1 = 0."""
+    users, items = perfect()
+    return users[[2, 3, 0, 1]], items
+
+
+def serving(tmp_path: Path, users: np.ndarray, items: np.ndarray, n_users: int = 4) -> LoadedModel:
+    arrays = ModelArrays.build(
+        users[:n_users], items, USERS[:n_users], ITEMS, (TRAIN[0][:0], TRAIN[1][:0])
+    )
+    reg = ModelRegistry(tmp_path)
+    reg.publish(arrays, config={})
+    return reg.load()
+
+
+def test_first_model_only_needs_a_healthy_spectrum() -> None:
+    d = decide(dataset(), *perfect(), None, CFG)
+    assert d.passed and d.reasons == []
+    assert d.new_value == pytest.approx(1.0)
+    assert d.serving_value is None and d.serving_version is None
+    assert d.n_compared_users == 4
+    assert d.erank_ratio > 0.3
+
+
+def test_collapsed_model_is_rejected_with_its_erank() -> None:
+    rng = np.random.default_rng(0)
+    direction = rng.normal(size=8)
+    users = np.tile(direction, (4, 1)) + 1e-4 * rng.normal(size=(4, 8))
+    items = np.tile(direction, (6, 1)) + 1e-4 * rng.normal(size=(6, 8))
+    d = decide(dataset(), users, items, None, CFG)
+    assert not d.passed
+    assert d.erank_ratio < 0.2
+    assert len(d.reasons) == 1
+    assert f"normalised effective rank ratio {d.erank_ratio:.3f} is below" in d.reasons[0]
+
+
+def test_worse_than_serving_is_rejected_better_passes(tmp_path: Path) -> None:
+    good = serving(tmp_path / "a", *perfect())
+    d = decide(dataset(), *inverted(), good, CFG)
+    assert not d.passed
+    assert d.serving_value == pytest.approx(1.0) and d.new_value == pytest.approx(0.0)
+    assert "recall@1 0.0000 is below 0.9500" in d.reasons[0]
+    bad = serving(tmp_path / "b", *inverted())
+    d = decide(dataset(), *perfect(), bad, CFG)
+    assert d.passed and d.serving_value == pytest.approx(0.0) and d.new_value == 1.0
+    assert d.serving_version == bad.version
+
+
+def test_users_unknown_to_serving_model_are_left_out_of_both(tmp_path: Path) -> None:
+    # serving model knows users 0..2 only; new model is perfect for 0..2, wrong for user 3
+    old = serving(tmp_path, *perfect(), n_users=3)
+    users, items = perfect()
+    users[3] = inverted()[0][3]
+    d = decide(dataset(), users, items, old, CFG)
+    assert d.n_compared_users == 3
+    assert d.new_value == pytest.approx(1.0) and d.serving_value == pytest.approx(1.0)
+    assert d.passed
+
+
+def test_items_unknown_to_serving_model_are_never_its_hits(tmp_path: Path) -> None:
+    # the serving model lacks item_2 (user_0's test item) but would score it highest
+    users, items = perfect()
+    arrays = ModelArrays.build(
+        users, items[[0, 1, 3, 4, 5]], USERS, ITEMS[[0, 1, 3, 4, 5]], (TRAIN[0][:0], TRAIN[1][:0])
+    )
+    reg = ModelRegistry(tmp_path)
+    reg.publish(arrays, config={})
+    d = decide(dataset(), *perfect(), reg.load(), CFG)
+    assert d.serving_value == pytest.approx(0.75)  # user_0 cannot get item_2 from it
+    assert d.new_value == pytest.approx(1.0)

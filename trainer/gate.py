@@ -1,0 +1,137 @@
+"""Quality gate: publish a retrained model only if it is not worse and not collapsed.
+
+The serving model is evaluated on the *new* job's held-out split, so both models are compared on
+the same users and test pairs: users unknown to the serving model are left out of both
+evaluations, and items unknown to it can never be recommended by it (they count as misses).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from trainer.artifact import LoadedModel
+from trainer.data import Dataset
+from trainer.evaluate import evaluate
+from trainer.spectrum import embedding_spectrum
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    metric: str = "recall@20"
+    max_relative_drop: float = 0.05  # new >= serving * (1 - this)
+    min_erank_ratio: float = 0.25  # erank / d of the row-normalised [U; I]; alignment-only ~0.05
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    passed: bool
+    reasons: list[str]  # empty when passed
+    metric: str
+    new_value: float
+    serving_value: float | None  # None when nothing is serving
+    serving_version: str | None
+    n_compared_users: int
+    erank_ratio: float
+    thresholds: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _aligned(
+    ds: Dataset, model: LoadedModel
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Serving embeddings on ds's rows: (U (m,d), I (n,d), known_user (m,), known_item (n,))."""
+    arr = model.arrays
+    urow = {u: i for i, u in enumerate(arr.user_ids.tolist())}
+    irow = {it: i for i, it in enumerate(arr.item_ids.tolist())}
+    u_idx = np.array([urow.get(u, -1) for u in ds.user_ids.tolist()])
+    i_idx = np.array([irow.get(it, -1) for it in ds.item_ids.tolist()])
+    users = np.zeros((ds.n_users, arr.dim), dtype=np.float32)
+    items = np.zeros((ds.n_items, arr.dim), dtype=np.float32)
+    users[u_idx >= 0] = arr.user_emb[u_idx[u_idx >= 0]]
+    items[i_idx >= 0] = arr.item_emb[i_idx[i_idx >= 0]]
+    return users, items, u_idx >= 0, i_idx >= 0
+
+
+def _rows_only(matrix: sp.csr_matrix, keep_rows: np.ndarray) -> sp.csr_matrix:
+    return sp.csr_matrix(sp.diags(keep_rows.astype(np.float32)) @ matrix)
+
+
+def decide(
+    ds: Dataset,
+    user_emb: np.ndarray,
+    item_emb: np.ndarray,
+    serving: LoadedModel | None,
+    cfg: GateConfig,
+    recall_convention: str = "lightgcn",
+) -> GateDecision:
+    """Compare the new model (user_emb (m,d), item_emb (n,d) on ds's rows) with `serving`."""
+    k = int(cfg.metric.split("@")[1])
+    train, test = ds.train_matrix(), ds.test_matrix()
+    erank_ratio = float(
+        embedding_spectrum(user_emb, item_emb)["all"]["normalized"]["effective_rank_ratio"]
+    )
+    reasons: list[str] = []
+    serving_value: float | None = None
+    n_users = int((np.diff(test.indptr) > 0).sum())
+    new_test = test
+    if serving is not None:
+        old_u, old_i, known_u, known_i = _aligned(ds, serving)
+        new_test = _rows_only(test, known_u)
+        n_users = int((np.diff(new_test.indptr) > 0).sum())
+        # items the serving model has never seen cannot be recommended by it: one extra
+        # dimension scores them -1e9 below every known item (exact unless a user has fewer
+        # than k unseen known items)
+        old_u = np.hstack([old_u, np.ones((ds.n_users, 1), dtype=np.float32)])
+        old_i = np.hstack([old_i, np.where(known_i, 0.0, -1e9).astype(np.float32)[:, None]])
+        if n_users:
+            serving_value = evaluate(
+                torch.from_numpy(old_u),
+                torch.from_numpy(old_i),
+                train,
+                new_test,
+                ks=(k,),
+                recall_convention=recall_convention,
+            )[cfg.metric]
+    new_value = 0.0
+    if n_users:
+        new_value = evaluate(
+            torch.from_numpy(np.ascontiguousarray(user_emb, dtype=np.float32)),
+            torch.from_numpy(np.ascontiguousarray(item_emb, dtype=np.float32)),
+            train,
+            new_test,
+            ks=(k,),
+            recall_convention=recall_convention,
+        )[cfg.metric]
+    if serving_value is not None:
+        floor = serving_value * (1.0 - cfg.max_relative_drop)
+        if new_value < floor:
+            reasons.append(
+                f"{cfg.metric} {new_value:.4f} is below {floor:.4f} (serving "
+                f"{serving_value:.4f} minus the allowed {cfg.max_relative_drop:.0%} drop)"
+            )
+    if erank_ratio < cfg.min_erank_ratio:
+        reasons.append(
+            f"normalised effective rank ratio {erank_ratio:.3f} is below the collapse "
+            f"threshold {cfg.min_erank_ratio:.3f}"
+        )
+    return GateDecision(
+        passed=not reasons,
+        reasons=reasons,
+        metric=cfg.metric,
+        new_value=float(new_value),
+        serving_value=None if serving_value is None else float(serving_value),
+        serving_version=serving.version if serving is not None else None,
+        n_compared_users=n_users,
+        erank_ratio=erank_ratio,
+        thresholds={
+            "max_relative_drop": cfg.max_relative_drop,
+            "min_erank_ratio": cfg.min_erank_ratio,
+        },
+    )
