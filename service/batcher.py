@@ -14,8 +14,7 @@ import logging
 import queue
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,7 +30,22 @@ class _Job:
     queries: np.ndarray  # (q, d) float32
     ks: Sequence[int]
     banned: Sequence[np.ndarray]
-    future: Future[list[Ranked]] = field(default_factory=Future)
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[list[Ranked]]
+
+
+Outcome = tuple["asyncio.Future[list[Ranked]]", "list[Ranked] | BaseException"]
+
+
+def _deliver(outcomes: list[Outcome]) -> None:
+    """Runs on the event loop: resolve every future of one batch (one wake-up per batch)."""
+    for future, outcome in outcomes:
+        if future.done():  # the request was cancelled (client went away)
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 _STOP = object()
@@ -66,19 +80,6 @@ class SearchBatcher:
         self._thread.join(timeout)
         self._thread = None
 
-    def submit(
-        self,
-        index: ItemIndex,
-        queries: np.ndarray,
-        ks: Sequence[int],
-        banned: Sequence[np.ndarray],
-    ) -> Future[list[Ranked]]:
-        if not self.running:
-            raise RuntimeError("SearchBatcher is not running (start it in the app lifespan)")
-        job = _Job(index, queries, ks, banned)
-        self._queue.put(job)
-        return job.future
-
     async def search(
         self,
         index: ItemIndex,
@@ -86,7 +87,14 @@ class SearchBatcher:
         ks: Sequence[int],
         banned: Sequence[np.ndarray],
     ) -> list[Ranked]:
-        return await asyncio.wrap_future(self.submit(index, queries, ks, banned))
+        """Results for `queries` (q, d), searched on the worker thread with whatever else is
+        queued; each result is (rows, scores) best first."""
+        if not self.running:
+            raise RuntimeError("SearchBatcher is not running (start it in the app lifespan)")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Ranked]] = loop.create_future()
+        self._queue.put(_Job(index, queries, ks, banned, loop, future))
+        return await future
 
     # ---- worker --------------------------------------------------------------------------
     def _run(self) -> None:
@@ -115,14 +123,18 @@ class SearchBatcher:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if isinstance(item, _Job) and item.future.set_running_or_notify_cancel():
-                item.future.set_exception(RuntimeError("search worker stopped"))
+            if isinstance(item, _Job):
+                err = RuntimeError("search worker stopped")
+                try:
+                    item.loop.call_soon_threadsafe(_deliver, [(item.future, err)])
+                except RuntimeError:
+                    pass
 
     def _execute(self, jobs: list[_Job]) -> None:
         groups: dict[int, list[_Job]] = {}
         for job in jobs:  # normally one group; two while a hot swap is in progress
-            if job.future.set_running_or_notify_cancel():
-                groups.setdefault(id(job.index), []).append(job)
+            groups.setdefault(id(job.index), []).append(job)
+        outcomes: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
         for group in groups.values():
             try:
                 if len(group) == 1:
@@ -137,10 +149,15 @@ class SearchBatcher:
                 self.queries += len(results)
                 start = 0
                 for j in group:
-                    j.future.set_result(results[start : start + len(j.queries)])
+                    outcome = results[start : start + len(j.queries)]
+                    outcomes.setdefault(j.loop, []).append((j.future, outcome))
                     start += len(j.queries)
             except Exception as e:  # a search failure fails its requests, not the thread
                 log.exception("search failed")
                 for j in group:
-                    if not j.future.done():
-                        j.future.set_exception(e)
+                    outcomes.setdefault(j.loop, []).append((j.future, e))
+        for loop, items in outcomes.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                pass

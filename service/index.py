@@ -98,8 +98,10 @@ class NumpyExactIndex:
     kind, backend, exact = "flat", "numpy", True
 
     def __init__(self, items: np.ndarray, buffer_mb: int = 64) -> None:
-        self.items = np.ascontiguousarray(items, dtype=np.float32)  # (n, d)
-        self.ntotal = int(self.items.shape[0])
+        # (d, n) contiguous: q @ items_t streams the matrix once (BLAS gemv "N"), ~3x faster
+        # than the dot-per-row gemv on the (n, d) layout (bench/serve_exact.py)
+        self.items_t = np.ascontiguousarray(np.asarray(items, dtype=np.float32).T)
+        self.ntotal = int(self.items_t.shape[1])
         self.chunk = max(1, (buffer_mb << 20) // (4 * max(self.ntotal, 1)))
         self._local = threading.local()
 
@@ -124,10 +126,7 @@ class NumpyExactIndex:
         for start in range(0, len(queries), self.chunk):
             chunk = queries[start : start + self.chunk]
             buf = self._buffer(len(chunk))[: len(chunk)]  # (c, n) scratch
-            if len(chunk) == 1:
-                np.matmul(self.items, chunk[0], out=buf[0])  # gemv: (n, d) @ (d,)
-            else:
-                np.matmul(chunk, self.items.T, out=buf)  # (c, d) @ (d, n)
+            np.matmul(chunk, self.items_t, out=buf)  # (c, d) @ (d, n) -> (c, n)
             for i in range(len(chunk)):
                 out.append(select_topk(buf[i], ks[start + i], banned[start + i]))
         return out

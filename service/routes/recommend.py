@@ -6,13 +6,19 @@
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.responses import JSONResponse
 
 from service.context import AppContext
 from service.errors import ERROR_RESPONSES, ErrorResponse, UnknownUser
-from service.routes._params import parse_id_list
+from service.routes._params import (
+    openapi_query,
+    query_bool,
+    query_choice,
+    query_id_list,
+    query_int,
+)
 from service.schemas import (
     ID_MAX_LEN,
     ID_PATTERN,
@@ -62,6 +68,24 @@ def build_router(settings: Settings) -> APIRouter:
         ctx.metrics.fallbacks.labels("popular").inc()
         return model.popular(k, banned)
 
+    recommend_params = [
+        openapi_query(
+            "k", {"type": "integer", "minimum": 1, "maximum": max_k}, "Number of items", default_k
+        ),
+        openapi_query("exclude_seen", {"type": "boolean"}, "Drop the user's training items", True),
+        openapi_query(
+            "exclude",
+            {"type": "string"},
+            "Comma-separated item ids to drop. Unknown ids are ignored and listed in "
+            "`unknown_exclude`; malformed ones are a 422.",
+        ),
+        openapi_query(
+            "fallback",
+            {"type": "string", "enum": ["popular"]},
+            "`popular`: answer an unknown user with the most popular items",
+        ),
+    ]
+
     @router.get(
         "/recommend/{user_id}",
         response_model=RecommendResponse,
@@ -70,28 +94,22 @@ def build_router(settings: Settings) -> APIRouter:
             404: {"model": ErrorResponse, "description": "Unknown user (code unknown_user)"},
             **ERROR_RESPONSES,
         },
+        openapi_extra={"parameters": recommend_params},
     )
     async def recommend(
         request: Request,
         user_id: Annotated[str, Path(min_length=1, max_length=ID_MAX_LEN, pattern=ID_PATTERN)],
-        k: Annotated[int, Query(ge=1, le=max_k, description="Number of items")] = default_k,
-        exclude_seen: Annotated[bool, Query(description="Drop the user's training items")] = True,
-        exclude: Annotated[
-            str | None,
-            Query(
-                description="Comma-separated item ids to drop. Unknown ids are ignored and "
-                "listed in `unknown_exclude`; malformed ones are a 422."
-            ),
-        ] = None,
-        fallback: Annotated[
-            Fallback | None,
-            Query(description="`popular`: answer an unknown user with the most popular items"),
-        ] = None,
     ) -> JSONResponse:
-        """Seen items are excluded by default; scores are inner products, best first."""
+        """Seen items are excluded by default; scores are inner products, best first.
+        (Query parameters are parsed by service.routes._params: this is the hot path.)"""
+        qp = request.query_params
+        k = query_int(qp, "k", default_k, 1, max_k)
+        exclude_seen = query_bool(qp, "exclude_seen", True)
+        exclude = query_id_list(qp, "exclude", settings.max_exclude)
+        fallback = query_choice(qp, "fallback", ("popular",))
         ctx: AppContext = request.app.state.ctx
         model = ctx.state.require()  # the one read of the serving model for this request
-        excl, unknown_excl = _rows_of_exclude(model, parse_id_list(exclude, settings.max_exclude))
+        excl, unknown_excl = _rows_of_exclude(model, exclude)
         row = model.user_rows.get(user_id)
         used_fallback = None
         if row is None:

@@ -6,11 +6,12 @@
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Request
 from starlette.responses import JSONResponse
 
 from service.context import AppContext
 from service.errors import ERROR_RESPONSES, ErrorResponse, UnknownItem
+from service.routes._params import openapi_query, query_int
 from service.schemas import ID_MAX_LEN, ID_PATTERN, SimilarResponse
 from service.settings import Settings
 
@@ -26,13 +27,23 @@ def build_router(settings: Settings) -> APIRouter:
             404: {"model": ErrorResponse, "description": "Unknown item (code unknown_item)"},
             **ERROR_RESPONSES,
         },
+        openapi_extra={
+            "parameters": [
+                openapi_query(
+                    "k",
+                    {"type": "integer", "minimum": 1, "maximum": settings.max_k},
+                    "Number of items",
+                    settings.default_k,
+                )
+            ]
+        },
     )
     async def similar(
         request: Request,
         item_id: Annotated[str, Path(min_length=1, max_length=ID_MAX_LEN, pattern=ID_PATTERN)],
-        k: Annotated[int, Query(ge=1, le=settings.max_k)] = settings.default_k,
     ) -> JSONResponse:
         """The item itself is never returned."""
+        k = query_int(request.query_params, "k", settings.default_k, 1, settings.max_k)
         ctx: AppContext = request.app.state.ctx
         model = ctx.state.require()
         row = model.item_rows.get(item_id)

@@ -178,3 +178,29 @@ def test_gpu_request_without_faiss_gpu_says_what_to_install():
         pytest.skip("faiss-gpu with a GPU present")
     with pytest.raises(RuntimeError, match="pip install"):
         FaissIndex(np.eye(4, dtype=np.float32), IndexConfig(kind="flat", use_gpu=True))
+
+
+@pytest.mark.parametrize("k", [1, 20, 100])
+def test_select_topk_threshold_path_is_exact_on_large_rows(k):
+    """n >= 64k takes the sampled-threshold path; it must equal a full sort, banned included."""
+    rng = np.random.default_rng(k)
+    scores = rng.standard_normal(50_000).astype(np.float32)
+    scores[rng.choice(50_000, 300, replace=False)] = scores.max()  # many ties at the top
+    banned = np.unique(rng.choice(50_000, 2000, replace=False))
+    rows, vals = select_topk(scores.copy(), k, banned)
+    masked = scores.astype(np.float64)
+    masked[banned] = -np.inf
+    want = np.lexsort((np.arange(50_000), -masked))[:k]  # score desc, row asc
+    np.testing.assert_array_equal(vals, scores[want])
+    assert not set(rows.tolist()) & set(banned.tolist())
+    # tied rows may differ only among equal scores
+    assert sorted(scores[rows].tolist()) == sorted(scores[want].tolist())
+
+
+def test_select_topk_threshold_path_with_a_mostly_banned_sample():
+    scores = np.arange(10_000, dtype=np.float32)
+    banned = np.arange(0, 10_000, 16)  # exactly the sampled rows: the bound is -inf
+    rows, _ = select_topk(scores.copy(), 5, banned)
+    assert rows.tolist() == [9999, 9998, 9997, 9996, 9995]  # 9984 = 16 * 624 is the banned one
+    rows, _ = select_topk(scores.copy(), 3, np.arange(9985, 10_000))
+    assert rows.tolist() == [9984, 9983, 9982]

@@ -140,17 +140,14 @@ def test_malformed_user_id_is_422(client, bad):
 
 def test_malformed_exclude_id_is_422(client):
     r = client.get("/recommend/u0?exclude=i1,bad%01id")
+    msg = "malformed id 'bad\\x01id' (1-256 printable characters)"
     assert r.status_code == 422
     assert r.json() == {
         "error": {
             "code": "validation_error",
-            "message": "query.exclude: malformed id 'bad\\x01id' (1-256 printable characters)",
+            "message": f"query.exclude: {msg}",
             "details": [
-                {
-                    "loc": ["query", "exclude"],
-                    "msg": "malformed id",
-                    "type": "string_pattern_mismatch",
-                }
+                {"loc": ["query", "exclude"], "msg": msg, "type": "string_pattern_mismatch"}
             ],
         }
     }
@@ -160,7 +157,49 @@ def test_too_many_exclude_ids_is_422(settings, published):
     with TestClient(create_app(settings.model_copy(update={"max_exclude": 2}))) as c:
         r = c.get("/recommend/u0?exclude=a,b,c")
         assert r.status_code == 422
-        assert r.json()["error"]["message"] == "query.exclude: 3 ids, at most 2 allowed"
+        assert r.json()["error"]["message"] == "query.exclude: at most 2 ids allowed, got 3"
+        assert c.get("/recommend/u0?exclude=a,,b,").status_code == 200  # blanks do not count
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", ""])
+def test_invalid_boolean_is_422(client, value):
+    r = client.get(f"/recommend/u0?exclude_seen={value}")
+    assert r.status_code == 422
+    assert r.json()["error"]["details"] == [
+        {
+            "loc": ["query", "exclude_seen"],
+            "msg": "Input should be a valid boolean, unable to interpret input",
+            "type": "bool_parsing",
+            "input": value,
+        }
+    ]
+
+
+@pytest.mark.parametrize(("value", "expected"), [("true", True), ("0", False), ("No", False)])
+def test_boolean_spellings(client, model, value, expected):
+    user = max(range(model.arrays.n_users), key=lambda u: len(model.seen[u]))
+    ids = [
+        i["item_id"]
+        for i in client.get(f"/recommend/u{user}?k=50&exclude_seen={value}").json()["items"]
+    ]
+    assert ids == expected_topk(model, user, 50, exclude_seen=expected)
+
+
+def test_openapi_documents_the_hot_path_query_parameters(client):
+    spec = client.get("/openapi.json").json()
+    params = spec["paths"]["/recommend/{user_id}"]["get"]["parameters"]
+    by_name = {p["name"]: p for p in params}
+    assert set(by_name) == {"user_id", "k", "exclude_seen", "exclude", "fallback"}
+    assert by_name["k"]["schema"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 1000,
+        "default": 20,
+    }
+    assert by_name["fallback"]["schema"]["enum"] == ["popular"]
+    similar = spec["paths"]["/similar/{item_id}"]["get"]["parameters"]
+    assert {p["name"] for p in similar} == {"item_id", "k"}
+    assert "ErrorResponse" in spec["components"]["schemas"]
 
 
 # ---- batch ---------------------------------------------------------------------------------

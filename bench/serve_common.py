@@ -1,0 +1,163 @@
+"""Shared pieces of the serving benchmarks: a Gowalla-size random model, a uvicorn process,
+wrk runs. Only loopback traffic; everything is written under bench/.data and bench/out
+(both git-ignored)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "bench" / ".data"
+OUT = REPO / "bench" / "out"
+sys.path.insert(0, str(REPO))
+
+from trainer.artifact import ModelArrays, ModelRegistry  # noqa: E402
+
+
+def gowalla_like(
+    n_users: int = 29_858,
+    n_items: int = 40_981,
+    dim: int = 64,
+    n_seen: int = 810_128,
+    seed: int = 0,
+) -> ModelArrays:
+    """Random model with Gowalla's shape: Gaussian embeddings, Zipf-ish item popularity,
+    ~27 training items per user (Gowalla: 29,858 users, 40,981 items, 810,128 train pairs)."""
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, n_users, n_seen)
+    pop = 1.0 / np.arange(1, n_items + 1) ** 0.8
+    items = rng.choice(n_items, size=n_seen, p=pop / pop.sum())
+    return ModelArrays.build(
+        rng.standard_normal((n_users, dim), dtype=np.float32) / np.sqrt(dim),
+        rng.standard_normal((n_items, dim), dtype=np.float32) / np.sqrt(dim),
+        [f"user_{i}" for i in range(n_users)],
+        [f"item_{i}" for i in range(n_items)],
+        (users, items),
+    )
+
+
+def publish_once(home: Path, build) -> str:
+    """Publish `build()` under home/models unless a model is already there."""
+    registry = ModelRegistry(home / "models")
+    if registry.current() is None:
+        registry.publish(build(), config={"bench": True})
+    return registry.current()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def uvicorn_server(home: Path, **env_extra: str) -> Iterator[str]:
+    """`python -m service.main` on a free loopback port; yields the base URL once /readyz is 200."""
+    import httpx
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPECREC_")}
+    env.update(SPECREC_HOME=str(home), PORT=str(port), HOST="127.0.0.1", SPECREC_WATCH="false")
+    env.update(SPECREC_LOG_LEVEL="warning", **env_extra)
+    env.pop("ADMIN_TOKEN", None)
+    proc = subprocess.Popen([sys.executable, "-m", "service.main"], cwd=REPO, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("server not ready after 300 s")
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+WRK_LUA_GET = """
+local n = {n_users}
+local counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", string.format("{path}", (counter * 7919) % n))
+end
+"""
+
+WRK_LUA_POST = """
+local n = {n_users}
+local b = {batch}
+local counter = 0
+request = function()
+  local ids = {{}}
+  for i = 1, b do
+    counter = counter + 1
+    ids[i] = string.format('"user_%d"', (counter * 7919) % n)
+  end
+  local body = '{{"k": 20, "user_ids": [' .. table.concat(ids, ",") .. ']}}'
+  return wrk.format("POST", "/recommend", {{["Content-Type"] = "application/json"}}, body)
+end
+"""
+
+
+def wrk(url: str, connections: int, seconds: float, script: str | None = None) -> dict:
+    """One wrk run (1 thread); returns requests/s, p50/p99 latency in ms, errors."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found: apt-get install -y wrk")
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "--timeout", "10s"]
+    if script is not None:
+        path = OUT / f".wrk-{os.getpid()}.lua"
+        path.write_text(script)
+        cmd += ["-s", str(path)]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+
+    def ms(label: str) -> float:
+        m = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if m is None:
+            raise RuntimeError(f"no {label} in wrk output:\n{out}")
+        value, unit = float(m.group(1)), m.group(2)
+        return value * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+    errors = 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(g) for g in m.groups())
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": ms("50%"),
+        "p99_ms": ms("99%"),
+        "errors": errors,
+    }
+
+
+def machine() -> str:
+    load = os.getloadavg()
+    cpu = platform.processor() or platform.machine()
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, "
+        f"load average before the run {load[0]:.2f}"
+    )
