@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.auth import AdminDep, require_admin
+from service.deps import CtxDep, ServingDep, SettingsDep
 from service.settings import Settings
 from tests.service.modelkit import ADMIN_TOKEN, auth, make_model, publish
 from trainer.artifact import ModelRegistry
@@ -135,22 +136,42 @@ def test_models_when_nothing_is_published(settings):
 
 
 def test_require_admin_is_reusable_on_a_new_router(settings, published):
-    """The extension point POST /retrain uses: a router with AdminDep passed to create_app."""
+    """The extension point of POST /retrain: a router with AdminDep passed to create_app."""
     router = APIRouter()
 
-    @router.post("/retrain", status_code=202, dependencies=[AdminDep])
-    async def retrain() -> dict[str, str]:
+    @router.post("/extra/jobs", status_code=202, dependencies=[AdminDep])
+    async def extra_job() -> dict[str, str]:
         return {"job_id": "j1"}
 
     @router.get("/whoami")
     async def whoami(_: None = Depends(require_admin)) -> dict[str, bool]:
         return {"admin": True}
 
-    with TestClient(create_app(settings, routers=[router])) as c:
-        assert c.post("/retrain").status_code == 401
-        assert c.post("/retrain", headers=auth("nope")).status_code == 403
-        assert c.post("/retrain", headers=auth()).json() == {"job_id": "j1"}
+    def build(s: Settings) -> APIRouter:  # a router factory gets the app's settings
+        r = APIRouter()
+
+        @r.get("/serving")
+        async def serving(model: ServingDep, ctx: CtxDep, cfg: SettingsDep) -> dict[str, object]:
+            return {
+                "version": model.version,
+                "home": str(cfg.home),
+                "same": cfg is s,
+                "registry": str(ctx.registry.root),
+            }
+
+        return r
+
+    with TestClient(create_app(settings, routers=[router, build])) as c:
+        assert c.post("/extra/jobs").status_code == 401
+        assert c.post("/extra/jobs", headers=auth("nope")).status_code == 403
+        assert c.post("/extra/jobs", headers=auth()).json() == {"job_id": "j1"}
         assert c.get("/whoami", headers=auth()).json() == {"admin": True}
+        assert c.get("/serving").json() == {
+            "version": published,
+            "home": str(settings.home),
+            "same": True,
+            "registry": str(settings.registry_root),
+        }
 
 
 def test_token_comparison_is_constant_time(monkeypatch, settings, published):

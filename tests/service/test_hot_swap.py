@@ -162,3 +162,19 @@ def test_watch_disabled_means_no_watcher_thread(settings, published):
         v2 = publish(settings.registry_root, make_model(seed=9))
         time.sleep(0.2)
         assert c.get("/readyz").json()["model_version"] == published != v2
+
+
+def test_lifespan_hooks_run_after_the_model_loads_and_exit_before_release(settings, published):
+    from contextlib import asynccontextmanager
+
+    events = []
+
+    @asynccontextmanager
+    async def hook(app):
+        events.append(("enter", app.state.ctx.state.serving.version))
+        yield
+        events.append(("exit", app.state.ctx.state.serving.version))
+
+    with TestClient(create_app(settings, lifespan_hooks=[hook])):
+        events.append(("serving", None))
+    assert events == [("enter", published), ("serving", None), ("exit", published)]
