@@ -1,0 +1,346 @@
+"""The training loop: fit() a TrainConfig on a Dataset, publish_result() to a ModelRegistry.
+
+One epoch = ``n_train // batch_size`` steps; the sampler draws a whole epoch of indices on the
+device at once and the loss is accumulated on the device, so a step does no host round trip
+(one ``.item()`` per epoch). Evaluation (full ranking + embedding spectrum) runs every
+``eval_every`` epochs and after the last; with early stopping it runs on a validation split
+carved from the training pairs and the test split is scored once, at the end, with the best
+embeddings.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainer.artifact import ModelArrays, ModelRegistry
+from trainer.config import TrainConfig
+from trainer.data import Dataset, holdout_split
+from trainer.device import pick_device
+from trainer.encoders import MF, LightGCN
+from trainer.evaluate import evaluate
+from trainer.objectives import BatchLoss
+from trainer.sampling import CSR, PairSampler, UserItemSampler
+from trainer.spectrum import embedding_spectrum
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+class TrainingCancelled(Exception):
+    """should_stop() returned True; raised between epochs."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the embeddings became NaN/inf; the message names the epoch."""
+
+
+@dataclass
+class TrainResult:
+    """Outcome of fit(). Embeddings are the final (LightGCN: propagated) ones, float32."""
+
+    user_emb: np.ndarray  # (m, d)
+    item_emb: np.ndarray  # (n, d)
+    history: list[dict[str, Any]]  # one entry per evaluation (see fit)
+    metrics: dict[str, float]  # test metrics of the returned embeddings
+    seconds_per_epoch: float  # mean wall time of an epoch's training steps (no evaluation)
+    device: str
+    epochs_run: int = 0
+    best_epoch: int | None = None  # early stopping: the epoch whose embeddings are returned
+    stopped_early: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def spectrum_summary(user_emb: np.ndarray, item_emb: np.ndarray) -> dict[str, Any]:
+    """Effective and stable ranks for users/items/all, raw and row-normalised (small dict)."""
+    spec = embedding_spectrum(user_emb, item_emb)
+    return {
+        part: {
+            kind: {
+                "effective_rank": spec[part][kind]["effective_rank"],
+                "stable_rank": spec[part][kind]["stable_rank"],
+            }
+            for kind in ("raw", "normalized")
+        }
+        for part in ("users", "items", "all")
+    }
+
+
+def build_encoder(cfg: TrainConfig, train, device: torch.device, generator: torch.Generator):
+    """The encoder for cfg (initialised from `generator`, a CPU generator) on `device`."""
+    m, n = train.shape
+    if cfg.encoder == "mf":
+        # With plain SGD and no weight decay, updating only the batch's rows is exactly the
+        # dense update (the other rows' gradient is zero), and much cheaper.
+        sparse = cfg.optimizer == "sgd" and cfg.weight_decay == 0
+        enc = MF(m, n, cfg.dim, sparse=sparse, init=cfg.init, std=cfg.init_std, generator=generator)
+        return enc.to(device)
+    return LightGCN(
+        train,
+        cfg.dim,
+        n_layers=cfg.n_layers,
+        init=cfg.init,
+        std=cfg.init_std,
+        device=device,
+        generator=generator,
+    )
+
+
+def build_optimizer(cfg: TrainConfig, encoder: torch.nn.Module) -> torch.optim.Optimizer:
+    params = list(encoder.parameters())
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _final_numpy(encoder) -> tuple[np.ndarray, np.ndarray]:
+    with torch.no_grad():
+        u, i = encoder.final()
+        return (
+            u.detach().to("cpu", torch.float32).numpy().copy(),
+            i.detach().to("cpu", torch.float32).numpy().copy(),
+        )
+
+
+def _evaluate(encoder, train, test, cfg: TrainConfig) -> dict[str, float]:
+    with torch.no_grad():
+        u, i = encoder.final()
+        return evaluate(u, i, train, test, ks=cfg.ks, recall_convention=cfg.recall_convention)
+
+
+def train_step(
+    batch_loss: Callable[[tuple[torch.Tensor, ...]], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    batch: tuple[torch.Tensor, ...],
+) -> torch.Tensor:
+    """One optimiser step on one batch; returns the batch loss (detached, on the device)."""
+    loss = batch_loss(batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def fit(
+    ds: Dataset,
+    cfg: TrainConfig,
+    *,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    progress_bar: bool | None = None,
+) -> TrainResult:
+    """Train `cfg` on `ds`; return final embeddings, evaluation history and test metrics.
+
+    progress(info) is called after every epoch with {"epoch", "epochs", "loss", "metrics"
+    (last evaluation's, {} before the first), "seconds" (that epoch's training time)}.
+    should_stop() is polled before every epoch; True raises TrainingCancelled. progress_bar:
+    tqdm bar on stderr (None: only when stderr is a terminal).
+
+    History entries: {"epoch", "loss", "metrics", "spectrum" (see spectrum_summary),
+    "seconds" (cumulative training time), "split" ("test" or "validation")}.
+    """
+    device = pick_device(cfg.device)
+    old_threads = torch.get_num_threads()
+    # auto (0) = 1 thread on CPU: a step's kernels (B x B x d) are too small to gain from
+    # intra-op threads, and OpenMP threads slow down ~9x when the cores are shared.
+    torch.set_num_threads(cfg.num_threads or (1 if device.type == "cpu" else old_threads))
+    try:
+        return _fit(ds, cfg, device, progress, should_stop, progress_bar)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _fit(ds, cfg, device, progress, should_stop, progress_bar) -> TrainResult:
+    torch.manual_seed(cfg.seed)
+    init_gen = torch.Generator().manual_seed(cfg.seed)
+    sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+
+    early = cfg.early_stop_patience > 0
+    fit_ds = holdout_split(ds, cfg.val_fraction, cfg.seed) if early else ds
+    train = fit_ds.train_matrix()
+    eval_test = fit_ds.test_matrix()  # validation pairs when early stopping, else test
+    if train.nnz == 0:
+        raise ValueError(f"dataset {ds.name!r} has no training interactions")
+
+    encoder = build_encoder(cfg, train, device, init_gen)
+    optimizer = build_optimizer(cfg, encoder)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_decay)
+    user_graph = CSR(train, device)
+    needs_items = cfg.adaptive_tau and cfg.objective == "directspec+"
+    item_graph = CSR(train.T.tocsr(), device) if needs_items else None
+    if cfg.sampler == "user":
+        sampler: UserItemSampler | PairSampler = UserItemSampler(
+            user_graph, cfg.batch_size, sample_gen
+        )
+    else:
+        sampler = PairSampler(
+            user_graph, cfg.batch_size, sample_gen, negatives=cfg.objective == "bpr"
+        )
+    batch_loss = BatchLoss(cfg, encoder, user_graph, item_graph)
+
+    bar = _progress_bar(cfg.epochs, progress_bar)
+    history: list[dict[str, Any]] = []
+    last_metrics: dict[str, float] = {}
+    train_seconds = 0.0
+    best: tuple[float, int, np.ndarray, np.ndarray] | None = None
+    evals_since_best = 0
+    stopped_early = False
+    epoch = 0
+    encoder.train()
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            if should_stop is not None and should_stop():
+                raise TrainingCancelled(f"cancelled before epoch {epoch}")
+            t0 = time.perf_counter()
+            total = torch.zeros((), device=device)
+            for batch in sampler.epoch():
+                total += train_step(batch_loss, optimizer, batch)
+            mean_loss = total.item() / sampler.steps_per_epoch  # the epoch's one host sync
+            scheduler.step()
+            seconds = time.perf_counter() - t0
+            train_seconds += seconds
+            if not math.isfinite(mean_loss):
+                raise TrainingDiverged(
+                    f"training diverged at epoch {epoch}: mean loss {mean_loss} "
+                    f"(objective {cfg.objective}, lr {cfg.lr}); try a smaller lr"
+                )
+
+            if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                u_np, i_np = _final_numpy(encoder)
+                if not (np.isfinite(u_np).all() and np.isfinite(i_np).all()):
+                    raise TrainingDiverged(f"embeddings became NaN/inf at epoch {epoch}")
+                last_metrics = _evaluate(encoder, train, eval_test, cfg)
+                history.append(
+                    {
+                        "epoch": epoch,
+                        "loss": mean_loss,
+                        "metrics": last_metrics,
+                        "spectrum": spectrum_summary(u_np, i_np),
+                        "seconds": train_seconds,
+                        "split": "validation" if early else "test",
+                        "lr": optimizer.param_groups[0]["lr"],
+                    }
+                )
+                if early:
+                    score = last_metrics[cfg.early_stop_metric]
+                    if best is None or score > best[0]:
+                        best, evals_since_best = (score, epoch, u_np, i_np), 0
+                    else:
+                        evals_since_best += 1
+                        if evals_since_best >= cfg.early_stop_patience:
+                            stopped_early = True
+
+            info = {
+                "epoch": epoch,
+                "epochs": cfg.epochs,
+                "loss": mean_loss,
+                "metrics": last_metrics,
+                "seconds": seconds,
+            }
+            if bar is not None:
+                bar.set_postfix(_postfix(mean_loss, last_metrics, cfg), refresh=False)
+                bar.update(1)
+            if progress is not None:
+                progress(info)
+            if stopped_early:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+
+    if early:
+        assert best is not None  # an evaluation always runs at the last epoch
+        _, best_epoch, u_np, i_np = best
+        metrics = evaluate(
+            torch.from_numpy(u_np),
+            torch.from_numpy(i_np),
+            ds.train_matrix(),
+            ds.test_matrix(),
+            ks=cfg.ks,
+            recall_convention=cfg.recall_convention,
+        )
+    else:
+        best_epoch = None
+        u_np, i_np = _final_numpy(encoder)
+        metrics = last_metrics
+    return TrainResult(
+        user_emb=u_np,
+        item_emb=i_np,
+        history=history,
+        metrics=metrics,
+        seconds_per_epoch=train_seconds / max(epoch, 1),
+        device=str(device),
+        epochs_run=epoch,
+        best_epoch=best_epoch,
+        stopped_early=stopped_early,
+    )
+
+
+def _postfix(loss: float, metrics: dict[str, float], cfg: TrainConfig) -> dict[str, str]:
+    out = {"loss": f"{loss:.4f}"}
+    k = max(cfg.ks)
+    if metrics:
+        out[f"R@{k}"] = f"{metrics[f'recall@{k}']:.4f}"
+        out[f"N@{k}"] = f"{metrics[f'ndcg@{k}']:.4f}"
+    return out
+
+
+def _progress_bar(total: int, enabled: bool | None):
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="epoch", file=sys.stderr, dynamic_ncols=True)
+
+
+def publish_result(
+    result: TrainResult,
+    ds: Dataset,
+    cfg: TrainConfig,
+    registry: ModelRegistry,
+    *,
+    keep: int = 5,
+    activate: bool = True,
+) -> str:
+    """Write the trained model as a new registry version; return the version name.
+
+    The manifest carries the config, the test metrics, the full spectrum of the final
+    embeddings, the dataset fingerprint, and under "training" the evaluation history,
+    seconds per epoch, device and epochs run.
+    """
+    arrays = ModelArrays.build(
+        result.user_emb,
+        result.item_emb,
+        ds.user_ids,
+        ds.item_ids,
+        (ds.train_users, ds.train_items),
+    )
+    return registry.publish(
+        arrays,
+        config=cfg.to_dict(),
+        metrics=dict(result.metrics),
+        spectrum=embedding_spectrum(result.user_emb, result.item_emb),
+        dataset_fingerprint=ds.fingerprint(),
+        extra={
+            "dataset": ds.name,
+            "training": {
+                "history": result.history,
+                "seconds_per_epoch": result.seconds_per_epoch,
+                "device": result.device,
+                "epochs_run": result.epochs_run,
+                "best_epoch": result.best_epoch,
+                "stopped_early": result.stopped_early,
+                "torch_version": torch.__version__,
+            },
+        },
+        keep=keep,
+        activate=activate,
+    )
