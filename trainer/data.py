@@ -13,7 +13,7 @@ Formats understood by :func:`load_dataset` (auto-detected):
   (or ``.tsv``), header ``user_id,item_id[,timestamp]`` (other columns are ignored), arbitrary
   string ids. Ids are mapped to contiguous rows **in order of first appearance** in the file,
   so ``user_0, user_1, ...`` written in that order get rows 0, 1, ... . A per-user holdout is
-  cut deterministically (see :func:`load_dataset`).
+  cut deterministically (see :func:`dataset_from_table`).
 
 For the integer formats ``user_ids``/``item_ids`` are ``str(row)`` and the number of rows is
 ``max id + 1`` over train and test (ids above ``2**31 - 1`` are refused). Test pairs are kept
