@@ -27,6 +27,7 @@ from trainer.device import pick_device
 from trainer.encoders import MF, LightGCN
 from trainer.evaluate import evaluate
 from trainer.objectives import BatchLoss
+from trainer.optim import build_optimizer
 from trainer.sampling import CSR, PairSampler, UserItemSampler
 from trainer.spectrum import embedding_spectrum
 
@@ -90,13 +91,6 @@ def build_encoder(cfg: TrainConfig, train, device: torch.device, generator: torc
         device=device,
         generator=generator,
     )
-
-
-def build_optimizer(cfg: TrainConfig, encoder: torch.nn.Module) -> torch.optim.Optimizer:
-    params = list(encoder.parameters())
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def _final_numpy(encoder) -> tuple[np.ndarray, np.ndarray]:

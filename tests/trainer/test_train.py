@@ -19,6 +19,7 @@ from trainer.data import Dataset, load_dataset
 from trainer.encoders import MF, LightGCN
 from trainer.evaluate import evaluate, evaluate_popularity
 from trainer.objectives import BatchLoss
+from trainer.optim import PlainSGD
 from trainer.sampling import CSR, UserItemSampler
 from trainer.synthetic import write_dataset
 from trainer.train import (
@@ -181,26 +182,30 @@ def test_one_bpr_adam_step_equals_numpy():
     )
 
 
-def test_sparse_row_updates_equal_dense_sgd():
-    """nn.Embedding(sparse=True) + SGD == dense SGD on the full tables, step after step."""
+def test_sparse_rows_with_plain_sgd_equal_dense_torch_sgd():
+    """nn.Embedding(sparse=True) + PlainSGD == dense tables + torch.optim.SGD, with lr decay."""
     rng = np.random.default_rng(0)
     r = sp.csr_matrix((rng.random((40, 30)) < 0.2).astype(np.float32))
     cfg = TrainConfig.defaults("directspec+", "mf", dim=8, batch_size=16, shrink_norm=0.3)
-    encs = [
-        MF(40, 30, 8, sparse=s, generator=torch.Generator().manual_seed(5)) for s in (True, False)
-    ]
-    opts = [build_optimizer(cfg, e) for e in encs]
-    losses = [BatchLoss(cfg, e, CSR(r, CPU), None) for e in encs]
+    fast = MF(40, 30, 8, sparse=True, generator=torch.Generator().manual_seed(5))
+    ref = MF(40, 30, 8, sparse=False, generator=torch.Generator().manual_seed(5))
+    opts = [build_optimizer(cfg, fast), torch.optim.SGD(ref.parameters(), lr=cfg.lr)]
+    assert isinstance(opts[0], PlainSGD)
+    scheds = [torch.optim.lr_scheduler.ExponentialLR(o, gamma=0.5) for o in opts]
+    losses = [BatchLoss(cfg, e, CSR(r, CPU), None) for e in (fast, ref)]
     sampler = UserItemSampler(CSR(r, CPU), 16, torch.Generator().manual_seed(0))
     for _ in range(3):
         for batch in sampler.epoch():
             for bl, opt in zip(losses, opts, strict=True):
                 train_step(bl, opt, batch)
-    assert encs[0].user.weight.grad.is_sparse and not encs[1].user.weight.grad.is_sparse
-    for a, b in ((encs[0].user, encs[1].user), (encs[0].item, encs[1].item)):
+        for sch in scheds:
+            sch.step()
+    assert fast.user.weight.grad.is_sparse and not ref.user.weight.grad.is_sparse
+    assert opts[0].param_groups[0]["lr"] == cfg.lr / 8
+    for a, b in ((fast.user, ref.user), (fast.item, ref.item)):
         torch.testing.assert_close(a.weight, b.weight, rtol=1e-5, atol=1e-6)
     start = MF(40, 30, 8, generator=torch.Generator().manual_seed(5)).user.weight
-    assert (encs[0].user.weight - start).abs().max() > 1e-2  # the tables did move
+    assert (fast.user.weight - start).abs().max() > 1e-2  # the tables did move
 
 
 # ----------------------------------------------------------------------------- the loop
