@@ -106,8 +106,9 @@ def test_every_documented_variable_is_read_somewhere(repo, table):
         assert env in declared or env in code, f"README documents {env}, which nothing reads"
 
 
-def _curl_calls(readme: str) -> list[tuple[str, str]]:
-    """(METHOD, path) of every curl command in the README, continuation lines joined."""
+def _curl_calls(readme: str) -> list[tuple[str, str, bool]]:
+    """(METHOD, path, sends a bearer token) of every curl command in the README, continuation
+    lines joined."""
     text = readme.replace("\\\n", " ")
     calls = []
     for line in text.splitlines():
@@ -120,27 +121,34 @@ def _curl_calls(readme: str) -> list[tuple[str, str]]:
         elif any(a in args for a in ("-d", "--data", "--json")):
             method = "POST"
         (url,) = [a for a in args if re.match(r"(https?://)?(127\.0\.0\.1|localhost)", a)]
-        calls.append((method, urlsplit(url if "://" in url else f"http://{url}").path))
+        token = any(a.startswith("Authorization: Bearer ") for a in args)
+        calls.append((method, urlsplit(url if "://" in url else f"http://{url}").path, token))
     return calls
 
 
 def test_curl_parser_on_known_lines():
-    text = "curl 'h:1/a?k=2'\ncurl -X POST 127.0.0.1:8000/b/<v>/c -H 'A: b'\n"
+    text = "curl '127.0.0.1:1/a?k=2'  # note\n"
+    text += "curl -X POST 127.0.0.1:8000/b/<v>/c -H 'Authorization: Bearer $T'\n"
     text += "curl localhost:1/x \\\n  -d '{}'\n"
-    assert _curl_calls(text.replace("'h:1/a?k=2'", "'127.0.0.1:1/a?k=2'")) == [
-        ("GET", "/a"),
-        ("POST", "/b/<v>/c"),
-        ("POST", "/x"),
+    assert _curl_calls(text) == [
+        ("GET", "/a", False),
+        ("POST", "/b/<v>/c", True),
+        ("POST", "/x", False),
     ]
 
 
-def _app_routes() -> set[tuple[str, str]]:
-    """(METHOD, path template) of every operation in the app's OpenAPI schema."""
+def _app_routes() -> dict[tuple[str, str], bool]:
+    """{(METHOD, path template): needs a bearer token} for every operation in the app's
+    OpenAPI schema."""
     from service.app import create_app
 
     app = create_app(Settings(home=Path("/nonexistent-specrec-home"), watch=False))
     paths = app.openapi()["paths"]
-    return {(method.upper(), path) for path, ops in paths.items() for method in ops}
+    return {
+        (method.upper(), path): bool(op.get("security"))
+        for path, ops in paths.items()
+        for method, op in ops.items()
+    }
 
 
 def _matches(template: str, path: str) -> bool:
@@ -151,14 +159,22 @@ def _matches(template: str, path: str) -> bool:
 def test_curl_examples_cover_exactly_the_apps_routes(readme):
     routes = _app_routes()
     calls = _curl_calls(readme)
-    for method, path in calls:
+    for method, path, _ in calls:
         assert any(m == method and _matches(t, path) for m, t in routes), (
             f"README: curl {method} {path} matches no route of the app"
         )
     for method, template in routes:
-        assert any(m == method and _matches(template, p) for m, p in calls), (
+        assert any(m == method and _matches(template, p) for m, p, _ in calls), (
             f"the app's {method} {template} has no curl example in the README"
         )
+
+
+def test_curl_examples_send_the_token_exactly_where_the_app_requires_one(readme):
+    routes = _app_routes()
+    assert any(routes.values()), "expected admin endpoints in the OpenAPI schema"
+    for method, path, sends_token in _curl_calls(readme):
+        needs = [auth for (m, t), auth in routes.items() if m == method and _matches(t, path)]
+        assert needs == [sends_token], f"curl {method} {path}: token {sends_token}, app {needs}"
 
 
 def test_relative_links_resolve(repo, readme):
