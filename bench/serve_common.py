@@ -154,6 +154,18 @@ def wrk(url: str, connections: int, seconds: float, script: str | None = None) -
     }
 
 
+def search_counts(base: str) -> tuple[float, float]:
+    """(searches, queries) from the server's /metrics: their ratio is the mean batch size."""
+    import httpx
+
+    values = {}
+    for line in httpx.get(f"{base}/metrics", timeout=10).text.splitlines():
+        if line.startswith(("specrec_search_calls_total ", "specrec_search_queries_total ")):
+            name, value = line.split()
+            values[name] = float(value)
+    return values["specrec_search_calls_total"], values["specrec_search_queries_total"]
+
+
 def machine() -> str:
     load = os.getloadavg()
     cpu = platform.processor() or platform.machine()

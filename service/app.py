@@ -50,12 +50,14 @@ def build_context(settings: Settings) -> AppContext:
     metrics = ServiceMetrics(lambda: state.serving)
     state.listeners.append(metrics.on_swap)
     state.failure_listeners.append(metrics.on_load_failure)
+    batcher = SearchBatcher(settings.max_batch_queries, settings.faiss_threads)
+    metrics.watch_searches(lambda: (batcher.batches, batcher.queries))
     return AppContext(
         settings=settings,
         registry=registry,
         state=state,
         watcher=ModelWatcher(state, settings.watch_interval_s),
-        batcher=SearchBatcher(settings.max_batch_queries, settings.faiss_threads),
+        batcher=batcher,
         metrics=metrics,
     )
 

@@ -50,6 +50,8 @@ class IndexConfig:
     use_gpu: bool | None = None
     build_threads: int | None = None  # OpenMP threads while building; None: all cores
     search_buffer_mb: int = 64
+    precompute_k: int = 0  # per-user top-k lists at load (service.precompute); 0: off
+    precompute_max_cells: int = 4_000_000_000
 
     @classmethod
     def from_settings(cls, s: Any) -> IndexConfig:
@@ -63,6 +65,8 @@ class IndexConfig:
             hnsw_ef_search=s.hnsw_ef_search,
             use_gpu=s.use_gpu,
             search_buffer_mb=s.search_buffer_mb,
+            precompute_k=s.precompute_k,
+            precompute_max_cells=s.precompute_max_cells,
         )
 
 

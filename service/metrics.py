@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -15,11 +16,16 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.serving import ServingModel
+
+disable_created_metrics()  # no *_created series: they double the exposition for no use here
 
 _BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
@@ -48,6 +54,12 @@ class ServiceMetrics:
         self.fallbacks = Counter(
             "specrec_fallback", "Recommendations answered by a fallback", ["kind"], registry=r
         )
+        self.answers = Counter(
+            "specrec_recommend_answers",
+            "GET /recommend answers by source (precomputed list, search, fallback)",
+            ["source"],
+            registry=r,
+        )
         self.model_info = Gauge(
             "specrec_model_info", "Serving model version (value 1)", ["version"], registry=r
         )
@@ -74,6 +86,10 @@ class ServiceMetrics:
 
         self.model_age.set_function(age)
 
+    def watch_searches(self, counts: Callable[[], tuple[int, int]]) -> None:
+        """Export the search thread's counters (called once by create_app)."""
+        self.registry.register(_SearchCollector(counts))
+
     def on_swap(self, model: ServingModel) -> None:
         """ModelState listener: describe the new serving model."""
         self.model_info.clear()
@@ -93,12 +109,29 @@ class ServiceMetrics:
         return generate_latest(self.registry)
 
 
+class _SearchCollector(Collector):
+    """Searches run by the batcher and queries in them (mean batch size = queries / searches)."""
+
+    def __init__(self, counts: Callable[[], tuple[int, int]]) -> None:
+        self.counts = counts
+
+    def collect(self):  # type: ignore[override]
+        searches, queries = self.counts()
+        yield CounterMetricFamily(
+            "specrec_search_calls", "Index searches run by the search thread", value=searches
+        )
+        yield CounterMetricFamily(
+            "specrec_search_queries", "Queries answered by those searches", value=queries
+        )
+
+
 class MetricsMiddleware:
     """Pure ASGI middleware (no per-request task or body buffering)."""
 
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -118,6 +151,13 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "<unmatched>"
-            method = scope["method"]
-            self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
-            self.metrics.requests.labels(method, template, str(status)).inc()
+            key = (scope["method"], template, status)
+            children = self._children.get(key)
+            if children is None:  # labels() is a locked dict lookup: do it once per series
+                children = (
+                    self.metrics.latency.labels(key[0], template),
+                    self.metrics.requests.labels(key[0], template, str(status)),
+                )
+                self._children[key] = children
+            children[0].observe(time.perf_counter() - start)
+            children[1].inc()

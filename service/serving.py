@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from service.index import IndexConfig, ItemIndex, build_index
+from service.precompute import TopLists, precompute
 from service.topk import Ranked, order
 from trainer.artifact import LoadedModel, ModelArrays
 from trainer.spectrum import embedding_spectrum
@@ -47,6 +48,7 @@ class ServingModel:
     item_id_list: list[str]  # row -> external id, as Python str (fast to serialise)
     popular_order: np.ndarray  # (n,) item rows by popularity desc, row asc
     spectrum: SpectrumSnapshot
+    top_lists: TopLists | None  # per-user precomputed answers (service.precompute)
     created_unix: float
     loaded_unix: float
     build_seconds: float
@@ -65,6 +67,9 @@ class ServingModel:
         popular_order = np.lexsort((np.arange(a.n_items), -pop)).astype(np.int64)
         item_id_list = a.item_ids.tolist()
         spectrum = SpectrumSnapshot.of(version, a.user_emb, a.item_emb)
+        top_lists = None
+        if config.precompute_k > 0 and a.n_users * a.n_items <= config.precompute_max_cells:
+            top_lists = precompute(index, a, config.precompute_k)
         created = loaded.manifest.get("created_unix")
         return cls(
             version=version,
@@ -76,6 +81,7 @@ class ServingModel:
             item_id_list=item_id_list,
             popular_order=popular_order,
             spectrum=spectrum,
+            top_lists=top_lists,
             created_unix=float(created) if isinstance(created, int | float) else time.time(),
             loaded_unix=time.time(),
             build_seconds=time.perf_counter() - t0,
@@ -118,7 +124,7 @@ class ServingModel:
         """[{"item_id", "score", "rank"}] for one ranked answer."""
         rows, scores = ranked
         ids = self.item_id_list
-        return [
+        return [  # scores stay np.float32: service.jsonresp writes their shortest form
             {"item_id": ids[r], "score": s, "rank": i}
-            for i, (r, s) in enumerate(zip(rows.tolist(), scores.tolist(), strict=True), 1)
+            for i, (r, s) in enumerate(zip(rows.tolist(), scores, strict=True), 1)
         ]

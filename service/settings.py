@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     """For ``flat``: ``numpy`` (GEMM + argpartition), ``faiss`` (IndexFlatIP), or ``auto``
     (FAISS on GPU, numpy on CPU, where bench/serve_exact.py measured it faster)."""
     ivf_nlist: PositiveInt | None = None
-    """IVF coarse cells; default 4·sqrt(n_items) clamped to [1, n_items // 39]."""
+    """IVF coarse cells; default round(sqrt(n_items)), clamped to [1, n_items // 39]."""
     ivf_nprobe: PositiveInt = 32
     """IVF cells visited per query (default per call; requests may not override it)."""
     hnsw_m: PositiveInt = 32
@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     faiss_threads: PositiveInt = 1
     """OpenMP threads per search call. Requests already run concurrently, so 1 avoids
     oversubscribing small machines; raise it for large batch searches on big hosts."""
+    precompute_k: int = Field(100, ge=0)
+    """Top-k lists computed per user when a model loads (0: off); GET /recommend with
+    k <= this is then a lookup instead of a search (same answers)."""
+    precompute_max_cells: PositiveInt = 4_000_000_000
+    """Skip the per-user lists when users × items exceeds this (load time grows with it)."""
     search_buffer_mb: PositiveInt = 64
     """Scratch memory for one exact GEMM chunk (rows × n_items float32)."""
     max_batch_queries: PositiveInt = 256

@@ -164,11 +164,12 @@ class ModelState:
         self.failed.pop(model.version, None)
         self._failed_keys.pop(model.version, None)
         log.info(
-            "serving model %s (%d users, %d items, %s index, built in %.2fs)",
+            "serving model %s (%d users, %d items, %s index, %s, built in %.2fs)",
             model.version,
             model.arrays.n_users,
             model.arrays.n_items,
             model.index.backend,
+            f"top-{model.top_lists.k} lists" if model.top_lists else "no precomputed lists",
             model.build_seconds,
         )
         for listener in self.listeners:

@@ -1,6 +1,6 @@
-"""Query-string parsing for the hot endpoints, and its OpenAPI description.
+"""Path and query parsing for the hot endpoints, and its OpenAPI description.
 
-GET /recommend and GET /similar parse their query parameters here instead of through FastAPI's
+GET /recommend and GET /similar parse their parameters here instead of through FastAPI's
 per-parameter validation, which costs more than the HTTP floor itself on a small CPU
 (bench/serve_http.py). Errors have the same body as FastAPI's 422s: code ``validation_error``
 and pydantic-style details ``{"loc": ["query", name], "msg", "type", "input"}``. Unknown query
@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from starlette.datastructures import QueryParams
+from starlette.requests import Request
 
 from service.errors import InvalidRequest
 from service.schemas import ID_MAX_LEN, ID_PATTERN
@@ -22,11 +23,33 @@ _TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
 _FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
 
 
-def _invalid(name: str, msg: str, type_: str, value: Any) -> InvalidRequest:
-    detail: dict[str, Any] = {"loc": ["query", name], "msg": msg, "type": type_}
+def _invalid(name: str, msg: str, type_: str, value: Any, where: str = "query") -> InvalidRequest:
+    detail: dict[str, Any] = {"loc": [where, name], "msg": msg, "type": type_}
     if value is not None and len(str(value)) <= 200:
         detail["input"] = value
-    return InvalidRequest(f"query.{name}: {msg}", [detail])
+    return InvalidRequest(f"{where}.{name}: {msg}", [detail])
+
+
+def path_id(request: Request, name: str) -> str:
+    """An external id from the path: 1-256 printable characters, else 422."""
+    value: str = request.path_params[name]
+    if len(value) > ID_MAX_LEN:
+        raise _invalid(
+            name,
+            f"String should have at most {ID_MAX_LEN} characters",
+            "string_too_long",
+            value,
+            where="path",
+        )
+    if not _ID_RE.match(value):
+        raise _invalid(
+            name,
+            f"String should match pattern '{ID_PATTERN}'",
+            "string_pattern_mismatch",
+            value,
+            where="path",
+        )
+    return value
 
 
 def query_int(qp: QueryParams, name: str, default: int, low: int, high: int) -> int:
@@ -94,6 +117,21 @@ def query_id_list(qp: QueryParams, name: str, max_len: int) -> list[str]:
                 None,
             )
     return ids
+
+
+def openapi_path_id(name: str) -> dict[str, Any]:
+    """OpenAPI object for an id path parameter parsed by ``path_id``."""
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": ID_MAX_LEN,
+            "pattern": ID_PATTERN,
+        },
+    }
 
 
 def openapi_query(

@@ -6,22 +6,22 @@
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
-from starlette.responses import JSONResponse
 
 from service.context import AppContext
 from service.errors import ERROR_RESPONSES, ErrorResponse, UnknownUser
+from service.jsonresp import FastJSONResponse
 from service.routes._params import (
+    openapi_path_id,
     openapi_query,
+    path_id,
     query_bool,
     query_choice,
     query_id_list,
     query_int,
 )
 from service.schemas import (
-    ID_MAX_LEN,
-    ID_PATTERN,
     BatchRecommendResponse,
     ExternalId,
     Fallback,
@@ -66,6 +66,7 @@ def build_router(settings: Settings) -> APIRouter:
 
     def _fallback(ctx: AppContext, model: ServingModel, k: int, banned: np.ndarray) -> Ranked:
         ctx.metrics.fallbacks.labels("popular").inc()
+        ctx.metrics.answers.labels("fallback").inc()
         return model.popular(k, banned)
 
     recommend_params = [
@@ -94,14 +95,12 @@ def build_router(settings: Settings) -> APIRouter:
             404: {"model": ErrorResponse, "description": "Unknown user (code unknown_user)"},
             **ERROR_RESPONSES,
         },
-        openapi_extra={"parameters": recommend_params},
+        openapi_extra={"parameters": [openapi_path_id("user_id"), *recommend_params]},
     )
-    async def recommend(
-        request: Request,
-        user_id: Annotated[str, Path(min_length=1, max_length=ID_MAX_LEN, pattern=ID_PATTERN)],
-    ) -> JSONResponse:
+    async def recommend(request: Request) -> FastJSONResponse:
         """Seen items are excluded by default; scores are inner products, best first.
-        (Query parameters are parsed by service.routes._params: this is the hot path.)"""
+        (Parameters are parsed by service.routes._params: this is the hot path.)"""
+        user_id = path_id(request, "user_id")
         qp = request.query_params
         k = query_int(qp, "k", default_k, 1, max_k)
         exclude_seen = query_bool(qp, "exclude_seen", True)
@@ -119,10 +118,17 @@ def build_router(settings: Settings) -> APIRouter:
                 )
             ranked, used_fallback = _fallback(ctx, model, k, excl), "popular"
         else:
-            banned = model.banned_rows(row, exclude_seen, excl)
-            query = model.arrays.user_emb[row : row + 1]
-            (ranked,) = await ctx.batcher.search(model.index, query, (k,), (banned,))
-        return JSONResponse(
+            lists = model.top_lists
+            found = lists.answer(row, k, excl) if lists is not None and exclude_seen else None
+            if found is not None:
+                ranked = found  # a lookup: no search, no thread hop
+                ctx.metrics.answers.labels("precomputed").inc()
+            else:
+                banned = model.banned_rows(row, exclude_seen, excl)
+                query = model.arrays.user_emb[row : row + 1]
+                (ranked,) = await ctx.batcher.search(model.index, query, (k,), (banned,))
+                ctx.metrics.answers.labels("search").inc()
+        return FastJSONResponse(
             {
                 "user_id": user_id,
                 "model_version": model.version,
@@ -140,7 +146,7 @@ def build_router(settings: Settings) -> APIRouter:
         summary="Top-k items for a batch of users (one index search)",
         responses=ERROR_RESPONSES,
     )
-    async def recommend_batch(request: Request, body: BatchRecommendRequest) -> JSONResponse:
+    async def recommend_batch(request: Request, body: BatchRecommendRequest) -> FastJSONResponse:
         """Unknown users get ``error: {code: unknown_user}`` (or the popular fallback) in their
         own entry; the other users are answered normally."""
         ctx: AppContext = request.app.state.ctx
@@ -168,7 +174,7 @@ def build_router(settings: Settings) -> APIRouter:
                 entry["items"] = []
                 entry["error"] = {"code": "unknown_user", "message": f"unknown user_id {user_id!r}"}
             results.append(entry)
-        return JSONResponse(
+        return FastJSONResponse(
             {
                 "model_version": model.version,
                 "k": body.k,

@@ -3,16 +3,14 @@
 # No `from __future__ import annotations`: FastAPI must see the closure values (settings)
 # used in the parameter annotations.
 
-from typing import Annotated
-
 import numpy as np
-from fastapi import APIRouter, Path, Request
-from starlette.responses import JSONResponse
+from fastapi import APIRouter, Request
 
 from service.context import AppContext
 from service.errors import ERROR_RESPONSES, ErrorResponse, UnknownItem
-from service.routes._params import openapi_query, query_int
-from service.schemas import ID_MAX_LEN, ID_PATTERN, SimilarResponse
+from service.jsonresp import FastJSONResponse
+from service.routes._params import openapi_path_id, openapi_query, path_id, query_int
+from service.schemas import SimilarResponse
 from service.settings import Settings
 
 
@@ -29,20 +27,19 @@ def build_router(settings: Settings) -> APIRouter:
         },
         openapi_extra={
             "parameters": [
+                openapi_path_id("item_id"),
                 openapi_query(
                     "k",
                     {"type": "integer", "minimum": 1, "maximum": settings.max_k},
                     "Number of items",
                     settings.default_k,
-                )
+                ),
             ]
         },
     )
-    async def similar(
-        request: Request,
-        item_id: Annotated[str, Path(min_length=1, max_length=ID_MAX_LEN, pattern=ID_PATTERN)],
-    ) -> JSONResponse:
+    async def similar(request: Request) -> FastJSONResponse:
         """The item itself is never returned."""
+        item_id = path_id(request, "item_id")
         k = query_int(request.query_params, "k", settings.default_k, 1, settings.max_k)
         ctx: AppContext = request.app.state.ctx
         model = ctx.state.require()
@@ -52,7 +49,7 @@ def build_router(settings: Settings) -> APIRouter:
         query = model.arrays.item_emb[row : row + 1]
         banned = np.asarray([row], dtype=np.int64)
         (ranked,) = await ctx.batcher.search(model.index, query, (k,), (banned,))
-        return JSONResponse(
+        return FastJSONResponse(
             {
                 "item_id": item_id,
                 "model_version": model.version,

@@ -203,5 +203,9 @@ def test_metrics_exposition(settings):
     erank = numpy_erank(model.arrays.item_emb)[1]
     got = [ln for ln in lines if ln.startswith('specrec_model_effective_rank{side="items"}')]
     assert float(got[0].split()[-1]) == pytest.approx(erank, rel=1e-6)
+    # u0 and u1 came from the precomputed lists: no search ran
+    assert 'specrec_recommend_answers_total{source="precomputed"} 2.0' in lines
+    assert "specrec_search_calls_total 0.0" in lines and "specrec_model_swaps_total 1.0" in lines
+    assert not [ln for ln in lines if "_created" in ln]
     age = [ln for ln in lines if ln.startswith("specrec_model_age_seconds ")]
     assert 0 <= float(age[0].split()[-1]) < 600

@@ -338,3 +338,39 @@ def test_unknown_route_and_wrong_method_use_the_error_shape(client):
         405,
         {"error": {"code": "method_not_allowed", "message": "Method Not Allowed"}},
     )
+
+
+def test_malformed_path_id_error_body(client):
+    r = client.get("/recommend/a%0Ab")
+    assert r.status_code == 422
+    pattern = "^[^\\x00-\\x1f\\x7f]+$"
+    assert r.json() == {
+        "error": {
+            "code": "validation_error",
+            "message": f"path.user_id: String should match pattern '{pattern}'",
+            "details": [
+                {
+                    "loc": ["path", "user_id"],
+                    "msg": f"String should match pattern '{pattern}'",
+                    "type": "string_pattern_mismatch",
+                    "input": "a\nb",
+                }
+            ],
+        }
+    }
+
+
+def test_responses_are_the_same_without_orjson(client, monkeypatch):
+    from service import jsonresp
+
+    with_orjson = client.get("/recommend/u2?k=5").json()
+    monkeypatch.setattr(jsonresp, "orjson", None)
+    r = client.get("/recommend/u2?k=5")
+    assert r.headers["content-type"] == "application/json"
+    without = r.json()
+    assert [i["item_id"] for i in without["items"]] == [i["item_id"] for i in with_orjson["items"]]
+    # float32 scores: shortest float32 text (orjson) vs float64 text (json), same float32
+    np.testing.assert_array_equal(
+        np.float32([i["score"] for i in without["items"]]),
+        np.float32([i["score"] for i in with_orjson["items"]]),
+    )
