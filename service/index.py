@@ -34,6 +34,7 @@ except Exception:  # pragma: no cover - broken CUDA driver
     HAS_FAISS_GPU = False
 
 IndexKind = Literal["flat", "ivf", "hnsw"]
+GPU_MAX_K = 2048  # largest k FAISS GPU indexes select per query
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,8 @@ class FaissIndex:
         if len(queries) == 0:
             return []
         k_fetch = min(self.ntotal, max(k + len(b) for k, b in zip(ks, banned, strict=True)))
+        if self.on_gpu:  # FAISS GPU selects at most 2048 per query: a user with more seen
+            k_fetch = min(k_fetch, GPU_MAX_K)  # items than 2048 - k may get fewer than k
         params = self._params(k_fetch, nprobe, ef_search)
         if params is None:
             scores, rows = self.index.search(queries, k_fetch)

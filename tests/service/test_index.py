@@ -204,3 +204,25 @@ def test_select_topk_threshold_path_with_a_mostly_banned_sample():
     assert rows.tolist() == [9999, 9998, 9997, 9996, 9995]  # 9984 = 16 * 624 is the banned one
     rows, _ = select_topk(scores.copy(), 3, np.arange(9985, 10_000))
     assert rows.tolist() == [9984, 9983, 9982]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_gpu_index_matches_the_numpy_reference(kind):
+    from service import index as index_module
+
+    if not index_module.HAS_FAISS_GPU:
+        pytest.skip("needs faiss-gpu and a CUDA GPU")
+    rng = np.random.default_rng(5)
+    items = rng.standard_normal((3000, 32)).astype(np.float32)
+    queries = rng.standard_normal((50, 32)).astype(np.float32)
+    banned = [np.unique(rng.choice(3000, 40, replace=False)) for _ in queries]
+    index = FaissIndex(items, IndexConfig(kind=kind, use_gpu=True, ivf_nprobe=64))
+    assert index.on_gpu and index.backend == "faiss-gpu"
+    got = index.search(queries, [20] * 50, banned)
+    want = NumpyExactIndex(items).search(queries, [20] * 50, banned)
+    if kind == "flat":
+        for (r, s), q, b in zip(got, queries, banned, strict=True):
+            assert_valid_topk(r, s, q, items, 20, set(b.tolist()))
+    else:
+        assert recall_at_k([r for r, _ in got], [r for r, _ in want]) >= 0.95
