@@ -235,3 +235,24 @@ def test_killed_worker_fails_the_job_and_service_keeps_serving(home: Path) -> No
         worker.wait(timeout=30)
     assert failures == []
     assert served.count(old_version) > 10  # it kept answering with the old model meanwhile
+
+
+def test_running_job_can_be_cancelled(home: Path, worker_thread: None) -> None:
+    with TestClient(create_app(api_settings(home))) as c:
+        job_id = c.post("/retrain", json={"epochs": 500}, headers=AUTH).json()["job_id"]
+        wait_for(
+            lambda: c.get(f"/retrain/{job_id}").json()["state"] == "running",
+            timeout=60,
+            what="the job to start",
+        )
+        r = c.post(f"/retrain/{job_id}/cancel", headers=AUTH)
+        assert r.status_code == 200 and r.json()["cancel_requested"] is True
+        job = wait_for(
+            lambda: (j := c.get(f"/retrain/{job_id}").json())["state"] == "cancelled" and j,
+            timeout=60,
+            what="the worker to stop at the next epoch",
+        )
+        assert job["error"] == "cancelled on request"
+        assert ModelRegistry(home / "models").current() is None  # nothing was published
+        states = [j["state"] for j in c.get("/retrain").json()["jobs"]]
+        assert states == ["cancelled"]  # nothing active: the next POST /retrain may queue
