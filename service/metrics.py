@@ -56,7 +56,7 @@ class ServiceMetrics:
         )
         self.answers = Counter(
             "specrec_recommend_answers",
-            "GET /recommend answers by source (precomputed list, search, fallback)",
+            "Recommendation answers by source (precomputed list, search, popular fallback)",
             ["source"],
             registry=r,
         )
