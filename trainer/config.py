@@ -105,13 +105,16 @@ class TrainConfig:
     seed: int = 0
     """Seed for init and sampling (>= 0); CPU runs are bit-reproducible."""
     device: str | None = None
-    """"cpu", "cuda", "cuda:N", "mps" or None (SPECREC_DEVICE, else CUDA if present, else CPU)."""
+    """"cpu", "cuda", "cuda:N", "mps" or None/"auto" (SPECREC_DEVICE, else CUDA if present,
+    else CPU)."""
     num_threads: int = 0
     """CPU threads for torch during fit (0 = auto: 1 on CPU, which is fastest for B = 256 and
     robust when the CPU is shared)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ks", tuple(int(k) for k in self.ks))
+        if isinstance(self.device, str) and self.device.strip().lower() in ("", "auto"):
+            object.__setattr__(self, "device", None)
         self.validate()
 
     # ------------------------------------------------------------------------------------

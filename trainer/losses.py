@@ -131,6 +131,14 @@ def balance(
     return shrink_norm(x, shrink)
 
 
+def _matmul(a: Tensor, b: Tensor, alpha: float = 1.0) -> Tensor:
+    """alpha (a @ b), with the scaling done inside the BLAS call for 3-D operands."""
+    if a.dim() == 3 and alpha != 1.0:
+        out = torch.empty(a.shape[0], a.shape[1], b.shape[2], dtype=a.dtype, device=a.device)
+        return torch.baddbmm(out, a, b, beta=0.0, alpha=alpha)
+    return a @ b if alpha == 1.0 else (a @ b).mul_(alpha)
+
+
 def _add_matmul(c: Tensor, a: Tensor, b: Tensor, alpha: float) -> Tensor:
     """c + alpha (a @ b) in one BLAS call for 2-D and 3-D operands."""
     if c.dim() == 2:
@@ -141,14 +149,24 @@ def _add_matmul(c: Tensor, a: Tensor, b: Tensor, alpha: float) -> Tensor:
 
 
 class _BalancePlus(torch.autograd.Function):
-    """normalise -> DirectSpec+ -> shrink_norm with an analytic backward (see balance_plus)."""
+    """normalise -> DirectSpec+ -> shrink_norm with an analytic backward (see balance_plus).
+
+    Per (B, d) block: 2 B x B x d products forward, 3 backward, and 4 elementwise passes over
+    the B x B matrices (softmax, two in the softmax backward, one symmetrisation).
+    """
 
     @staticmethod
     def forward(ctx, e: Tensor, alpha: float, tau: float | Tensor, shrink: float) -> Tensor:  # type: ignore[override]
         n = e.norm(dim=-1, keepdim=True).clamp_min(_EPS)  # (..., B, 1)
         x = e / n
-        p = (x @ x.transpose(-1, -2)).mul_(tau).softmax(dim=-1)  # (..., B, B)
-        y = _add_matmul(x, p, x, -alpha)
+        xt = x.transpose(-1, -2)
+        if isinstance(tau, Tensor):
+            logits = (x @ xt).mul_(tau)
+        else:
+            logits = _matmul(x, xt, float(tau))
+        p = logits.softmax(dim=-1)  # (..., B, B), rows sum to 1
+        px = p @ x  # (..., B, d)
+        y = x - alpha * px
         if shrink != 0:
             r = y.norm(dim=-1, keepdim=True)
             z = y * (shrink * r)
@@ -156,28 +174,33 @@ class _BalancePlus(torch.autograd.Function):
             r = torch.ones_like(n)
             z = y
         tau_t = tau if isinstance(tau, Tensor) else None
-        ctx.save_for_backward(n, x, p, y, r, tau_t)
+        ctx.save_for_backward(n, x, p, px, y, r, tau_t)
         ctx.alpha, ctx.tau, ctx.shrink = alpha, tau, shrink
         return z
 
     @staticmethod
     def backward(ctx, gz: Tensor):  # type: ignore[override]
-        n, x, p, y, r, tau_t = ctx.saved_tensors
+        n, x, p, px, y, r, tau_t = ctx.saved_tensors
         alpha, shrink = ctx.alpha, ctx.shrink
-        tau = tau_t if tau_t is not None else ctx.tau
-        xt = x.transpose(-1, -2)
         # z = s r y  =>  gy = s (r gz + y <y, gz> / r)
         if shrink != 0:
             gy = shrink * (r * gz + y * ((y * gz).sum(-1, keepdim=True) / r.clamp_min(_EPS)))
         else:
             gy = gz
         # y = x - alpha p x  =>  gp = -alpha gy x^T ; gx = gy - alpha p^T gy
-        gp = (gy @ xt).mul_(-alpha)  # (..., B, B)
+        gp = _matmul(gy, x.transpose(-1, -2), -alpha)  # (..., B, B)
         gx = _add_matmul(gy, p.transpose(-1, -2), gy, -alpha)
-        # p = softmax(tau * s)  =>  gs = tau * p * (gp - rowsum(gp * p))
-        gs = gp.sub_((gp * p).sum(-1, keepdim=True)).mul_(p).mul_(tau)
-        # s = x x^T  =>  gx += (gs + gs^T) x
-        gx = _add_matmul(gx, gs + gs.transpose(-1, -2), x, 1.0)
+        # p = softmax(a), a = tau * s  =>  ga = p * (gp - rowsum(gp * p)); the row sums are
+        # rowsum(gp * p)_a = -alpha <gy_a, (p x)_a>, computed on (B, d) instead of (B, B)
+        rowsum = (gy * px).sum(-1, keepdim=True).mul_(-alpha)
+        ga = gp.sub_(rowsum).mul_(p)
+        # s = x x^T, a = tau * s  =>  gx += (gs + gs^T) x with gs = tau * ga
+        if tau_t is not None:
+            ga.mul_(tau_t)
+            scale = 1.0
+        else:
+            scale = float(ctx.tau)
+        gx = _add_matmul(gx, ga + ga.transpose(-1, -2), x, scale)
         # x = e / |e|  =>  ge = (gx - x <x, gx>) / |e|
         ge = (gx - x * (x * gx).sum(-1, keepdim=True)) / n
         return ge, None, None, None

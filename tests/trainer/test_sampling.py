@@ -83,15 +83,17 @@ def test_pair_sampler_without_negatives_yields_pairs():
 
 def test_shared_neighbors_equals_dense_numpy():
     rng = np.random.default_rng(0)
-    r = sp.csr_matrix((rng.random((30, 50)) < 0.05).astype(np.float32))
-    r[7] = 0  # a user with no items shares nothing, not even with itself
-    r.eliminate_zeros()
+    dense = (rng.random((30, 50)) < 0.05).astype(np.float32)
+    dense[:, 2] = 1  # a column most rows share: a large group
+    dense[12, 2] = 0
+    dense[7] = 0  # a user with no items shares nothing, not even with itself
+    r = sp.csr_matrix(dense)
     rows = np.array([3, 7, 3, 12, 29, 0, 18, 18, 5])  # duplicates included
     got = shared_neighbors(CSR(r, CPU), torch.tensor(rows)).numpy()
-    dense = r.toarray()
     want = (dense[rows] @ dense[rows].T) > 0
     np.testing.assert_array_equal(got, want)
     assert want.any() and not want.all()  # the case is not trivial
+    assert not want[1].any()  # row 7 (position 1) has no entries
     # items side: the transpose
     cols = np.array([0, 4, 4, 9, 33, 49])
     got_i = shared_neighbors(CSR(r.T.tocsr(), CPU), torch.tensor(cols)).numpy()
