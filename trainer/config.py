@@ -208,7 +208,8 @@ class TrainConfig:
 
         DirectSpec family: the reference CiteULike set (d 64, B 256, SGD lr 180 decayed x0.9995
         per epoch for MF / x0.9999 for LightGCN, Xavier init, alpha 1.0, tau 3.0, shrink_norm
-        0.03; LightGCN adds reg 0.01); "align" is the same with alpha 0. BPR: Adam lr 1e-3,
+        0.03; LightGCN adds reg 0.01); "align" is the same with alpha 0, the linear
+        "directspec" uses alpha 0.01 (alpha is not scale-free there). BPR: Adam lr 1e-3,
         L2 1e-4, B 2048, N(0, 0.1) init (LightGCN's). DirectAU: Adam lr 1e-3, gamma 1, t 2.
         """
         base: dict[str, Any] = {"objective": objective, "encoder": encoder}
@@ -221,7 +222,10 @@ class TrainConfig:
                 "batch_size": 256,
                 "lr": 180.0,
                 "lr_decay": 0.9999 if gcn else 0.9995,
-                "alpha": 0.0 if objective == "align" else 1.0,
+                # the linear step scales singular values by 1 - alpha sigma^2 with sigma^2 ~ B/d
+                # for a balanced batch of B unit rows, so alpha 1 flips and amplifies the top
+                # directions (measured: no learning); 0.01 keeps it a contraction
+                "alpha": {"align": 0.0, "directspec": 0.01}.get(objective, 1.0),
                 "tau": 3.0,
                 "shrink_norm": 0.03,
                 "reg": 0.01 if gcn else 0.0,
@@ -288,23 +292,32 @@ def _check_float(name: str, value: Any, positive: bool) -> None:
         raise ConfigError(f"{name}: {value!r}, expected {want}")
 
 
-def default_synthetic_config(**overrides: Any) -> TrainConfig:
-    """The config `make run` trains on the embedded synthetic default (3000 x 2000) on CPU.
+# Short schedules for the embedded synthetic default (3000 users x 2000 items, ~91k training
+# pairs), measured on a shared 2-core CPU (docs/benchmarks.md): MF runs take 10-25 s.
+_SYNTHETIC: dict[str, dict[str, Any]] = {
+    # the CiteULike set (lr 180, shrink_norm 0.03) needs ~10 epochs before it starts to learn;
+    # lr 500 and shrink_norm 0.1 make the effective step larger, tau 6 / alpha 0.5 suit the 30
+    # planted clusters: Recall@20 ~0.31 after 10 epochs vs popularity 0.14, erank ~56 of 64
+    "directspec+": {"epochs": 10, "lr": 500.0, "shrink_norm": 0.1, "tau": 6.0, "alpha": 0.5},
+    "directspec": {"epochs": 10, "lr": 500.0, "shrink_norm": 0.1, "alpha": 0.01},  # ~0.32
+    "align": {"epochs": 10, "lr": 500.0, "shrink_norm": 0.1},  # collapses to erank ~1
+    "bpr": {"epochs": 15, "lr": 0.005},  # ~0.32
+    "directau": {"epochs": 10, "lr": 0.005, "gamma": 0.5},  # ~0.18
+}
 
-    MF-DirectSpec+ (d 64, B 256, plain SGD, Xavier init) re-tuned for a 10-epoch budget: the
-    CiteULike reference set (lr 180, shrink_norm 0.03) needs ~10 epochs before it starts to
-    learn; lr 500 and shrink_norm 0.1 make the effective step larger, and tau 6 / alpha 0.5
-    suit the 30 planted clusters. Recall@20 ~0.31 vs popularity 0.14 (docs/benchmarks.md).
+
+def default_synthetic_config(
+    objective: Objective = "directspec+", encoder: Encoder = "mf", **overrides: Any
+) -> TrainConfig:
+    """The config `make run` trains on the embedded synthetic default, for any objective.
+
+    Defaults to MF-DirectSpec+ (d 64, B 256, plain SGD, Xavier init) re-tuned for a 10-epoch
+    budget (see _SYNTHETIC). LightGCN does a full propagation per step (~14 s per epoch on
+    this data on one CPU core), so its DirectSpec-family runs are cut to 4 epochs.
     """
-    base: dict[str, Any] = {
-        "epochs": 10,
-        "eval_every": 5,
-        "lr": 500.0,
-        "shrink_norm": 0.1,
-        "tau": 6.0,
-        "alpha": 0.5,
-    }
-    merged = base | overrides
-    return TrainConfig.defaults(
-        merged.pop("objective", "directspec+"), merged.pop("encoder", "mf"), **merged
-    )
+    if objective not in _SYNTHETIC:
+        raise ConfigError(f"objective: {objective!r}, expected one of {list(_SYNTHETIC)}")
+    base: dict[str, Any] = {"eval_every": 5} | _SYNTHETIC[objective]
+    if encoder == "lightgcn" and objective in DIRECTSPEC_FAMILY:
+        base |= {"epochs": 4, "eval_every": 2}
+    return TrainConfig.defaults(objective, encoder, **(base | overrides))

@@ -22,6 +22,7 @@ def test_reference_defaults_for_the_directspec_family():
     )
     gcn = TrainConfig.defaults("directspec+", "lightgcn")
     assert (gcn.lr_decay, gcn.reg, gcn.n_layers) == (0.9999, 0.01, 3)
+    assert TrainConfig.defaults("directspec", "mf").alpha == 0.01
     align = TrainConfig.defaults("align", "mf")
     assert align.alpha == 0.0 and align.lr == 180.0 and align.balancing == "none"
     bpr = TrainConfig.defaults("bpr", "mf")
@@ -73,10 +74,17 @@ def test_from_dict_rejects_unknown_fields():
         TrainConfig.from_dict({"learning_rate": 1.0})
 
 
-def test_default_synthetic_config_is_valid_and_short():
+def test_default_synthetic_config_is_short_for_every_objective():
     cfg = default_synthetic_config()
-    assert cfg.objective == "directspec+" and cfg.encoder == "mf"
-    assert cfg.epochs <= 60
+    assert (cfg.objective, cfg.encoder, cfg.epochs) == ("directspec+", "mf", 10)
+    assert (cfg.lr, cfg.shrink_norm, cfg.tau, cfg.alpha) == (500.0, 0.1, 6.0, 0.5)
+    assert default_synthetic_config("align").alpha == 0.0
+    assert default_synthetic_config("directspec").alpha == 0.01  # the linear step needs a small one
+    assert default_synthetic_config("bpr").optimizer == "adam"
+    assert default_synthetic_config("directspec+", "lightgcn").epochs == 4
+    assert default_synthetic_config(epochs=3).epochs == 3
+    with pytest.raises(ConfigError, match="objective"):
+        default_synthetic_config("softmax")  # type: ignore[arg-type]
 
 
 def test_pick_device_order(monkeypatch):
