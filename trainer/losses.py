@@ -101,8 +101,9 @@ def directau_uniformity(x: Tensor, t: float = 2.0) -> Tensor:
     b = x.shape[0]
     sq = (x * x).sum(-1)
     d2 = (sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)).clamp_min(0.0)  # (B, B)
-    a, c = torch.triu_indices(b, b, offset=1, device=x.device)
-    return torch.logsumexp(-t * d2[a, c], dim=0) - math.log(b * (b - 1) / 2)
+    upper = torch.ones(b, b, dtype=torch.bool, device=x.device).triu_(1)  # pairs a < b
+    logits = (d2 * -t).masked_fill(~upper, -math.inf)
+    return torch.logsumexp(logits.flatten(), dim=0) - math.log(b * (b - 1) / 2)
 
 
 def directau_loss(u: Tensor, i: Tensor, gamma: float, t: float = 2.0) -> Tensor:

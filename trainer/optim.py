@@ -40,4 +40,5 @@ def build_optimizer(cfg: TrainConfig, module: torch.nn.Module) -> torch.optim.Op
         if cfg.weight_decay == 0:
             return PlainSGD(params, lr=cfg.lr)
         return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused: one kernel per parameter instead of ~10 elementwise passes (CPU and CUDA)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
