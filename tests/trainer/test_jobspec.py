@@ -18,18 +18,18 @@ def test_epochs_and_hyperparameters_override() -> None:
     assert cfg.objective == "directspec+"
 
 
-def test_align_keeps_the_tuned_steps_and_zero_alpha() -> None:
-    tuned = default_synthetic_config()
-    cfg = train_config_for_job({"objective": "align"})
-    assert cfg.objective == "align" and cfg.alpha == 0.0
-    assert (cfg.lr, cfg.shrink_norm, cfg.epochs) == (tuned.lr, tuned.shrink_norm, tuned.epochs)
-
-
-def test_bpr_gets_its_own_defaults() -> None:
-    cfg = train_config_for_job({"objective": "bpr", "encoder": "lightgcn"})
+def test_objective_and_encoder_pick_their_tuned_defaults() -> None:
+    for objective, encoder in [("align", "mf"), ("bpr", "lightgcn"), ("directau", "mf")]:
+        cfg = train_config_for_job({"objective": objective, "encoder": encoder})
+        assert cfg == default_synthetic_config(objective, encoder)
+    cfg = train_config_for_job({"objective": "bpr", "encoder": "lightgcn", "epochs": 3})
     ref = TrainConfig.defaults("bpr", "lightgcn")
-    assert (cfg.optimizer, cfg.lr, cfg.sampler) == (ref.optimizer, ref.lr, ref.sampler)
-    assert cfg.epochs == default_synthetic_config().epochs
+    assert (cfg.optimizer, cfg.sampler, cfg.encoder, cfg.epochs) == (
+        ref.optimizer,
+        ref.sampler,
+        "lightgcn",
+        3,
+    )
 
 
 @pytest.mark.parametrize(
