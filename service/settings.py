@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, PositiveInt, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from trainer import layout
+
 IndexKind = Literal["flat", "ivf", "hnsw"]
 ExactBackend = Literal["auto", "numpy", "faiss"]
 
@@ -140,22 +142,22 @@ class Settings(BaseSettings):
     @property
     def registry_root(self) -> Path:
         """Where the ModelRegistry lives: ``models_dir`` or ``<home>/models``."""
-        return self.models_dir if self.models_dir is not None else self.home / "models"
+        return layout.registry_dir(self.home, self.models_dir)
 
     @property
     def data_root(self) -> Path:
         """Datasets a retrain job may name: ``<home>/data/<name>``."""
-        return self.home / "data"
+        return layout.data_root(self.home)
 
     @property
     def jobs_db(self) -> Path:
         """The retrain job queue shared with the worker."""
-        return self.home / "jobs.sqlite"
+        return layout.jobs_db(self.home)
 
     @property
     def feedback_db(self) -> Path:
         """Ingested interactions, snapshotted by the worker at each retrain."""
-        return self.home / "interactions.sqlite"
+        return layout.feedback_db(self.home)
 
     def admin_token_value(self) -> str | None:
         return self.admin_token.get_secret_value() if self.admin_token is not None else None

@@ -10,12 +10,12 @@ from __future__ import annotations
 import csv
 import math
 import re
-import sqlite3
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from trainer.sqlite_store import connect, init_db, write_transaction
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
 ID_RULE = "1-128 characters from A-Z a-z 0-9 _ . : @ -"
@@ -55,20 +55,7 @@ class FeedbackStore:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        db.execute("PRAGMA busy_timeout=30000")
-        db.execute("PRAGMA synchronous=FULL")
-        try:
-            yield db
-        finally:
-            db.close()
+        init_db(self.path, _SCHEMA)
 
     def append(self, rows: list[Interaction]) -> int:
         """Validate every row, then insert all in one transaction; returns the new total.
@@ -80,30 +67,24 @@ class FeedbackStore:
             if problem:
                 raise ValueError(f"row {i}: {problem}")
         now = time.time()
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany(
-                    "INSERT INTO interactions (user_id, item_id, timestamp, ingested_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    [
-                        (r.user_id, r.item_id, now if r.timestamp is None else r.timestamp, now)
-                        for r in rows
-                    ],
-                )
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        with write_transaction(self.path) as db:
+            db.executemany(
+                "INSERT INTO interactions (user_id, item_id, timestamp, ingested_at) "
+                "VALUES (?, ?, ?, ?)",
+                [
+                    (r.user_id, r.item_id, now if r.timestamp is None else r.timestamp, now)
+                    for r in rows
+                ],
+            )
             return int(db.execute("SELECT COUNT(*) FROM interactions").fetchone()[0])
 
     def count(self) -> int:
-        with self._connect() as db:
+        with connect(self.path) as db:
             return int(db.execute("SELECT COUNT(*) FROM interactions").fetchone()[0])
 
     def rows(self) -> list[tuple[str, str, float]]:
         """All (user_id, item_id, timestamp) in ingestion order."""
-        with self._connect() as db:
+        with connect(self.path) as db:
             return [
                 (u, i, float(t))
                 for u, i, t in db.execute(

@@ -15,11 +15,12 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from trainer.sqlite_store import connect, init_db, write_transaction
 
 JobState = Literal["queued", "running", "succeeded", "failed", "rejected", "cancelled"]
 ACTIVE_STATES: tuple[JobState, ...] = ("queued", "running")
@@ -88,32 +89,13 @@ class JobStore:
     def __init__(self, path: Path | str, heartbeat_timeout_s: float = 60.0) -> None:
         self.path = Path(path)
         self.heartbeat_timeout_s = heartbeat_timeout_s
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+        init_db(self.path, _SCHEMA)
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA busy_timeout=30000")
-        db.execute("PRAGMA synchronous=FULL")
-        try:
-            yield db
-        finally:
-            db.close()
+    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
+        return connect(self.path)
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        return write_transaction(self.path)
 
     # ---- API side ------------------------------------------------------------------------
     def enqueue(self, params: dict[str, Any]) -> tuple[Job, bool]:

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from trainer import layout
 from trainer.artifact import ArtifactInvalid, ModelNotFound, ModelRegistry
 from trainer.feedback import FeedbackStore, write_snapshot
 from trainer.gate import GateConfig, decide
@@ -53,18 +54,18 @@ class WorkerSettings(BaseSettings):
 
     @property
     def registry_dir(self) -> Path:
-        return self.models_dir or self.home / "models"
+        return layout.registry_dir(self.home, self.models_dir)
 
     @property
     def jobs_db(self) -> Path:
-        return self.home / "jobs.sqlite"
+        return layout.jobs_db(self.home)
 
     @property
     def feedback_db(self) -> Path:
-        return self.home / "interactions.sqlite"
+        return layout.feedback_db(self.home)
 
     def dataset_dir(self, name: str) -> Path:
-        return self.home / "data" / name
+        return layout.data_root(self.home) / name
 
 
 def ensure_default_dataset(settings: WorkerSettings) -> Path:
@@ -130,7 +131,7 @@ def _snapshot_dataset(settings: WorkerSettings, job: Job) -> Path:
     ds = load_dataset(base)
     users = list(ds.user_ids[ds.train_users]) + list(ds.user_ids[ds.test_users])
     items = list(ds.item_ids[ds.train_items]) + list(ds.item_ids[ds.test_items])
-    out = settings.home / "snapshots" / job.id / "interactions.csv"
+    out = layout.snapshot_csv(settings.home, job.id)
     n = write_snapshot(out, ((u, i, None) for u, i in zip(users, items, strict=True)), feedback)
     log.info("job %s: snapshot of %d interactions (%d ingested)", job.id, n, feedback.count())
     return out

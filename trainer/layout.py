@@ -1,0 +1,32 @@
+"""Where things live under SPECREC_HOME: one definition for the API and the worker.
+
+<home>/data/<name>/          datasets (``default`` is the generated synthetic one)
+<home>/models/               ModelRegistry root (unless SPECREC_MODELS_DIR says otherwise)
+<home>/jobs.sqlite           retrain job queue
+<home>/interactions.sqlite   ingested interactions
+<home>/snapshots/<job_id>/   the table a retrain job trained on (base data + ingested rows)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def registry_dir(home: Path, models_dir: Path | None = None) -> Path:
+    return models_dir if models_dir is not None else home / "models"
+
+
+def data_root(home: Path) -> Path:
+    return home / "data"
+
+
+def jobs_db(home: Path) -> Path:
+    return home / "jobs.sqlite"
+
+
+def feedback_db(home: Path) -> Path:
+    return home / "interactions.sqlite"
+
+
+def snapshot_csv(home: Path, job_id: str) -> Path:
+    return home / "snapshots" / job_id / "interactions.csv"
