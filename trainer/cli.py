@@ -17,14 +17,18 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, get_args
 
+from trainer import layout
 from trainer.config import ConfigError, Encoder, Objective, TrainConfig
 
 _SPECIAL = {"encoder", "objective"}
 
 
 def default_models_dir() -> Path:
-    """``$SPECREC_HOME/models`` (SPECREC_HOME defaults to ``./var``)."""
-    return Path(os.environ.get("SPECREC_HOME", "var")) / "models"
+    """``$SPECREC_MODELS_DIR``, else ``$SPECREC_HOME/models`` (home defaults to ``./var``):
+    the registry the API and the worker use."""
+    models_dir = os.environ.get("SPECREC_MODELS_DIR")
+    home = Path(os.environ.get("SPECREC_HOME", "var"))
+    return layout.registry_dir(home, Path(models_dir) if models_dir else None)
 
 
 def _field_help(name: str) -> str:
@@ -81,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--models-dir",
         type=Path,
         default=None,
-        help="model registry root (default: $SPECREC_HOME/models)",
+        help="model registry root (default: $SPECREC_MODELS_DIR, else $SPECREC_HOME/models)",
     )
     p.add_argument("--keep", type=int, default=5, help="published versions to keep (default 5)")
     p.add_argument("--no-publish", action="store_true", help="train and report only")

@@ -99,3 +99,13 @@ def test_module_help_runs():
     )
     assert proc.returncode == 0
     assert "--shrink-norm" in proc.stdout and "--adaptive-tau" in proc.stdout
+
+
+def test_default_registry_follows_the_same_variables_as_the_api(monkeypatch, tmp_path) -> None:
+    from trainer.cli import default_models_dir
+
+    monkeypatch.delenv("SPECREC_MODELS_DIR", raising=False)
+    monkeypatch.setenv("SPECREC_HOME", str(tmp_path / "home"))
+    assert default_models_dir() == tmp_path / "home" / "models"
+    monkeypatch.setenv("SPECREC_MODELS_DIR", str(tmp_path / "elsewhere"))
+    assert default_models_dir() == tmp_path / "elsewhere"
