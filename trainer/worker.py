@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -196,6 +197,8 @@ def run_job(settings: WorkerSettings, store: JobStore, job: Job, worker_id: str)
         store.finish(job.id, worker_id, "failed", error=f"{type(e).__name__}: {e}")
     finally:
         beat.stop()
+        # the snapshot is only this job's input; the manifest keeps its fingerprint
+        shutil.rmtree(layout.snapshot_csv(settings.home, job.id).parent, ignore_errors=True)
 
 
 def serve_forever(settings: WorkerSettings, stop: threading.Event) -> None:
