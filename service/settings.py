@@ -23,7 +23,7 @@ ExactBackend = Literal["auto", "numpy", "faiss"]
 PLACEHOLDER_TOKENS = frozenset({"changethis", "change-me", "changeme", "secret", "token"})
 
 
-class Settings(BaseSettings):
+class Settings(layout.HomePaths, BaseSettings):
     """Everything the service process is configured with. Each field documents its unit."""
 
     model_config = SettingsConfigDict(
@@ -138,26 +138,6 @@ class Settings(BaseSettings):
         if self.default_k > self.max_k:
             raise ValueError(f"default_k {self.default_k} exceeds max_k {self.max_k}")
         return self
-
-    @property
-    def registry_root(self) -> Path:
-        """Where the ModelRegistry lives: ``models_dir`` or ``<home>/models``."""
-        return layout.registry_dir(self.home, self.models_dir)
-
-    @property
-    def data_root(self) -> Path:
-        """Datasets a retrain job may name: ``<home>/data/<name>``."""
-        return layout.data_root(self.home)
-
-    @property
-    def jobs_db(self) -> Path:
-        """The retrain job queue shared with the worker."""
-        return layout.jobs_db(self.home)
-
-    @property
-    def feedback_db(self) -> Path:
-        """Ingested interactions, snapshotted by the worker at each retrain."""
-        return layout.feedback_db(self.home)
 
     def admin_token_value(self) -> str | None:
         return self.admin_token.get_secret_value() if self.admin_token is not None else None

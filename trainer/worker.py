@@ -31,7 +31,7 @@ from trainer.jobspec import train_config_for_job
 log = logging.getLogger("specrec.worker")
 
 
-class WorkerSettings(BaseSettings):
+class WorkerSettings(layout.HomePaths, BaseSettings):
     """Worker configuration from SPECREC_* environment variables (names shared with the API)."""
 
     model_config = SettingsConfigDict(env_prefix="SPECREC_", extra="ignore")
@@ -53,20 +53,8 @@ class WorkerSettings(BaseSettings):
     )
     device: str | None = Field(None, description="cpu, cuda, cuda:N; default: CUDA if present.")
 
-    @property
-    def registry_dir(self) -> Path:
-        return layout.registry_dir(self.home, self.models_dir)
-
-    @property
-    def jobs_db(self) -> Path:
-        return layout.jobs_db(self.home)
-
-    @property
-    def feedback_db(self) -> Path:
-        return layout.feedback_db(self.home)
-
     def dataset_dir(self, name: str) -> Path:
-        return layout.data_root(self.home) / name
+        return self.data_root / name
 
 
 def ensure_default_dataset(settings: WorkerSettings) -> Path:
@@ -84,7 +72,7 @@ def bootstrap(settings: WorkerSettings) -> str | None:
     from trainer.train import fit, publish_result
 
     data_dir = ensure_default_dataset(settings)
-    registry = ModelRegistry(settings.registry_dir)
+    registry = ModelRegistry(settings.registry_root)
     if registry.current() is not None:
         log.info("model %s is published; nothing to bootstrap", registry.current())
         return None
@@ -156,7 +144,7 @@ def run_job(settings: WorkerSettings, store: JobStore, job: Job, worker_id: str)
 
         result = fit(ds, cfg, progress=on_epoch, should_stop=lambda: store.cancel_requested(job.id))
         beat.progress = {**beat.progress, "stage": "quality gate"}
-        registry = ModelRegistry(settings.registry_dir)
+        registry = ModelRegistry(settings.registry_root)
         try:
             serving = registry.load()
         except (ModelNotFound, ArtifactInvalid):

@@ -128,12 +128,12 @@ def test_gate_rejects_collapse_and_force_publishes(home: Path) -> None:
     gate = job.result["gate"]
     assert gate["erank_ratio"] < gate["thresholds"]["min_erank_ratio"] == 0.25
     assert f"normalised effective rank ratio {gate['erank_ratio']:.3f}" in job.error
-    assert ModelRegistry(settings.registry_dir).current() is None  # nothing published
+    assert ModelRegistry(settings.registry_root).current() is None  # nothing published
     forced = _job(store, {**params, "force": True})
     run_job(settings, store, store.claim("w"), "w")
     job = store.get(forced)
     assert job.state == "succeeded" and job.result["forced"] is True
-    assert ModelRegistry(settings.registry_dir).current() == job.result["model_version"]
+    assert ModelRegistry(settings.registry_root).current() == job.result["model_version"]
 
 
 def _publish_random_model(home: Path) -> str:
