@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -129,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--out", type=Path, default=Path("bench/out/gowalla.md"))
     args = p.parse_args(argv)
-    command = "python bench/gowalla.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    given = argv if argv is not None else sys.argv[1:]
+    command = shlex.join(["python", "bench/gowalla.py", *given])
     ds = load_dataset(args.data)
     pop = evaluate_popularity(ds.train_matrix(), ds.test_matrix())
     rows: list[dict[str, Any]] = []
