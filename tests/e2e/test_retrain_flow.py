@@ -59,6 +59,16 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
+def wait_until_ended(c: TestClient, job_id: str, timeout: float) -> dict[str, Any]:
+    """Poll GET /retrain/{job_id} until the job is in a final state; return its body."""
+
+    def ended() -> dict[str, Any] | None:
+        job = c.get(f"/retrain/{job_id}").json()
+        return job if job["state"] in ("succeeded", "failed", "rejected", "cancelled") else None
+
+    return wait_for(ended, timeout, f"retrain job {job_id} to end")
+
+
 @pytest.fixture
 def worker_thread(home: Path) -> Iterator[None]:
     stop = threading.Event()
@@ -85,15 +95,7 @@ def test_new_user_becomes_servable_after_retrain(home: Path, worker_thread: None
         job_id = c.post("/retrain", json={"epochs": 3}, headers=AUTH).json()["job_id"]
     # the API restarts while the job is queued or running; the job goes on
     with TestClient(create_app(api_settings(home))) as c:
-        job = wait_for(
-            lambda: (
-                (j := c.get(f"/retrain/{job_id}").json())["state"]
-                in ("succeeded", "failed", "rejected")
-                and j
-            ),
-            timeout=240,
-            what="the retrain job to finish",
-        )
+        job = wait_until_ended(c, job_id, timeout=240)
         assert job["state"] == "succeeded", job
         assert job["progress"]["epoch"] == 3 and job["progress"]["epochs"] == 3
         assert job["result"]["gate"]["passed"] is True
@@ -211,15 +213,7 @@ def test_killed_worker_fails_the_job_and_service_keeps_serving(home: Path) -> No
                 r = c.post("/retrain", json={"epochs": 2}, headers=AUTH)
                 assert r.status_code == 202, r.text
                 second = r.json()["job_id"]
-                job = wait_for(
-                    lambda: (
-                        (j := c.get(f"/retrain/{second}").json())["state"]
-                        in ("succeeded", "failed", "rejected")
-                        and j
-                    ),
-                    timeout=180,
-                    what="the second job",
-                )
+                job = wait_until_ended(c, second, timeout=180)
                 assert job["state"] == "succeeded", job
                 assert job["result"]["gate"]["serving_version"] == old_version
                 new_version = job["model_version"]
