@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from citeulike_reference import cpu_name  # sibling script: one /proc/cpuinfo reader
+
 from trainer.config import TrainConfig
 from trainer.data import load_dataset
 from trainer.evaluate import evaluate_popularity
@@ -43,15 +45,7 @@ METHODS: dict[str, tuple[str, str, dict[str, Any]]] = {
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}"
+    return f"{os.cpu_count()} CPUs ({cpu_name()}), Python {platform.python_version()}"
 
 
 def run(ds, name: str, epochs: int, eval_every: int, device: str | None) -> dict[str, Any]:
