@@ -3,8 +3,9 @@
 #
 #   1. bootstrap (foreground, once): the synthetic default dataset and a default model, each only
 #      when missing, so a second run skips straight to 2;
-#   2. specrec-worker (background): the training worker that runs POST /retrain jobs;
-#   3. specrec-serve (the API) on HOST:PORT until Ctrl-C, which stops both.
+#   2. specrec-worker, the training worker that runs POST /retrain jobs, and
+#   3. specrec-serve, the API on HOST:PORT, both under supervisord (scripts/supervisord.conf),
+#      which starts either one again when it exits or is killed, until Ctrl-C stops both.
 #
 # Environment (all optional): SPECREC_HOME (default ./var), HOST (127.0.0.1), PORT (8000),
 # ADMIN_TOKEN (generated and printed when unset), READY_TIMEOUT_S (600); every other SPECREC_*
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 if ! command -v specrec-serve >/dev/null 2>&1 && [ -x .venv/bin/specrec-serve ]; then
   PATH="$PWD/.venv/bin:$PATH"
 fi
-for cmd in python specrec-worker specrec-serve; do
+for cmd in python specrec-worker specrec-serve supervisord; do
   command -v "$cmd" >/dev/null 2>&1 || {
     echo "run.sh: '$cmd' not found on PATH; use 'make run' (it creates .venv and installs specrec)" >&2
     exit 1
@@ -55,47 +56,36 @@ else
   echo ">> bootstrap done in $((SECONDS - started)) s"
 fi
 
-# --- 2 + 3. worker in the background, API until interrupted ---------------------------------
-worker_pid=""
-serve_pid=""
+# --- 2 + 3. API and worker under supervisord until interrupted ------------------------------
+# scripts/supervisord.conf restarts whichever of the two exits or is killed; the other goes on.
+mkdir -p "$SPECREC_HOME/run"
+sup_args=(-c scripts/supervisord.conf)
+# as root, say so (supervisord otherwise logs a CRIT line about not dropping privileges)
+[ "$(id -u)" -eq 0 ] && sup_args+=(-u root)
+supervisord "${sup_args[@]}" &
+sup_pid=$!
 
-stop_children() {
-  local pids=() pid i
-  for pid in "$serve_pid" "$worker_pid"; do
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then pids+=("$pid"); fi
-  done
-  [ "${#pids[@]}" -eq 0 ] && return 0
-  kill -TERM "${pids[@]}" 2>/dev/null || true
-  for i in $(seq 1 50); do # up to 10 s for a graceful exit, then SIGKILL
-    local alive=0
-    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-    [ "$alive" -eq 0 ] && break
-    sleep 0.2
-  done
-  kill -KILL "${pids[@]}" 2>/dev/null || true
-  wait "${pids[@]}" 2>/dev/null || true
+stop_supervisor() {
+  if kill -0 "$sup_pid" 2>/dev/null; then
+    kill -TERM "$sup_pid" 2>/dev/null || true
+    wait "$sup_pid" 2>/dev/null || true
+  fi
 }
 on_signal() {
   trap - INT TERM
   echo
   echo ">> stopping specrec-serve and specrec-worker"
-  stop_children
+  stop_supervisor
   exit "$1"
 }
 trap 'on_signal 130' INT
 trap 'on_signal 143' TERM
-trap stop_children EXIT
-
-specrec-worker &
-worker_pid=$!
-specrec-serve &
-serve_pid=$!
+trap stop_supervisor EXIT
 
 base="http://$HOST:$PORT"
 ready=0
 for _ in $(seq 1 "$((${READY_TIMEOUT_S:-600} * 2))"); do
-  kill -0 "$serve_pid" 2>/dev/null || break
-  kill -0 "$worker_pid" 2>/dev/null || break
+  kill -0 "$sup_pid" 2>/dev/null || break
   if python - "$base/readyz" <<'PY' 2>/dev/null; then
 import sys, urllib.request
 sys.exit(0 if urllib.request.urlopen(sys.argv[1], timeout=2).status == 200 else 1)
@@ -109,12 +99,13 @@ done
 if [ "$ready" -eq 1 ]; then
   cat <<EOF
 ==============================================================================
- specrec is up (API pid $serve_pid, worker pid $worker_pid). Try:
+ specrec is up (supervisord pid $sup_pid runs the API and the worker). Try:
 
    curl '$base/recommend/user_0?k=20'
    curl '$base/health/spectrum'
    open  $base/docs
 
+ A process that exits or is killed is started again; the other keeps running.
  Ctrl-C stops both processes.
 ==============================================================================
 EOF
@@ -122,14 +113,10 @@ else
   echo "run.sh: the API did not become ready on $base/readyz; see the log above" >&2
 fi
 
-# Whichever process ends first (or a signal) ends the run: one without the other is not specrec.
+# supervisord ends only on a signal (Ctrl-C / SIGTERM, handled above) or a failure of its own.
 set +e
-wait -n
+wait "$sup_pid"
 rc=$?
 set -e
-if kill -0 "$serve_pid" 2>/dev/null; then
-  echo "run.sh: specrec-worker exited (status $rc); stopping the API" >&2
-else
-  echo "run.sh: specrec-serve exited (status $rc); stopping the worker" >&2
-fi
+echo "run.sh: supervisord exited (status $rc)" >&2
 exit "$rc"

@@ -186,6 +186,14 @@ class JobStore:
                 )
         return cur.rowcount == 1
 
+    def running(self) -> list[Job]:
+        """Jobs in state ``running`` (any worker), oldest first; not reaped first."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT * FROM jobs WHERE state = 'running' ORDER BY created_at"
+            ).fetchall()
+        return [Job._from_row(r) for r in rows]
+
     def cancel_requested(self, job_id: str) -> bool:
         with self._connect() as db:
             row = db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()

@@ -1,20 +1,27 @@
 """The training worker (`specrec-worker`): bootstrap a default model, then run retrain jobs.
 
-One process: claims a queued job atomically, sends heartbeats from a side thread, trains on a
-snapshot of the dataset plus all ingested interactions, applies the quality gate and publishes.
-The service hot-swaps to the new version by watching the registry's CURRENT pointer.
+The worker process claims a queued job atomically and runs it in a child process of its own
+(``run_job_isolated``), so an OOM kill, a segfault or a CUDA error fails that job, with the cause
+("killed by signal 9 (SIGKILL)"), and the worker goes on with the next one. The child sends
+heartbeats from a side thread, trains on a snapshot of the dataset plus all ingested
+interactions, applies the quality gate and publishes; it exits by itself when its worker is gone.
+A worker that starts fails the jobs left running by a dead worker on the same host at once
+(others fail after the heartbeat timeout). The service hot-swaps to the new version by watching
+the registry's CURRENT pointer.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import os
 import shutil
 import signal
 import socket
 import threading
 import traceback
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +36,7 @@ from trainer.jobs import Job, JobStore
 from trainer.jobspec import train_config_for_job
 
 log = logging.getLogger("specrec.worker")
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
 class WorkerSettings(layout.HomePaths, BaseSettings):
@@ -88,16 +96,34 @@ def bootstrap(settings: WorkerSettings) -> str | None:
 
 
 class _Heartbeat(threading.Thread):
-    """Sends heartbeats (with the latest progress) until stopped."""
+    """Sends heartbeats (with the latest progress) until stopped.
 
-    def __init__(self, store: JobStore, job_id: str, worker_id: str, interval: float) -> None:
+    With ``parent_pid`` (a job's own process) it also ends the process when that parent, the
+    worker, is gone: an orphaned job must not publish behind the back of the worker that
+    replaced it. Its job then fails at the next worker start or after the heartbeat timeout.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        job_id: str,
+        worker_id: str,
+        interval: float,
+        parent_pid: int | None = None,
+    ) -> None:
         super().__init__(daemon=True, name=f"heartbeat-{job_id[:8]}")
         self.store, self.job_id, self.worker_id, self.interval = store, job_id, worker_id, interval
+        self.parent_pid = parent_pid
         self.progress: dict[str, Any] = {"stage": "starting"}
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.wait(self.interval):
+            if self.parent_pid is not None and os.getppid() != self.parent_pid:
+                log.error(
+                    "job %s: worker %d is gone; stopping this job", self.job_id, self.parent_pid
+                )
+                os._exit(EXIT_ORPHANED)
             self.store.heartbeat(self.job_id, self.worker_id, self.progress)
 
     def stop(self) -> None:
@@ -126,12 +152,18 @@ def _snapshot_dataset(settings: WorkerSettings, job: Job) -> Path:
     return out
 
 
-def run_job(settings: WorkerSettings, store: JobStore, job: Job, worker_id: str) -> None:
+def run_job(
+    settings: WorkerSettings,
+    store: JobStore,
+    job: Job,
+    worker_id: str,
+    parent_pid: int | None = None,
+) -> None:
     """Train, gate, publish; always leaves the job in a final state (unless we are killed)."""
     from trainer.data import load_dataset
     from trainer.train import TrainingCancelled, fit, publish_result
 
-    beat = _Heartbeat(store, job.id, worker_id, settings.heartbeat_interval_s)
+    beat = _Heartbeat(store, job.id, worker_id, settings.heartbeat_interval_s, parent_pid)
     beat.start()
     try:
         cfg = train_config_for_job(job.params, settings.device)
@@ -189,9 +221,118 @@ def run_job(settings: WorkerSettings, store: JobStore, job: Job, worker_id: str)
         shutil.rmtree(layout.snapshot_csv(settings.home, job.id).parent, ignore_errors=True)
 
 
+#: Exit status of a job process that found its worker gone (see _Heartbeat).
+EXIT_ORPHANED = 70
+
+
+def describe_exit(exitcode: int) -> str:
+    """``multiprocessing``'s exit code in words: negative is the signal that killed it."""
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "unknown signal"
+        return f"killed by signal {-exitcode} ({name})"
+    return f"exited with status {exitcode}"
+
+
+def _job_process(settings: WorkerSettings, job_id: str, worker_id: str, parent_pid: int) -> None:
+    """Entry point of a job's own process (spawned: a fresh interpreter, no inherited locks)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's to handle
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    store = JobStore(settings.jobs_db, heartbeat_timeout_s=settings.heartbeat_timeout_s)
+    job = store.get(job_id)
+    if job is None or job.state != "running" or job.worker_id != worker_id:
+        log.warning("job %s is no longer ours (%s); not running it", job_id, job and job.state)
+        return
+    run_job(settings, store, job, worker_id, parent_pid=parent_pid)
+
+
+def run_job_isolated(
+    settings: WorkerSettings,
+    store: JobStore,
+    job: Job,
+    worker_id: str,
+    stop: threading.Event | None = None,
+) -> int:
+    """Run a claimed job in a child process; returns its exit code.
+
+    A child that dies before finishing the job (signal, crash, ``os._exit``) fails the job with
+    the cause at once, not after the heartbeat timeout. ``stop`` set meanwhile (the worker is
+    shutting down) terminates the child, which fails the job the same way.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    proc = ctx.Process(
+        target=_job_process,
+        args=(settings, job.id, worker_id, os.getpid()),
+        name=f"specrec-job-{job.id[:8]}",
+    )
+    proc.start()
+    log.info("job %s: training in process %d", job.id, proc.pid)
+    terminated = False
+    while True:
+        proc.join(timeout=settings.poll_interval_s)
+        if proc.exitcode is not None:
+            break
+        if stop is not None and stop.is_set() and not terminated:
+            log.warning("worker stopping: terminating job %s (process %d)", job.id, proc.pid)
+            proc.terminate()
+            terminated = True
+    code = proc.exitcode
+    left = store.get(job.id)
+    if left is not None and left.state == "running" and left.worker_id == worker_id:
+        error = f"training process {proc.pid} {describe_exit(code)} before the job finished"
+        if terminated:
+            error += ": the worker was shut down"
+        elif code == -signal.SIGKILL:
+            error += " (out of memory? the kernel's OOM killer sends SIGKILL)"
+        store.finish(job.id, worker_id, "failed", error=error, result=None)
+        log.error("job %s failed: %s", job.id, error)
+        shutil.rmtree(layout.snapshot_csv(settings.home, job.id).parent, ignore_errors=True)
+    return code
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def fail_orphaned_jobs(store: JobStore, worker_id: str) -> list[str]:
+    """Fail running jobs of dead workers on this host (worker ids ``host:pid:nonce``).
+
+    A previous worker's pid may have been recycled (a restarted container's worker is pid 1
+    again): a pid equal to our own is that previous worker too. Workers on other hosts, or with
+    a live pid, are left to the heartbeat timeout.
+    """
+    host, own_pid, _ = worker_id.split(":")
+    failed = []
+    for job in store.running():
+        parts = (job.worker_id or "").split(":")
+        if len(parts) != 3 or parts[0] != host or job.worker_id == worker_id:
+            continue
+        pid = int(parts[1]) if parts[1].isdigit() else -1
+        if pid == int(own_pid) or not _pid_alive(pid):
+            error = f"worker {job.worker_id} ended while the job ran (process gone)"
+            if store.finish(job.id, job.worker_id or "", "failed", error=error):
+                log.error("job %s failed: %s", job.id, error)
+                failed.append(job.id)
+    return failed
+
+
+def new_worker_id() -> str:
+    """``host:pid:nonce``: the nonce tells two workers with the same (recycled) pid apart."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
 def serve_forever(settings: WorkerSettings, stop: threading.Event) -> None:
     store = JobStore(settings.jobs_db, heartbeat_timeout_s=settings.heartbeat_timeout_s)
-    worker_id = f"{socket.gethostname()}:{os.getpid()}"
+    worker_id = new_worker_id()
+    fail_orphaned_jobs(store, worker_id)
     log.info("worker %s polling %s", worker_id, settings.jobs_db)
     while not stop.is_set():
         job = store.claim(worker_id)
@@ -199,7 +340,7 @@ def serve_forever(settings: WorkerSettings, stop: threading.Event) -> None:
             stop.wait(settings.poll_interval_s)
             continue
         log.info("job %s claimed: %s", job.id, job.params)
-        run_job(settings, store, job, worker_id)
+        run_job_isolated(settings, store, job, worker_id, stop)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         "--no-bootstrap", action="store_true", help="skip the bootstrap and only process jobs"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     settings = WorkerSettings()
     if not args.no_bootstrap:
         bootstrap(settings)

@@ -1,8 +1,8 @@
 """scripts/run.sh's orchestration, with stand-in specrec-worker / specrec-serve executables on PATH
-that record how they were called (the real ones train a model; the end-to-end run of the real
-processes is `make run`, measured in the report). What is under test is run.sh itself: bootstrap
-only when needed, the token handed to the API, the URLs printed, and that a signal or a dying
-child stops both processes."""
+that record how they were called (the real processes under the real launcher, at a terminal, are
+tests/e2e/test_launcher.py). What is under test is run.sh and scripts/supervisord.conf: bootstrap
+only when needed, the token handed to the API, the URLs printed, a signal stops both processes,
+and a dying worker is started again while the API keeps running."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 FAKE_WORKER = """\
@@ -26,7 +27,7 @@ log = Path(os.environ["FAKE_LOG"])
 def record(event):
     with log.open("a") as f:
         f.write(json.dumps({"who": "worker", "event": event, "pid": os.getpid(),
-                            "argv": sys.argv[1:]}) + "\\n")
+                            "argv": sys.argv[1:], "t": time.time()}) + "\\n")
 if sys.argv[1:] == ["--bootstrap-only"]:
     (home / "data" / "default").mkdir(parents=True, exist_ok=True)
     (home / "data" / "default" / "interactions.csv").write_text("user_id,item_id\\n")
@@ -35,8 +36,11 @@ if sys.argv[1:] == ["--bootstrap-only"]:
     record("bootstrap")
     sys.exit(0)
 record("start")
-if os.environ.get("FAKE_WORKER_EXIT"):
+once = home / "exited-once"
+if os.environ.get("FAKE_WORKER_EXIT") and not once.exists():
     time.sleep(float(os.environ["FAKE_WORKER_EXIT"]))
+    if os.environ.get("FAKE_WORKER_EXIT_ONCE"):
+        once.write_text("")
     sys.exit(3)
 signal.signal(signal.SIGTERM, lambda *_: (record("sigterm"), sys.exit(0)))
 while True:
@@ -77,6 +81,8 @@ def fake_bin(tmp_path: Path) -> Path:
     _write_exe(bin_dir / "specrec-serve", FAKE_SERVE)
     # run.sh calls `python` for the token and the readiness probe
     (bin_dir / "python").symlink_to(sys.executable)
+    # the real supervisor (a declared dependency), installed beside this interpreter
+    (bin_dir / "supervisord").symlink_to(Path(sys.executable).parent / "supervisord")
     return bin_dir
 
 
@@ -172,7 +178,7 @@ def test_first_run_bootstraps_serves_and_a_signal_stops_both(
         }
         (serve,) = [e for e in events if e["who"] == "serve"]
         (worker,) = [e for e in events if e["event"] == "start" and e["who"] == "worker"]
-        assert worker["argv"] == []
+        assert worker["argv"] == ["--no-bootstrap"]  # bootstrapped in the foreground
         # a generated token, printed once, is the one the API got
         token = serve["token"]
         assert token and len(token) >= 32
@@ -213,13 +219,58 @@ def test_second_run_reuses_the_model_and_a_given_token_is_not_printed(
         run.kill()
 
 
-def test_a_dying_worker_stops_the_api_and_fails_the_run(repo, fake_bin, tmp_path, free_port):
-    run = RunSh(repo, fake_bin, tmp_path / "home", free_port, FAKE_WORKER_EXIT="1.5")
+def _starts(run: RunSh, who: str) -> list[dict]:
+    return [e for e in run.events() if e["who"] == who and e["event"] == "start"]
+
+
+def test_a_dying_worker_is_started_again_while_the_api_keeps_running(
+    repo, fake_bin, tmp_path, free_port
+):
+    # exits once, 4 s after its start (past startsecs): a crash of a running worker
+    run = RunSh(
+        repo,
+        fake_bin,
+        tmp_path / "home",
+        free_port,
+        FAKE_WORKER_EXIT="4",
+        FAKE_WORKER_EXIT_ONCE="1",
+    )
     try:
-        rc = run.finish(timeout_s=60)
-        assert rc == 3
-        assert "specrec-worker exited (status 3); stopping the API" in run.out
-        (serve,) = [e for e in run.events() if e["who"] == "serve" and e["event"] == "start"]
-        assert _wait_gone([serve["pid"]]) == []
+        run.wait_for("Ctrl-C stops both processes.")
+        run.wait_for("exited: worker (exit status 3; not expected)", timeout_s=30)
+        deadline = time.monotonic() + 30
+        while len(_starts(run, "worker")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        first, second = _starts(run, "worker")
+        assert first["pid"] != second["pid"] and _alive(second["pid"])
+        (serve,) = _starts(run, "serve")  # started once, never stopped
+        assert _alive(serve["pid"])
+        assert ("serve", "sigterm") not in {(e["who"], e["event"]) for e in run.events()}
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.finish() == 143
+        assert _wait_gone([serve["pid"], second["pid"]]) == []
+    finally:
+        run.kill()
+
+
+def test_a_worker_that_keeps_failing_at_start_is_retried_with_growing_delays(
+    repo, fake_bin, tmp_path, free_port
+):
+    # exits 0.5 s after every start (within startsecs): supervisord's backoff, 1 s more each try
+    run = RunSh(repo, fake_bin, tmp_path / "home", free_port, FAKE_WORKER_EXIT="0.5")
+    try:
+        run.wait_for("Ctrl-C stops both processes.")
+        deadline = time.monotonic() + 40
+        while len(_starts(run, "worker")) < 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        times = [e["t"] for e in _starts(run, "worker")][:5]
+        assert len(times) == 5, run.out
+        # waits of 1, 2, 3, 4 s, on supervisord's 1 s tick: never shorter, 3 s longer by the end
+        gaps = np.diff(times)
+        assert np.all(np.diff(gaps) > -0.5) and gaps[-1] - gaps[0] > 2.0, gaps
+        assert _alive(_starts(run, "serve")[0]["pid"])
+        assert "exited: worker (exit status 3; not expected)" in run.out
+        run.proc.send_signal(signal.SIGTERM)
+        assert run.finish() == 143
     finally:
         run.kill()
