@@ -18,29 +18,46 @@ Layout under a registry root::
         seen_indices.npy       (nnz,) int32    item rows, sorted within each user
         item_popularity.npy    (n,) int64      training interactions per item
       versions/.tmp-*          work in progress; ignored by readers, removed by prune
+      .CURRENT-*               the next CURRENT while it is written; ignored by readers
+      .lock                    held by writers (flock), never by readers
 
-Publishing writes a temporary directory, fsyncs every file, verifies it by loading it back,
-renames it into ``versions/`` and only then switches ``CURRENT``. A reader therefore sees either
-the old model or the complete new one.
+Publishing writes a temporary directory, fsyncs every file, verifies it by loading it back
+(checksums are of the bytes handed to the disk, so a silently corrupted write is caught), renames
+it into ``versions/`` and only then switches ``CURRENT`` (temp file, fsync, ``os.replace``, fsync
+of the directory). A reader therefore sees either the old model or the complete new one.
+
+A publish that raises (``PublishFailed`` for an OSError such as ENOSPC, keeping its errno) leaves
+the registry as it was: no new version, ``CURRENT`` unchanged, its temporary files removed. A
+publisher that is killed cannot clean up: its ``.tmp-*`` directory or ``.CURRENT-*`` file is
+ignored by readers and removed by the next publish or prune. Writers (publish, activate, prune)
+hold an exclusive lock on ``root/.lock``, so whatever temporary file exists while a writer holds
+it belongs to a dead one. Readers take no lock.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+log = logging.getLogger("specrec.artifact")
+
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 POINTER = "CURRENT"
+LOCK = ".lock"
 
 # name -> (numpy dtype kind check, ndim)
 _ARRAYS: dict[str, tuple[str, int]] = {
@@ -60,6 +77,10 @@ class ArtifactInvalid(Exception):
 
 class ModelNotFound(Exception):
     """No such version (or no model published yet)."""
+
+
+class PublishFailed(OSError):
+    """An OSError (errno kept, e.g. ENOSPC) stopped a publish; the registry is as it was."""
 
 
 @dataclass(frozen=True)
@@ -177,11 +198,45 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class _DurableFile:
+    """Write-only raw file: every byte goes through ``os.write`` and into a running sha256;
+    ``close`` fsyncs. Not an ``io`` file, so ``np.save`` streams to it in bounded chunks."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    @classmethod
+    def create(cls, path: Path) -> _DurableFile:
+        return cls(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+
+    def write(self, data: bytes | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view):  # os.write may write less than asked
+            done += os.write(self.fd, view[done:])
+        self.sha256.update(view)
+        self.size += len(view)
+        return len(view)
+
+    def close(self, sync: bool = True) -> None:
+        try:
+            if sync:
+                os.fsync(self.fd)
+        finally:
+            os.close(self.fd)
+
+    def __enter__(self) -> _DurableFile:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.close(sync=exc_type is None)
+
+
 def _write_durable(path: Path, data: bytes) -> None:
-    with path.open("wb") as f:
+    with _DurableFile.create(path) as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _json_default(obj: Any) -> Any:
@@ -247,7 +302,9 @@ class ModelRegistry:
         """{"version": current or None, "previous": the one before or None}."""
         try:
             data = json.loads((self.root / POINTER).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            data = None
+        if not isinstance(data, dict):
             return {"version": None, "previous": None}
         return {"version": data.get("version"), "previous": data.get("previous")}
 
@@ -297,76 +354,134 @@ class ModelRegistry:
         keep: int = 5,
         activate: bool = True,
     ) -> str:
-        """Write, verify, rename into place, optionally switch CURRENT; return the version."""
+        """Write, verify, rename into place, optionally switch CURRENT; return the version.
+
+        Raises ArtifactInvalid (bad arrays, or the written copy does not verify) or
+        PublishFailed (an OSError on the way, errno kept); then no new version is listed and
+        CURRENT is unchanged.
+        """
         arrays.validate()
-        self.versions_dir.mkdir(parents=True, exist_ok=True)
-        version = self._new_version_name()
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=self.versions_dir))
+        at = _Step("taking the registry lock")
+        version = "a new version"
+        tmp: Path | None = None
         try:
-            files: dict[str, dict[str, Any]] = {}
-            for name in _ARRAYS:
-                fpath = tmp / f"{name}.npy"
-                with fpath.open("wb") as f:
-                    np.save(f, getattr(arrays, name), allow_pickle=False)
-                    f.flush()
-                    os.fsync(f.fileno())
-                files[fpath.name] = {"sha256": _sha256(fpath), "bytes": fpath.stat().st_size}
-            manifest = {
-                "format_version": FORMAT_VERSION,
-                "version": version,
-                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "created_unix": time.time(),
-                "dataset_fingerprint": dataset_fingerprint,
-                "shape": {
-                    "n_users": arrays.n_users,
-                    "n_items": arrays.n_items,
-                    "dim": arrays.dim,
-                    "n_seen": int(len(arrays.seen_indices)),
-                },
-                "config": config,
-                "metrics": metrics or {},
-                "spectrum": spectrum or {},
-                **(extra or {}),
-                "files": files,
-            }
-            _write_durable(
-                tmp / MANIFEST,
-                json.dumps(manifest, indent=2, default=_json_default, allow_nan=True).encode(),
-            )
-            _fsync_dir(tmp)
-            read_model_dir(tmp)  # verify what is on disk, not what is in memory
-            os.rename(tmp, self.versions_dir / version)
-            _fsync_dir(self.versions_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        if activate:
-            self.activate(version, verify=False)
-        self.prune(keep)
+            with self._locked():
+                at.now = "removing leftovers of crashed publishers"
+                self._remove_leftovers()
+                at.now = "creating versions/"
+                self.versions_dir.mkdir(parents=True, exist_ok=True)
+                version = self._new_version_name()
+                try:
+                    at.now = "creating the temporary directory"
+                    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=self.versions_dir))
+                    manifest = _manifest(
+                        version, arrays, config, metrics, spectrum, dataset_fingerprint, extra
+                    )
+                    _write_model_dir(tmp, arrays, manifest, at)
+                    at.now = "verifying the written copy"
+                    read_model_dir(tmp)  # what is on disk, against checksums of what was sent
+                    at.now = "renaming into versions/"
+                    os.rename(tmp, self.versions_dir / version)
+                    tmp = None
+                    at.now = "syncing versions/"
+                    _fsync_dir(self.versions_dir)
+                    if activate:
+                        self._switch(version, at)
+                except BaseException:
+                    self._discard(version, tmp)
+                    raise
+                try:
+                    self._prune(keep)
+                except OSError as e:  # published already; the next prune tries again
+                    log.warning("published %s, but pruning failed: %s", version, e)
+        except OSError as e:
+            try:
+                now = f"CURRENT is {self.current()}"
+            except OSError:
+                now = "CURRENT is unreadable"
+            msg = f"publishing {version} failed while {at.now}: {e.strerror or e}; {now}"
+            raise (PublishFailed(e.errno, msg) if e.errno else PublishFailed(msg)) from e
         return version
 
     def activate(self, version: str, verify: bool = True) -> None:
-        """Point CURRENT at `version` (validated first unless `verify` is False)."""
+        """Point CURRENT at `version` (validated first unless `verify` is False).
+
+        On an OSError CURRENT is unchanged (restored if only the directory fsync failed).
+        """
         path = self._version_path(version)
         if verify:
             read_model_dir(path)
-        old = self.current()
-        previous = old if old and old != version else self.pointer()["previous"]
-        payload = json.dumps({"version": version, "previous": previous}).encode()
-        fd, tmp_name = tempfile.mkstemp(prefix=".CURRENT-", dir=self.root)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp_name, self.root / POINTER)
-            _fsync_dir(self.root)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        with self._locked():
+            self._switch(version, _Step("activating"))
 
     def prune(self, keep: int) -> list[str]:
-        """Remove all but the newest `keep` versions (never CURRENT or its previous)."""
+        """Remove all but the newest `keep` versions (never CURRENT or its previous), and the
+        temporary files of crashed writers."""
+        with self._locked():
+            return self._prune(keep)
+
+    # ---- writing, with the lock held ------------------------------------------------------
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Exclusive among writers of this registry (processes and threads); readers never wait."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _switch(self, version: str, at: _Step) -> None:
+        old_raw = self._pointer_bytes()
+        old = self.pointer()
+        cur = old["version"]
+        previous = cur if cur and cur != version else old["previous"]
+        payload = json.dumps({"version": version, "previous": previous}).encode()
+        at.now = "writing CURRENT"
+        try:
+            self._write_pointer(payload, at)
+        except BaseException:
+            if self._pointer_bytes() == payload and old_raw != payload:
+                failed_at, at.now = at.now, "restoring CURRENT after a failed directory fsync"
+                self._write_pointer(old_raw, _Step(at.now))
+                at.now = failed_at
+            raise
+
+    def _write_pointer(self, payload: bytes | None, at: _Step) -> None:
+        """Replace CURRENT by `payload` (None: remove it) atomically and durably."""
+        target = self.root / POINTER
+        if payload is None:
+            target.unlink(missing_ok=True)
+        else:
+            fd, tmp_name = tempfile.mkstemp(prefix=".CURRENT-", dir=self.root)
+            try:
+                with _DurableFile(fd) as f:
+                    f.write(payload)
+                at.now = "replacing CURRENT"
+                os.replace(tmp_name, target)
+            except BaseException:
+                Path(tmp_name).unlink(missing_ok=True)
+                raise
+        at.now = "syncing the registry root"
+        _fsync_dir(self.root)
+
+    def _pointer_bytes(self) -> bytes | None:
+        try:
+            return (self.root / POINTER).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def _discard(self, version: str, tmp: Path | None) -> None:
+        """Undo a failed publish: its temporary directory, and its version unless CURRENT
+        names it (only when restoring the old pointer failed too)."""
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        final = self.versions_dir / version
+        if final.is_dir() and self.current() != version:
+            shutil.rmtree(final, ignore_errors=True)
+
+    def _prune(self, keep: int) -> list[str]:
         keep = max(keep, 1)
         ptr = self.pointer()
         protected = {v for v in (ptr["version"], ptr["previous"]) if v}
@@ -374,20 +489,76 @@ class ModelRegistry:
         doomed = [v for v in versions[: max(len(versions) - keep, 0)] if v not in protected]
         for v in doomed:
             shutil.rmtree(self.versions_dir / v, ignore_errors=True)
-        # stale temporary directories from crashed publishers (older than an hour)
+        self._remove_leftovers()
+        return doomed
+
+    def _remove_leftovers(self) -> None:
+        """Temporary files of writers that died: with the lock held, no live writer has any."""
         if self.versions_dir.is_dir():
             for p in self.versions_dir.glob(".tmp-*"):
-                if time.time() - p.stat().st_mtime > 3600:
-                    shutil.rmtree(p, ignore_errors=True)
-        return doomed
+                shutil.rmtree(p, ignore_errors=True)
+        for p in self.root.glob(".CURRENT-*"):
+            p.unlink(missing_ok=True)
 
     def _new_version_name(self) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         existing = set(self.versions())
         for n in range(1000):
             name = f"v{stamp}-{n:03d}"
-            if name not in existing and not any(
-                p.name.startswith(f".tmp-{name}-") for p in self.versions_dir.glob(".tmp-*")
-            ):
+            if name not in existing:
                 return name
         raise RuntimeError("more than 1000 versions published in one second")
+
+
+class _Step:
+    """What a publish is doing, for the error message."""
+
+    def __init__(self, now: str) -> None:
+        self.now = now
+
+
+def _manifest(
+    version: str,
+    arrays: ModelArrays,
+    config: dict[str, Any],
+    metrics: dict[str, Any] | None,
+    spectrum: dict[str, Any] | None,
+    dataset_fingerprint: str,
+    extra: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The manifest without its "files" entry."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "version": version,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created_unix": time.time(),
+        "dataset_fingerprint": dataset_fingerprint,
+        "shape": {
+            "n_users": arrays.n_users,
+            "n_items": arrays.n_items,
+            "dim": arrays.dim,
+            "n_seen": int(len(arrays.seen_indices)),
+        },
+        "config": config,
+        "metrics": metrics or {},
+        "spectrum": spectrum or {},
+        **(extra or {}),
+    }
+
+
+def _write_model_dir(tmp: Path, arrays: ModelArrays, manifest: dict[str, Any], at: _Step) -> None:
+    """Every array, then the manifest with the checksums of the bytes written; all fsynced."""
+    files: dict[str, dict[str, Any]] = {}
+    for name in _ARRAYS:
+        fname = f"{name}.npy"
+        at.now = f"writing {fname}"
+        with _DurableFile.create(tmp / fname) as f:
+            np.save(f, getattr(arrays, name), allow_pickle=False)
+        files[fname] = {"sha256": f.sha256.hexdigest(), "bytes": f.size}
+    at.now = f"writing {MANIFEST}"
+    body = json.dumps(
+        {**manifest, "files": files}, indent=2, default=_json_default, allow_nan=True
+    ).encode()
+    _write_durable(tmp / MANIFEST, body)
+    at.now = "syncing the temporary directory"
+    _fsync_dir(tmp)

@@ -44,3 +44,17 @@ def write_transaction(path: Path) -> Iterator[sqlite3.Connection]:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+
+@contextmanager
+def read_transaction(path: Path) -> Iterator[sqlite3.Connection]:
+    """BEGIN (deferred): every query inside reads the same committed state, fixed at the first
+    read (a WAL snapshot), however many writers commit meanwhile; writers are never blocked."""
+    with connect(path) as db:
+        db.execute("BEGIN")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
