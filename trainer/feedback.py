@@ -3,6 +3,10 @@
 stdlib-only, shared by the service (``POST /interactions`` appends a validated batch in one
 transaction: all rows or none) and the worker (snapshots the store into a CSV together with the
 base dataset). Ids are validated here too, so nothing unsafe reaches a CSV file.
+
+Every row gets a ``seq`` (AUTOINCREMENT; writers are serialised, so seq order is commit order).
+A snapshot reads in one read transaction and records the highest seq it includes: it holds
+exactly the rows with ``seq <= max_seq``, and ``rows(after_seq=max_seq)`` are the ones it missed.
 """
 
 from __future__ import annotations
@@ -10,12 +14,13 @@ from __future__ import annotations
 import csv
 import math
 import re
+import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.sqlite_store import connect, init_db, write_transaction
+from trainer.sqlite_store import connect, init_db, read_transaction, write_transaction
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
 ID_RULE = "1-128 characters from A-Z a-z 0-9 _ . : @ -"
@@ -82,38 +87,68 @@ class FeedbackStore:
         with connect(self.path) as db:
             return int(db.execute("SELECT COUNT(*) FROM interactions").fetchone()[0])
 
-    def rows(self) -> list[tuple[str, str, float]]:
-        """All (user_id, item_id, timestamp) in ingestion order."""
+    def max_seq(self) -> int:
+        """The highest row seq so far (0 when empty)."""
         with connect(self.path) as db:
-            return [
-                (u, i, float(t))
-                for u, i, t in db.execute(
-                    "SELECT user_id, item_id, timestamp FROM interactions ORDER BY seq"
-                )
-            ]
+            return int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM interactions").fetchone()[0])
+
+    def rows(self, after_seq: int = 0) -> list[tuple[str, str, float]]:
+        """(user_id, item_id, timestamp) in ingestion order; only seq > `after_seq` if given."""
+        with connect(self.path) as db:
+            return [(u, i, t) for _, u, i, t in _rows_after(db, after_seq)]
+
+
+def _rows_after(db: sqlite3.Connection, after_seq: int) -> Iterator[tuple[int, str, str, float]]:
+    for seq, u, i, t in db.execute(
+        "SELECT seq, user_id, item_id, timestamp FROM interactions WHERE seq > ? ORDER BY seq",
+        (after_seq,),
+    ):
+        yield int(seq), u, i, float(t)
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """What a snapshot holds: its rows, and the feedback rows up to which seq."""
+
+    rows: int
+    """Data rows in the CSV (base + feedback)."""
+    base_rows: int
+    feedback_rows: int
+    max_seq: int
+    """Highest FeedbackStore seq included (0: none); rows ingested later have a larger seq."""
 
 
 def write_snapshot(
     out_csv: Path,
     base_rows: Iterable[tuple[str, str, float | None]],
     feedback: FeedbackStore | None,
-) -> int:
-    """Write base rows + all feedback rows as one interactions table; returns the row count.
+) -> SnapshotInfo:
+    """Write base rows + all feedback rows as one interactions table.
 
-    Written to a temporary file and renamed, so a reader never sees a partial snapshot.
-    Rows without a timestamp get 0 (oldest), so holdouts pick ingested rows as "latest".
+    The feedback rows are streamed from one read transaction: a point-in-time view with each
+    committed row once, however many batches are ingested meanwhile (those get a larger seq
+    than the returned ``max_seq``). Written to a temporary file and renamed, so a reader never
+    sees a partial snapshot. Rows without a timestamp get 0 (oldest), so holdouts pick
+    ingested rows as "latest".
     """
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_csv.with_suffix(".csv.tmp")
-    n = 0
-    with tmp.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["user_id", "item_id", "timestamp"])
-        for user, item, ts in base_rows:
-            writer.writerow([user, item, 0 if ts is None else ts])
-            n += 1
-        for user, item, ts in feedback.rows() if feedback else []:
-            writer.writerow([user, item, ts])
-            n += 1
-    tmp.replace(out_csv)
-    return n
+    n_base = n_feedback = max_seq = 0
+    try:
+        with tmp.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["user_id", "item_id", "timestamp"])
+            for user, item, ts in base_rows:
+                writer.writerow([user, item, 0 if ts is None else ts])
+                n_base += 1
+            if feedback is not None:
+                with read_transaction(feedback.path) as db:
+                    for seq, user, item, ts in _rows_after(db, 0):
+                        writer.writerow([user, item, ts])
+                        n_feedback += 1
+                        max_seq = seq
+        tmp.replace(out_csv)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return SnapshotInfo(n_base + n_feedback, n_base, n_feedback, max_seq)

@@ -147,8 +147,14 @@ def _snapshot_dataset(settings: WorkerSettings, job: Job) -> Path:
     users = list(ds.user_ids[ds.train_users]) + list(ds.user_ids[ds.test_users])
     items = list(ds.item_ids[ds.train_items]) + list(ds.item_ids[ds.test_items])
     out = layout.snapshot_csv(settings.home, job.id)
-    n = write_snapshot(out, ((u, i, None) for u, i in zip(users, items, strict=True)), feedback)
-    log.info("job %s: snapshot of %d interactions (%d ingested)", job.id, n, feedback.count())
+    info = write_snapshot(out, ((u, i, None) for u, i in zip(users, items, strict=True)), feedback)
+    log.info(
+        "job %s: snapshot of %d interactions (%d ingested, up to seq %d)",
+        job.id,
+        info.rows,
+        info.feedback_rows,
+        info.max_seq,
+    )
     return out
 
 

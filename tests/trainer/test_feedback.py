@@ -39,8 +39,8 @@ def test_snapshot_merges_base_and_feedback(tmp_path: Path) -> None:
     store = FeedbackStore(tmp_path / "fb.sqlite")
     store.append([Interaction("new_user", "item_3", 5.0)])
     out = tmp_path / "snap" / "interactions.csv"
-    n = write_snapshot(out, [("user_0", "item_1", 1.0), ("user_1", "item_2", None)], store)
-    assert n == 3
+    info = write_snapshot(out, [("user_0", "item_1", 1.0), ("user_1", "item_2", None)], store)
+    assert (info.rows, info.base_rows, info.feedback_rows, info.max_seq) == (3, 2, 1, 1)
     with out.open() as f:
         rows = list(csv.reader(f))
     assert rows == [
