@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pexpect
 import pytest
 
 from trainer.artifact import ModelRegistry
@@ -109,3 +111,17 @@ def test_default_registry_follows_the_same_variables_as_the_api(monkeypatch, tmp
     assert default_models_dir() == tmp_path / "home" / "models"
     monkeypatch.setenv("SPECREC_MODELS_DIR", str(tmp_path / "elsewhere"))
     assert default_models_dir() == tmp_path / "elsewhere"
+
+
+def test_at_a_terminal_draws_a_progress_bar_and_publishes(data_dir, tmp_path):
+    """The console script under a pseudo-terminal: stderr is a TTY, so the tqdm bar is drawn
+    (the path that crashed when tqdm was not a declared dependency)."""
+    models = tmp_path / "models"
+    exe = Path(sys.executable).parent / "specrec-train"
+    args = ["--data", str(data_dir), "--epochs", "3", "--dim", "8", "--models-dir", str(models)]
+    child = pexpect.spawn(str(exe), args, encoding="utf-8", dimensions=(40, 160), timeout=120)
+    out = child.read()  # until EOF
+    child.close()
+    assert child.exitstatus == 0, out
+    assert re.search(r"\| *3/3 \[\d\d:\d\d<00:00", out), out
+    assert ModelRegistry(models).current() is not None
