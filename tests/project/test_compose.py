@@ -169,3 +169,10 @@ def test_healthchecks_call_the_script_the_image_installs(repo, compose):
             "python",
             "/usr/local/bin/specrec-healthcheck",
         ]
+
+
+def test_each_service_is_restarted_by_itself(compose):
+    """As under `make run` (supervisord): a dead worker or API is started again, the other
+    keeps running (compose restarts a container alone; dependents are not stopped)."""
+    for name, service in compose["services"].items():
+        assert service["restart"] in ("unless-stopped", "always"), name
