@@ -15,13 +15,15 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from service.batcher import SearchBatcher
+from service.body_limit import BodyLimitMiddleware
 from service.context import AppContext
-from service.errors import install_error_handlers
+from service.errors import error_responses, install_error_handlers
 from service.index import HAS_FAISS_GPU, IndexConfig
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.routes import health, interactions, models, recommend, retrain, similar
@@ -101,10 +103,22 @@ def create_app(
         summary="Recommendations from DirectSpec embeddings, FAISS top-k, spectrum health.",
         version="0.1.0",
         lifespan=lifespan,
+        responses=error_responses(413),  # BodyLimitMiddleware guards every route
     )
     app.state.ctx = ctx
-    install_error_handlers(app)
-    app.add_middleware(MetricsMiddleware, metrics=ctx.metrics)
-    for spec in (*BUILTIN_ROUTERS, *routers):
-        app.include_router(spec if isinstance(spec, APIRouter) else spec(settings))
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=ctx.metrics)  # outermost: counts the 413s
+    built = [s if isinstance(s, APIRouter) else s(settings) for s in (*BUILTIN_ROUTERS, *routers)]
+    for router in built:
+        app.include_router(router)
+    install_error_handlers(app, [*app.routes, *(r for router in built for r in router.routes)])
+    cached_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's (cached) document, with the datasets a retrain may name now."""
+        return retrain.document_datasets(
+            cached_openapi(), retrain.dataset_names(settings.data_root)
+        )
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -16,7 +16,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.errors import AuthError
+from service.errors import AuthError, ErrorStatus
 
 _bearer = HTTPBearer(auto_error=False, description="The ADMIN_TOKEN environment variable")
 
@@ -41,3 +41,10 @@ def require_admin(
 
 
 AdminDep = Depends(require_admin)
+
+#: The error statuses ``require_admin`` answers, for ``service.errors.error_responses``.
+ADMIN_ERRORS: tuple[ErrorStatus, ...] = (
+    401,
+    403,
+    (503, "No ADMIN_TOKEN configured: admin endpoints are disabled (code admin_disabled)"),
+)

@@ -8,6 +8,7 @@ unexpected failures (500). ``install_error_handlers`` wires it into an app.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Match
 
 log = logging.getLogger("specrec.service")
 
@@ -94,11 +96,42 @@ _HTTP_CODES = {
     503: "unavailable",
 }
 
-# Documented on every route in OpenAPI.
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    422: {"model": ErrorResponse, "description": "Invalid parameters (code validation_error)"},
-    503: {"model": ErrorResponse, "description": "No model loaded yet (code model_not_ready)"},
+#: What an error status means on this API: the default OpenAPI description of each.
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "The body could not be decoded (code bad_request)",
+    401: "Missing or malformed `Authorization: Bearer <token>` (code unauthorized)",
+    403: "Wrong token (code forbidden)",
+    404: "Not found",
+    409: "Conflict with the current state",
+    413: "Request body larger than SPECREC_MAX_BODY_BYTES (code payload_too_large)",
+    422: "Invalid parameters or body (code validation_error)",
+    503: "No model loaded yet (code model_not_ready)",
 }
+
+_WWW_AUTHENTICATE = {
+    "WWW-Authenticate": {"description": "Always `Bearer`", "schema": {"type": "string"}}
+}
+
+ErrorStatus = int | tuple[int, str]
+"""A status with its usual meaning (``ERROR_DESCRIPTIONS``), or ``(status, description)``."""
+
+
+def error_responses(*statuses: ErrorStatus) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of these error statuses, each with the ErrorResponse body.
+
+    ``error_responses(404, 422)`` or ``error_responses((404, "Unknown user"), 422)``; a status
+    given twice keeps its last description.
+    """
+    out: dict[int | str, dict[str, Any]] = {}
+    for entry in statuses:
+        status, description = entry if isinstance(entry, tuple) else (entry, None)
+        out[status] = {
+            "model": ErrorResponse,
+            "description": description or ERROR_DESCRIPTIONS[status],
+        }
+        if status == 401:
+            out[status]["headers"] = _WWW_AUTHENTICATE
+    return out
 
 
 def error_json(
@@ -128,8 +161,20 @@ def _clean(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Map every exception that reaches the app onto the one error shape."""
+def _allowed_methods(routes: Sequence[BaseRoute], request: Request) -> str:
+    methods: set[str] = set()
+    for route in routes:
+        if route.matches(request.scope)[0] is not Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
+
+
+def install_error_handlers(app: FastAPI, routes: Sequence[BaseRoute] = ()) -> None:
+    """Map every exception that reaches the app onto the one error shape.
+
+    ``routes``: the app's routes, so that a 405's ``Allow`` names the methods of all routes on
+    the path (Starlette's names only those of the first one).
+    """
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
@@ -145,9 +190,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
         message = str(exc.detail)
+        headers = dict(exc.headers or {})
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route {request.method} {request.url.path}"
-        return error_json(exc.status_code, code, message, **(exc.headers or {}))
+        if exc.status_code == 405 and routes:
+            headers["Allow"] = _allowed_methods(routes, request)
+        return error_json(exc.status_code, code, message, **headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

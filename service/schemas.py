@@ -4,15 +4,67 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, StringConstraints
+from pydantic import BaseModel, BeforeValidator, Field, StringConstraints, WithJsonSchema
 
 from service.errors import ErrorBody
+from trainer import feedback
 
+# ---- ids: one definition for bodies (pydantic), hand-parsed paths/queries and OpenAPI ----------
 ID_MAX_LEN = 256
-ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"  # any printable text; control characters are malformed
+ID_FORBIDDEN = r"\x00-\x1f\x7f"
+"""Control characters (a regex class body): an id is 1-ID_MAX_LEN characters of any other text."""
+ID_PATTERN = rf"^[^{ID_FORBIDDEN}]+$"
+ID_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": ID_MAX_LEN,
+    "pattern": ID_PATTERN,
+}
+"""OpenAPI schema of a user or item id of the served model (ExternalId)."""
 ExternalId = Annotated[
-    str, StringConstraints(min_length=1, max_length=ID_MAX_LEN, pattern=ID_PATTERN)
+    str, StringConstraints(strict=True, min_length=1, max_length=ID_MAX_LEN, pattern=ID_PATTERN)
 ]
+
+INGEST_ID_PATTERN = f"^{feedback.ID_PATTERN.pattern}$"
+INGEST_ID_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": INGEST_ID_PATTERN,
+    "description": f"An id of an ingested interaction: {feedback.ID_RULE}",
+}
+"""OpenAPI schema of the ids POST /interactions stores (trainer.feedback validates them)."""
+
+# ---- integers of strict JSON bodies --------------------------------------------------------
+JSON_INT_MAX = 2**53 - 1
+"""The largest integer every JSON reader holds exactly (and JSON Schema validators compare)."""
+
+
+def _whole_float_as_int(v: Any) -> Any:
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+def json_int(ge: int, le: int) -> Any:
+    """An integer in [ge, le] of a strict body; ``3.0`` is one too, as for JSON Schema."""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_whole_float_as_int)]
+
+
+INT_ID_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": JSON_INT_MAX}
+"""A non-negative integer id (LightGCN-style datasets number their users and items)."""
+
+
+def _int_id_as_str(v: Any) -> Any:
+    v = _whole_float_as_int(v)
+    if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= JSON_INT_MAX:
+        return str(v)
+    return v  # anything else meets ExternalId's strict string check
+
+
+JsonId = Annotated[
+    ExternalId,
+    BeforeValidator(_int_id_as_str),
+    WithJsonSchema({"anyOf": [ID_SCHEMA, INT_ID_SCHEMA]}),
+]
+"""An id in a JSON body: a string, or an integer (INT_ID_SCHEMA) used as its decimal string."""
+
 Fallback = Literal["popular"]
 
 

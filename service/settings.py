@@ -100,6 +100,8 @@ class Settings(layout.HomePaths, BaseSettings):
     """Largest POST /recommend batch (422 beyond)."""
     max_exclude: PositiveInt = 10_000
     """Largest ``exclude`` list per request (422 beyond)."""
+    max_body_bytes: PositiveInt = 16 * 1024 * 1024
+    """Largest request body in bytes (413 beyond, before the body is read)."""
 
     # ---- retraining & ingestion -----------------------------------------------------------
     ingest_token: SecretStr | None = None

@@ -16,9 +16,13 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
 from service.errors import InvalidRequest
-from service.schemas import ID_MAX_LEN, ID_PATTERN
+from service.schemas import ID_FORBIDDEN, ID_MAX_LEN, ID_PATTERN, ID_SCHEMA
 
-_ID_RE = re.compile(ID_PATTERN)
+_ID_RE = re.compile(rf"[^{ID_FORBIDDEN}]+")  # ID_PATTERN, for fullmatch (no "$" before a "\n")
+_LIST_ID = rf"[^,{ID_FORBIDDEN}]{{0,{ID_MAX_LEN}}}"
+ID_LIST_PATTERN = rf"^{_LIST_ID}(,{_LIST_ID})*$"
+"""``query_id_list`` input: comma-separated entries of at most ID_MAX_LEN printable characters."""
+_INT_RE = re.compile(r"[+-]?[0-9]{1,30}")  # ASCII digits; int() would take "1_0" and "٣" too
 _TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
 _FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
 
@@ -41,7 +45,7 @@ def path_id(request: Request, name: str) -> str:
             value,
             where="path",
         )
-    if not _ID_RE.match(value):
+    if not _ID_RE.fullmatch(value):
         raise _invalid(
             name,
             f"String should match pattern '{ID_PATTERN}'",
@@ -56,15 +60,15 @@ def query_int(qp: QueryParams, name: str, default: int, low: int, high: int) -> 
     raw = qp.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
+    text = raw.strip()
+    if not _INT_RE.fullmatch(text):
         raise _invalid(
             name,
             "Input should be a valid integer, unable to parse string as an integer",
             "int_parsing",
             raw,
-        ) from None
+        )
+    value = int(text)
     if value < low:
         raise _invalid(
             name, f"Input should be greater than or equal to {low}", "greater_than_equal", raw
@@ -101,22 +105,35 @@ def query_choice(qp: QueryParams, name: str, choices: tuple[str, ...]) -> str | 
 
 
 def query_id_list(qp: QueryParams, name: str, max_len: int) -> list[str]:
-    """``a,b,c`` -> ["a", "b", "c"]; blanks dropped; 422 for malformed ids or too many."""
+    """``a,b,c`` -> ["a", "b", "c"] (ID_LIST_PATTERN); entries are stripped and blank ones
+    dropped; 422 for a malformed entry or more than ``max_len`` ids."""
     raw = qp.get(name)
     if not raw:
         return []
-    ids = [p for p in (p.strip() for p in raw.split(",")) if p]
-    if len(ids) > max_len:
-        raise _invalid(name, f"at most {max_len} ids allowed, got {len(ids)}", "too_long", None)
-    for p in ids:
-        if len(p) > ID_MAX_LEN or not _ID_RE.match(p):
+    ids = []
+    for part in raw.split(","):
+        if len(part) > ID_MAX_LEN or (part and not _ID_RE.fullmatch(part)):
             raise _invalid(
                 name,
-                f"malformed id {p[:64]!r} (1-{ID_MAX_LEN} printable characters)",
+                f"malformed id {part[:64]!r} (1-{ID_MAX_LEN} printable characters)",
                 "string_pattern_mismatch",
                 None,
             )
+        if part := part.strip():
+            ids.append(part)
+    if len(ids) > max_len:
+        raise _invalid(name, f"at most {max_len} ids allowed, got {len(ids)}", "too_long", None)
     return ids
+
+
+def openapi_id_list(name: str, max_len: int, description: str) -> dict[str, Any]:
+    """OpenAPI object for a comma-separated id list parsed by ``query_id_list``."""
+    return openapi_query(
+        name,
+        {"type": "string", "pattern": ID_LIST_PATTERN},
+        f"{description} Comma-separated ids, at most {max_len} (blank entries are ignored; "
+        "more is a 422).",
+    )
 
 
 def openapi_path_id(name: str) -> dict[str, Any]:
@@ -125,12 +142,7 @@ def openapi_path_id(name: str) -> dict[str, Any]:
         "name": name,
         "in": "path",
         "required": True,
-        "schema": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": ID_MAX_LEN,
-            "pattern": ID_PATTERN,
-        },
+        "schema": ID_SCHEMA,
     }
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import JSONResponse, Response
 
 from service.context import AppContext
-from service.errors import ERROR_RESPONSES
+from service.errors import error_responses
 from service.schemas import HealthResponse, ReadyResponse, SpectrumResponse
 from service.settings import Settings
 from service.spectrum_view import model_spectrum, spectrum_svg, thresholds
@@ -29,7 +29,7 @@ def build_router(settings: Settings) -> APIRouter:
         "/readyz",
         response_model=ReadyResponse,
         summary="A model is loaded and indexed",
-        responses={503: ERROR_RESPONSES[503]},
+        responses=error_responses(503),
     )
     async def readyz(request: Request) -> JSONResponse:
         """503 ``model_not_ready`` until the first model is loaded and its index built."""
@@ -62,7 +62,7 @@ def build_router(settings: Settings) -> APIRouter:
         summary="Embedding-spectrum health of the serving (and previous) model",
         responses={
             200: {"content": {"image/svg+xml": {}}, "description": "JSON, or SVG with format=svg"},
-            **ERROR_RESPONSES,
+            **error_responses(422, 503),
         },
     )
     async def spectrum(

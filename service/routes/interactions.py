@@ -17,13 +17,15 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from service.auth import HOW_TO_ENABLE
-from service.errors import ERROR_RESPONSES, AuthError, ErrorResponse, InvalidRequest, ServiceError
+from service.errors import AuthError, ErrorStatus, InvalidRequest, ServiceError, error_responses
+from service.schemas import INGEST_ID_SCHEMA
 from service.settings import Settings
 from trainer.feedback import FeedbackStore, Interaction, row_problem
 
 _bearer = HTTPBearer(auto_error=False, description="ADMIN_TOKEN or SPECREC_INGEST_TOKEN")
 ROW_FIELDS = {"user_id", "item_id", "timestamp"}
 _EXAMPLE = {"interactions": [{"user_id": "user_9", "item_id": "item_3", "timestamp": 1767225600}]}
+MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z
 
 
 class BatchTooLarge(ServiceError):
@@ -52,6 +54,14 @@ def _require_ingest(
         raise AuthError(403, "forbidden", "wrong token")
 
 
+#: The error statuses ``_require_ingest`` answers, for ``service.errors.error_responses``.
+INGEST_ERRORS: tuple[ErrorStatus, ...] = (
+    401,
+    403,
+    (503, "Neither ADMIN_TOKEN nor SPECREC_INGEST_TOKEN is set (code admin_disabled)"),
+)
+
+
 def _parse_row(i: int, row: Any) -> tuple[Interaction | None, str | None]:
     if not isinstance(row, dict):
         return None, f"expected an object, got {type(row).__name__}"
@@ -64,9 +74,38 @@ def _parse_row(i: int, row: Any) -> tuple[Interaction | None, str | None]:
     ts = row.get("timestamp")
     if isinstance(ts, bool) or (ts is not None and not isinstance(ts, int | float)):
         return None, f"timestamp {ts!r} must be a number of unix seconds"
+    if ts is not None and not 0 <= ts <= MAX_TIMESTAMP:  # also refuses nan and inf
+        return None, f"timestamp {ts!r} must be unix seconds in [0, {MAX_TIMESTAMP}]"
     item = Interaction(row["user_id"], row["item_id"], None if ts is None else float(ts))
     problem = row_problem(item)
     return (None, problem) if problem else (item, None)
+
+
+def request_schema(max_rows: int) -> dict[str, Any]:
+    """OpenAPI schema of the body: exactly what ``_parse_row`` and the handler accept."""
+    row = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["user_id", "item_id"],
+        "properties": {
+            "user_id": INGEST_ID_SCHEMA,
+            "item_id": INGEST_ID_SCHEMA,
+            "timestamp": {
+                "anyOf": [
+                    {"type": "number", "minimum": 0, "maximum": MAX_TIMESTAMP},
+                    {"type": "null"},
+                ],
+                "description": "Unix seconds; absent or null: the ingestion time",
+            },
+        },
+    }
+    rows = {"type": "array", "minItems": 1, "maxItems": max_rows, "items": row}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["interactions"],
+        "properties": {"interactions": rows},
+    }
 
 
 def build_router(settings: Settings) -> APIRouter:
@@ -78,14 +117,25 @@ def build_router(settings: Settings) -> APIRouter:
         response_model=IngestAccepted,
         dependencies=[Depends(_require_ingest)],
         summary="Ingest a batch of interactions (admin or ingest token)",
-        responses={
-            413: {"model": ErrorResponse, "description": "More rows than allowed"},
-            **ERROR_RESPONSES,
+        responses=error_responses(
+            *INGEST_ERRORS,
+            400,
+            (
+                413,
+                "More rows than SPECREC_MAX_INGEST_BATCH (code batch_too_large), or a body "
+                "larger than SPECREC_MAX_BODY_BYTES (code payload_too_large)",
+            ),
+            (422, "A malformed body or bad rows, each listed (code validation_error)"),
+        ),
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "application/json": {"schema": request_schema(max_rows), "example": _EXAMPLE}
+                }
+            }
         },
     )
-    async def ingest(
-        body: Annotated[Any, Body(examples=[_EXAMPLE])],
-    ) -> dict[str, int]:
+    async def ingest(body: Annotated[Any, Body()]) -> dict[str, int]:
         """Body ``{"interactions": [{"user_id", "item_id", "timestamp"?}, ...]}``: ids are
         1-128 characters from ``A-Za-z0-9_.:@-``; timestamp is unix seconds (default: now).
         All rows or none: one bad row rejects the batch with every bad row's index."""

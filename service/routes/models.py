@@ -7,9 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request
 from starlette.concurrency import run_in_threadpool
 
-from service.auth import AdminDep
+from service.auth import ADMIN_ERRORS, AdminDep
 from service.context import AppContext
-from service.errors import ErrorResponse
+from service.errors import error_responses
 from service.schemas import ActivateResponse, ModelsResponse
 from service.settings import Settings
 from trainer.artifact import ArtifactInvalid
@@ -73,14 +73,12 @@ def build_router(settings: Settings) -> APIRouter:
         response_model=ActivateResponse,
         summary="Serve a published version (rollback); admin",
         dependencies=[AdminDep],
-        responses={
-            401: {"model": ErrorResponse, "description": "Missing/malformed bearer token"},
-            403: {"model": ErrorResponse, "description": "Wrong token"},
-            404: {"model": ErrorResponse, "description": "No such version (unknown_version)"},
-            409: {"model": ErrorResponse, "description": "Invalid artifact (artifact_invalid)"},
-            422: {"model": ErrorResponse, "description": "Malformed version name"},
-            503: {"model": ErrorResponse, "description": "No ADMIN_TOKEN (admin_disabled)"},
-        },
+        responses=error_responses(
+            *ADMIN_ERRORS,
+            (404, "No such version (code unknown_version)"),
+            (409, "The version's artifact is invalid (code artifact_invalid)"),
+            (422, "Malformed version name (code validation_error)"),
+        ),
     )
     async def activate(
         request: Request,

@@ -7,12 +7,13 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.context import AppContext
-from service.errors import ERROR_RESPONSES, ErrorResponse, UnknownUser
+from service.errors import UnknownUser, error_responses
 from service.jsonresp import FastJSONResponse
 from service.routes._params import (
+    openapi_id_list,
     openapi_path_id,
     openapi_query,
     path_id,
@@ -21,25 +22,12 @@ from service.routes._params import (
     query_id_list,
     query_int,
 )
-from service.schemas import (
-    BatchRecommendResponse,
-    ExternalId,
-    Fallback,
-    RecommendResponse,
-)
+from service.schemas import BatchRecommendResponse, Fallback, JsonId, RecommendResponse, json_int
 from service.serving import ServingModel
 from service.settings import Settings
 from service.topk import Ranked
 
 _NO_ROWS = np.empty(0, dtype=np.int64)
-
-
-def _id_from_int(v: Any) -> Any:
-    """Integer ids (LightGCN-style datasets) are accepted in JSON and used as strings."""
-    return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
-
-
-BatchId = Annotated[ExternalId, BeforeValidator(_id_from_int)]
 
 
 def build_router(settings: Settings) -> APIRouter:
@@ -49,14 +37,14 @@ def build_router(settings: Settings) -> APIRouter:
     class BatchRecommendRequest(BaseModel):
         """Recommendations for many users with one index search."""
 
-        model_config = ConfigDict(extra="forbid")
+        model_config = ConfigDict(extra="forbid", strict=True)
 
-        user_ids: Annotated[list[BatchId], Field(min_length=1, max_length=settings.max_batch_users)]
+        user_ids: Annotated[list[JsonId], Field(min_length=1, max_length=settings.max_batch_users)]
         """Users to answer, in order; unknown ones are reported per user (the batch succeeds)."""
-        k: Annotated[int, Field(ge=1, le=max_k)] = default_k
+        k: json_int(1, max_k) = default_k
         exclude_seen: bool = True
         """Drop each user's training items."""
-        exclude: Annotated[list[BatchId], Field(max_length=settings.max_exclude)] = []
+        exclude: Annotated[list[JsonId], Field(max_length=settings.max_exclude)] = []
         """Item ids excluded for every user; unknown ids are ignored and listed back."""
         fallback: Fallback | None = None
         """``popular``: answer unknown users with the most popular items instead of an error."""
@@ -74,11 +62,10 @@ def build_router(settings: Settings) -> APIRouter:
             "k", {"type": "integer", "minimum": 1, "maximum": max_k}, "Number of items", default_k
         ),
         openapi_query("exclude_seen", {"type": "boolean"}, "Drop the user's training items", True),
-        openapi_query(
+        openapi_id_list(
             "exclude",
-            {"type": "string"},
-            "Comma-separated item ids to drop. Unknown ids are ignored and listed in "
-            "`unknown_exclude`; malformed ones are a 422.",
+            settings.max_exclude,
+            "Item ids to drop. Unknown ids are ignored and listed in `unknown_exclude`.",
         ),
         openapi_query(
             "fallback",
@@ -91,10 +78,7 @@ def build_router(settings: Settings) -> APIRouter:
         "/recommend/{user_id}",
         response_model=RecommendResponse,
         summary="Top-k items for one user",
-        responses={
-            404: {"model": ErrorResponse, "description": "Unknown user (code unknown_user)"},
-            **ERROR_RESPONSES,
-        },
+        responses=error_responses((404, "Unknown user (code unknown_user)"), 422, 503),
         openapi_extra={"parameters": [openapi_path_id("user_id"), *recommend_params]},
     )
     async def recommend(request: Request) -> FastJSONResponse:
@@ -144,7 +128,7 @@ def build_router(settings: Settings) -> APIRouter:
         "/recommend",
         response_model=BatchRecommendResponse,
         summary="Top-k items for a batch of users (one index search)",
-        responses=ERROR_RESPONSES,
+        responses=error_responses(400, 422, 503),
     )
     async def recommend_batch(request: Request, body: BatchRecommendRequest) -> FastJSONResponse:
         """Unknown users get ``error: {code: unknown_user}`` (or the popular fallback) in their

@@ -7,6 +7,8 @@ watcher then hot-swaps to the new version.
 
 # No `from __future__ import annotations`: FastAPI must see the closure values in annotations.
 
+import pathlib
+import re
 import time
 from typing import Annotated, Any, Literal
 
@@ -15,8 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
-from service.auth import AdminDep
-from service.errors import ERROR_RESPONSES, ErrorResponse, InvalidRequest, ServiceError
+from service.auth import ADMIN_ERRORS, AdminDep
+from service.errors import InvalidRequest, ServiceError, error_responses
+from service.hyperparameters import BPR_NEEDS_PAIRS, Hyperparameters
+from service.schemas import json_int
 from service.settings import Settings
 from trainer.config import ConfigError
 from trainer.jobs import Job, JobStore
@@ -30,18 +34,27 @@ class UnknownJob(ServiceError):
     status_code, code = 404, "unknown_job"
 
 
+_UNKNOWN_JOB = (404, "No such job (code unknown_job)")
+
+
 class RetrainRequest(BaseModel):
     """What to train; every field is optional (the product default trains DirectSpec+ MF)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        use_attribute_docstrings=True,
+        json_schema_extra={"allOf": [BPR_NEEDS_PAIRS]},
+    )
 
     encoder: Literal["mf", "lightgcn"] | None = None
     objective: Literal["directspec", "directspec+", "bpr", "directau", "align"] | None = None
-    epochs: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    epochs: json_int(1, 100_000) | None = None
     dataset: Annotated[str, Field(pattern=DATASET_PATTERN)] | None = None
-    """A dataset directory under ``$SPECREC_HOME/data`` (default: the configured one)."""
-    hyperparameters: dict[str, float | int | bool | str | list[int] | None] = {}
-    """Any TrainConfig field (lr, alpha, tau, dim, batch_size, ...), validated before queueing."""
+    """A dataset directory under ``$SPECREC_HOME/data`` (default: the configured one); the
+    OpenAPI document lists those that exist (``document_datasets``), any other is a 422."""
+    hyperparameters: Hyperparameters = Hyperparameters()
+    """TrainConfig overrides, validated (with the rest of the config) before queueing."""
     force: bool = False
     """Publish even if the quality gate fails (the job still reports the gate's numbers)."""
 
@@ -73,6 +86,26 @@ class JobAccepted(BaseModel):
 
 class JobList(BaseModel):
     jobs: list[JobView]
+
+
+def dataset_names(data_root: pathlib.Path) -> list[str]:
+    """The datasets a request may name: directories under ``data_root`` (sorted)."""
+    try:
+        names = sorted(p.name for p in data_root.iterdir() if p.is_dir())
+    except OSError:  # no data root yet
+        return []
+    return [n for n in names if re.fullmatch(DATASET_PATTERN, n)]
+
+
+def document_datasets(doc: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """``doc`` (an OpenAPI document) with RetrainRequest.dataset naming exactly ``names``.
+
+    Datasets are directories on the server, so the names the schema accepts change with them.
+    """
+    prop = doc["components"]["schemas"]["RetrainRequest"]["properties"]["dataset"]
+    name = {"type": "string", "pattern": DATASET_PATTERN, "enum": names}
+    prop["anyOf"] = [name, {"type": "null"}] if names else [{"type": "null"}]
+    return doc
 
 
 def _iso(t: float | None) -> str | None:
@@ -111,10 +144,12 @@ def build_router(settings: Settings) -> APIRouter:
         response_model=JobAccepted,
         dependencies=[AdminDep],
         summary="Queue a retraining job (admin)",
-        responses={
-            409: {"model": ErrorResponse, "description": "A job is already queued or running"},
-            **ERROR_RESPONSES,
-        },
+        responses=error_responses(
+            *ADMIN_ERRORS,
+            400,
+            (409, "A job is already queued or running (code job_active, details.job_id)"),
+            (422, "Invalid body, unknown dataset or config (code validation_error)"),
+        ),
     )
     async def retrain(
         body: Annotated[RetrainRequest | None, Body()] = None,
@@ -123,7 +158,7 @@ def build_router(settings: Settings) -> APIRouter:
         job is queued or running, so a double click never trains twice."""
         req = body or RetrainRequest()
         params = req.model_dump(exclude_none=True)
-        if req.dataset is not None and not (settings.data_root / req.dataset).exists():
+        if req.dataset is not None and not (settings.data_root / req.dataset).is_dir():
             raise InvalidRequest(
                 f"body.dataset: no dataset {req.dataset!r} under {settings.data_root}",
                 [{"loc": ["body", "dataset"], "msg": "unknown dataset", "type": "value_error"}],
@@ -153,7 +188,12 @@ def build_router(settings: Settings) -> APIRouter:
             )
         return {"job_id": job.id, "status_url": f"/retrain/{job.id}", "state": job.state}
 
-    @router.get("/retrain", response_model=JobList, summary="Recent retraining jobs")
+    @router.get(
+        "/retrain",
+        response_model=JobList,
+        summary="Recent retraining jobs",
+        responses=error_responses(422),
+    )
     async def list_jobs(
         limit: Annotated[int, Query(ge=1, le=200)] = 20,
     ) -> dict[str, Any]:
@@ -165,7 +205,7 @@ def build_router(settings: Settings) -> APIRouter:
         "/retrain/{job_id}",
         response_model=JobView,
         summary="One retraining job",
-        responses={404: {"model": ErrorResponse, "description": "code unknown_job"}},
+        responses=error_responses(_UNKNOWN_JOB, 422),
     )
     async def get_job(
         job_id: Annotated[str, Path(pattern=JOB_ID_PATTERN)],
@@ -180,7 +220,7 @@ def build_router(settings: Settings) -> APIRouter:
         response_model=JobView,
         dependencies=[AdminDep],
         summary="Cancel a queued or running job (admin)",
-        responses={404: {"model": ErrorResponse, "description": "code unknown_job"}},
+        responses=error_responses(*ADMIN_ERRORS, _UNKNOWN_JOB, 422),
     )
     async def cancel_job(
         request: Request,

@@ -7,7 +7,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 
 from service.context import AppContext
-from service.errors import ERROR_RESPONSES, ErrorResponse, UnknownItem
+from service.errors import UnknownItem, error_responses
 from service.jsonresp import FastJSONResponse
 from service.routes._params import openapi_path_id, openapi_query, path_id, query_int
 from service.schemas import SimilarResponse
@@ -21,10 +21,7 @@ def build_router(settings: Settings) -> APIRouter:
         "/similar/{item_id}",
         response_model=SimilarResponse,
         summary="Items nearest to an item",
-        responses={
-            404: {"model": ErrorResponse, "description": "Unknown item (code unknown_item)"},
-            **ERROR_RESPONSES,
-        },
+        responses=error_responses((404, "Unknown item (code unknown_item)"), 422, 503),
         openapi_extra={
             "parameters": [
                 openapi_path_id("item_id"),

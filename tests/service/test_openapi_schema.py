@@ -1,0 +1,197 @@
+"""The OpenAPI document says what the service answers and accepts: statuses, ids, bodies.
+
+Each schema case is checked both ways: the document's JSON Schema (jsonschema_rs, what
+schemathesis validates with) and the service agree on accepting or rejecting it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+import jsonschema_rs
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.hyperparameters import NOT_HYPERPARAMETERS, Hyperparameters
+from service.routes.interactions import MAX_TIMESTAMP
+from service.settings import Settings
+from tests.service.modelkit import auth
+from trainer.config import TrainConfig
+
+ERROR_BODY = {"$ref": "#/components/schemas/ErrorResponse"}
+ADMIN_ROUTES = [
+    ("post", "/retrain"),
+    ("post", "/retrain/{job_id}/cancel"),
+    ("post", "/models/{version}/activate"),
+    ("post", "/interactions"),
+]
+
+
+def component(spec: dict[str, Any], name: str) -> jsonschema_rs.Validator:
+    root = {"$ref": f"#/components/schemas/{name}", "components": spec["components"]}
+    return jsonschema_rs.validator_for(root)
+
+
+def query_param(spec: dict[str, Any], path: str, name: str) -> jsonschema_rs.Validator:
+    params = spec["paths"][path]["get"]["parameters"]
+    return jsonschema_rs.validator_for(next(p["schema"] for p in params if p["name"] == name))
+
+
+# ---- statuses ------------------------------------------------------------------------------
+@pytest.mark.parametrize(("method", "path"), ADMIN_ROUTES)
+def test_admin_and_ingest_routes_document_their_error_statuses(client, method, path) -> None:
+    responses = client.app.openapi()["paths"][path][method]["responses"]
+    assert {"401", "403", "413", "422", "503"} <= set(responses)
+    assert "WWW-Authenticate" in responses["401"]["headers"]
+    if path == "/retrain":
+        assert "job_active" in responses["409"]["description"]
+
+
+def test_every_documented_error_has_the_error_body(client) -> None:
+    for path, ops in client.app.openapi()["paths"].items():
+        for method, op in ops.items():
+            errors = {s: r for s, r in op["responses"].items() if not s.startswith("2")}
+            assert "413" in errors, (method, path)  # the body limit guards every route
+            for status, response in errors.items():
+                schema = response["content"]["application/json"]["schema"]
+                assert schema == ERROR_BODY, (method, path, status)
+
+
+@pytest.mark.parametrize("path", ["/recommend", "/retrain", "/interactions"])
+def test_an_undecodable_body_is_a_documented_400(client, path: str) -> None:
+    headers = {**auth(), "Content-Type": "application/json"}
+    r = client.post(path, content=b'{"\xff": 1}', headers=headers)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
+    assert "400" in client.app.openapi()["paths"][path]["post"]["responses"]
+
+
+def test_405_allow_names_every_method_of_the_path(client) -> None:
+    r = client.options("/retrain")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, POST"
+    assert r.json()["error"]["code"] == "method_not_allowed"
+
+
+# ---- POST /retrain -------------------------------------------------------------------------
+def test_hyperparameters_are_the_trainconfig_fields_a_job_may_set() -> None:
+    names = {f.name for f in fields(TrainConfig)}
+    assert set(Hyperparameters.model_fields) == names - NOT_HYPERPARAMETERS
+    assert NOT_HYPERPARAMETERS <= names
+
+
+@pytest.mark.parametrize(
+    ("body", "valid"),
+    [
+        ({}, True),
+        ({"epochs": 2.0, "hyperparameters": {"lr": 5, "dim": 16.0, "seed": 0}}, True),
+        ({"epochs": "2"}, False),
+        ({"force": 1}, False),
+        ({"objective": "bpr", "hyperparameters": {"sampler": "pair"}}, True),
+        ({"objective": "bpr", "hyperparameters": {"sampler": "user"}}, False),
+        ({"hyperparameters": {"adaptive_tau": True, "tau": 0.6}}, True),
+        ({"hyperparameters": {"adaptive_tau": True, "tau": 0.5}}, False),
+        ({"hyperparameters": {"adaptive_tau": True, "tau": 0.5, "tau0": 0.2}}, True),
+        ({"hyperparameters": {"ks": [5, 10, 20, 50], "early_stop_metric": "ndcg@10"}}, True),
+        ({"hyperparameters": {"ks": [5, 20]}}, False),
+        ({"hyperparameters": {"ks": [10, 20, 20]}}, False),
+        ({"hyperparameters": {"early_stop_metric": "recall@5"}}, False),
+        ({"hyperparameters": {"lr_decay": 1.0, "val_fraction": 0.5, "n_layers": 8}}, True),
+        ({"hyperparameters": {"lr_decay": 1.01}}, False),
+        ({"hyperparameters": {"objective": "bpr"}}, False),
+        ({"hyperparameters": {"num_threads": 2}}, False),
+        ({"hyperparameters": {"lr": None, "tau0": None}}, True),
+        ({"dataset": "tiny"}, True),
+        ({"dataset": "missing"}, False),
+    ],
+)
+def test_retrain_schema_and_service_agree(settings: Settings, body: dict, valid: bool) -> None:
+    (settings.data_root / "tiny").mkdir(parents=True)
+    with TestClient(create_app(settings)) as c:
+        schema_ok = component(c.app.openapi(), "RetrainRequest").is_valid(body)
+        r = c.post("/retrain", json=body, headers=auth())
+    assert schema_ok is valid
+    assert r.status_code == (202 if valid else 422), r.text
+
+
+def dataset_schema(spec: dict[str, Any]) -> dict[str, Any]:
+    return spec["components"]["schemas"]["RetrainRequest"]["properties"]["dataset"]
+
+
+def test_the_document_lists_the_datasets_that_exist(settings: Settings) -> None:
+    for name in ("b", "a", ".hidden"):
+        (settings.data_root / name).mkdir(parents=True)
+    (settings.data_root / "notes.txt").write_text("not a dataset")
+    with TestClient(create_app(settings)) as c:
+        assert dataset_schema(c.get("/openapi.json").json())["anyOf"][0]["enum"] == ["a", "b"]
+        (settings.data_root / "c").mkdir()
+        assert dataset_schema(c.get("/openapi.json").json())["anyOf"][0]["enum"] == ["a", "b", "c"]
+        assert c.post("/retrain", json={"dataset": "notes.txt"}, headers=auth()).status_code == 422
+
+
+def test_without_datasets_the_document_accepts_none(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as c:
+        assert dataset_schema(c.app.openapi())["anyOf"] == [{"type": "null"}]
+
+
+# ---- ids -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("ids", "valid"),
+    [(["u1", 0, 7.0], True), ([-1], False), ([True], False), ([2.5], False), (["u1\n"], False)],
+)
+def test_batch_ids_schema_and_service_agree(client, ids: list, valid: bool) -> None:
+    body = {"user_ids": ids, "exclude": ids}
+    schema_ok = component(client.app.openapi(), "BatchRecommendRequest").is_valid(body)
+    r = client.post("/recommend", json=body)
+    assert schema_ok is valid
+    assert r.status_code == (200 if valid else 422), r.text
+    if valid:
+        assert [x["user_id"] for x in r.json()["results"]] == ["u1", "0", "7"]
+
+
+@pytest.mark.parametrize(
+    ("exclude", "valid"),
+    [("i1,,i2,", True), (" i1 , i2", True), ("é,ü", True), ("i1,\ti2", False), ("x" * 257, False)],
+)
+def test_exclude_query_schema_and_service_agree(client, exclude: str, valid: bool) -> None:
+    schema_ok = query_param(client.app.openapi(), "/recommend/{user_id}", "exclude").is_valid(
+        exclude
+    )
+    r = client.get("/recommend/u0", params={"exclude": exclude})
+    assert schema_ok is valid
+    assert r.status_code == (200 if valid else 422), r.text
+
+
+def test_path_id_with_a_trailing_newline_is_malformed(client) -> None:
+    r = client.get("/recommend/u0%0A")
+    assert r.status_code == 422 and r.json()["error"]["details"][0]["loc"] == ["path", "user_id"]
+
+
+@pytest.mark.parametrize(("value", "status"), [("+5", 200), (" 5 ", 200), ("1_0", 422), ("٣", 422)])
+def test_query_integers_are_ascii_digits(client, value: str, status: int) -> None:
+    assert client.get("/recommend/u0", params={"k": value}).status_code == status
+
+
+# ---- POST /interactions --------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("row", "valid"),
+    [
+        ({"user_id": "u", "item_id": "i", "timestamp": None}, True),
+        ({"user_id": "u", "item_id": "i", "timestamp": MAX_TIMESTAMP}, True),
+        ({"user_id": "u", "item_id": "i", "timestamp": MAX_TIMESTAMP + 1}, False),
+        ({"user_id": "u", "item_id": "i", "timestamp": 10**400}, False),
+        ({"user_id": "u", "item_id": "i", "timestamp": -1}, False),
+        ({"user_id": "u:1@x.y-z_", "item_id": "i" * 128}, True),
+        ({"user_id": "u", "item_id": "i" * 129}, False),
+        ({"user_id": "u v", "item_id": "i"}, False),
+        ({"user_id": 5, "item_id": "i"}, False),
+    ],
+)
+def test_ingest_schema_and_service_agree(client, row: dict, valid: bool) -> None:
+    body = {"interactions": [row]}
+    op = client.app.openapi()["paths"]["/interactions"]["post"]
+    schema = op["requestBody"]["content"]["application/json"]["schema"]
+    schema_ok = jsonschema_rs.validator_for(schema).is_valid(body)
+    r = client.post("/interactions", json=body, headers=auth())
+    assert schema_ok is valid
+    assert r.status_code == (200 if valid else 422), r.text
