@@ -20,6 +20,7 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY contract ./contract
 COPY trainer ./trainer
 COPY service ./service
 RUN pip wheel --no-deps --wheel-dir /wheels .

@@ -31,7 +31,8 @@ TORCH_INDEX_ARGS := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 help:
 	@echo "make run      create .venv, install, build the default model if needed, start API + worker"
 	@echo "make test     create .venv, install dev deps, ruff check + format check + pytest"
-	@echo "make lint     ruff check, ruff format --check, deptry (every import declared)"
+	@echo "make lint     ruff check, ruff format --check, deptry (every import declared),"
+	@echo "              lint-imports (contract <- trainer, contract <- service; no torch in service)"
 	@echo "make format   ruff format and ruff check --fix"
 	@echo "make clean    remove .venv, caches and build outputs (keeps ./var: data and models)"
 
@@ -85,6 +86,7 @@ lint: install
 	"$(VENV)/bin/ruff" check .
 	"$(VENV)/bin/ruff" format --check .
 	"$(VENV)/bin/deptry" .
+	"$(VENV)/bin/lint-imports"
 
 format: install
 	"$(VENV)/bin/ruff" format .

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from trainer.config import TrainConfig
+from contract.config import TrainConfig
 from trainer.data import load_dataset
 from trainer.evaluate import evaluate, evaluate_popularity
 from trainer.train import fit

@@ -27,7 +27,7 @@ from typing import Any
 
 from citeulike_reference import cpu_name  # sibling script: one /proc/cpuinfo reader
 
-from trainer.config import TrainConfig
+from contract.config import TrainConfig
 from trainer.data import load_dataset
 from trainer.evaluate import evaluate_popularity
 from trainer.train import fit

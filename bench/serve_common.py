@@ -23,7 +23,7 @@ DATA = REPO / "bench" / ".data"
 OUT = REPO / "bench" / "out"
 sys.path.insert(0, str(REPO))
 
-from trainer.artifact import ModelArrays, ModelRegistry  # noqa: E402
+from contract.artifact import ModelArrays, ModelRegistry  # noqa: E402
 
 
 def gowalla_like(

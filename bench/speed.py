@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from trainer.config import TrainConfig
+from contract.config import TrainConfig
 from trainer.data import load_dataset
 from trainer.device import pick_device
 from trainer.objectives import BatchLoss

@@ -1,4 +1,4 @@
-"""Every objective's synthetic-default config (trainer.config.default_synthetic_config) on the
+"""Every objective's synthetic-default config (contract.config.default_synthetic_config) on the
 embedded synthetic dataset: Recall@20 / NDCG@20 (LightGCN convention), normalised erank,
 seconds, against popularity. Writes a markdown table to --out.
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from trainer.config import default_synthetic_config
+from contract.config import default_synthetic_config
 from trainer.data import load_dataset
 from trainer.evaluate import evaluate_popularity
 from trainer.synthetic import write_dataset

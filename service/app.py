@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from contract.artifact import ModelRegistry
 from service.batcher import SearchBatcher
 from service.body_limit import BodyLimitMiddleware
 from service.context import AppContext
@@ -29,7 +30,6 @@ from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.routes import health, interactions, models, recommend, retrain, similar
 from service.settings import Settings
 from service.state import ModelState, ModelWatcher
-from trainer.artifact import ModelRegistry
 
 log = logging.getLogger("specrec.service")
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from contract.artifact import ModelRegistry
 from service.batcher import SearchBatcher
 from service.metrics import ServiceMetrics
 from service.settings import Settings
 from service.state import ModelState, ModelWatcher
-from trainer.artifact import ModelRegistry
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The ``hyperparameters`` of POST /retrain: TrainConfig fields a job may set, with their ranges.
 
-Types and ranges are those ``trainer.config.TrainConfig.validate`` enforces, so that the OpenAPI
+Types and ranges are those ``contract.config.TrainConfig.validate`` enforces, so that the OpenAPI
 schema says what is accepted; TrainConfig still validates the merged config before a job is
 queued. A few are narrower, so that no rule is left outside the schema: ``ks`` always holds 10
 and 20 (distinct, at most 16) and ``early_stop_metric`` is one of recall/ndcg at 10 or 20, so the
@@ -16,9 +16,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from contract.config import Init, Optimizer, RecallConvention, Sampler
+from contract.jobspec import RESERVED_FIELDS
 from service.schemas import JSON_INT_MAX, json_int
-from trainer.config import Init, Optimizer, RecallConvention, Sampler
-from trainer.jobspec import RESERVED_FIELDS
 
 #: TrainConfig fields that are not hyperparameters of a job (see the module docstring).
 NOT_HYPERPARAMETERS = frozenset({"encoder", "objective", *RESERVED_FIELDS})

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contract.artifact import ModelArrays
 from service.index import ItemIndex
-from trainer.artifact import ModelArrays
 
 
 @dataclass(frozen=True)

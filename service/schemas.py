@@ -6,8 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, StringConstraints, WithJsonSchema
 
+from contract import feedback
 from service.errors import ErrorBody
-from trainer import feedback
 
 # ---- ids: one definition for bodies (pydantic), hand-parsed paths/queries and OpenAPI ----------
 ID_MAX_LEN = 256
@@ -31,7 +31,7 @@ INGEST_ID_SCHEMA: dict[str, Any] = {
     "pattern": INGEST_ID_PATTERN,
     "description": f"An id of an ingested interaction: {feedback.ID_RULE}",
 }
-"""OpenAPI schema of the ids POST /interactions stores (trainer.feedback validates them)."""
+"""OpenAPI schema of the ids POST /interactions stores (contract.feedback validates them)."""
 
 # ---- integers of strict JSON bodies --------------------------------------------------------
 JSON_INT_MAX = 2**53 - 1
@@ -133,7 +133,7 @@ class ReadyResponse(BaseModel):
 
 
 class SpectrumStats(BaseModel):
-    """trainer.spectrum.spectrum_stats of one matrix."""
+    """contract.spectrum.spectrum_stats of one matrix."""
 
     dim: int
     singular_values: list[float]

@@ -13,18 +13,18 @@ from typing import Any
 
 import numpy as np
 
+from contract.artifact import LoadedModel, ModelArrays
+from contract.spectrum import embedding_spectrum
 from service.index import IndexConfig, ItemIndex, build_index
 from service.precompute import TopLists, precompute
 from service.topk import Ranked, order
-from trainer.artifact import LoadedModel, ModelArrays
-from trainer.spectrum import embedding_spectrum
 
 _NO_ROWS = np.empty(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
 class SpectrumSnapshot:
-    """Spectrum of one model version (trainer.spectrum.embedding_spectrum output)."""
+    """Spectrum of one model version (contract.spectrum.embedding_spectrum output)."""
 
     version: str
     spectrum: dict[str, Any]

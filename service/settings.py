@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, PositiveInt, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from trainer import layout
+from contract import layout
 
 IndexKind = Literal["flat", "ivf", "hnsw"]
 ExactBackend = Literal["auto", "numpy", "faiss"]

@@ -16,10 +16,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from contract.artifact import MANIFEST, ArtifactInvalid, ModelNotFound, ModelRegistry
 from service.errors import ArtifactRefused, ModelNotReady, UnknownVersion
 from service.index import IndexConfig
 from service.serving import ServingModel, SpectrumSnapshot
-from trainer.artifact import MANIFEST, ArtifactInvalid, ModelNotFound, ModelRegistry
 
 log = logging.getLogger("specrec.service.state")
 

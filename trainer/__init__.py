@@ -1,5 +1,6 @@
-"""DirectSpec / DirectSpec+ trainer.
+"""DirectSpec / DirectSpec+ trainer: data, encoders, losses, sampling, the training loop,
+evaluation, the quality gate, the ``specrec-train`` CLI and the retrain worker.
 
-Importing this package imports nothing heavy: `trainer.artifact` and `trainer.spectrum` are
-numpy-only and are shared with the service, which must never import torch.
+Everything the service also reads (the model artifact, spectrum statistics, the job and
+interaction stores, the home layout, TrainConfig) lives in ``contract``.
 """

@@ -17,8 +17,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, get_args
 
-from trainer import layout
-from trainer.config import ConfigError, Encoder, Objective, TrainConfig
+from contract import layout
+from contract.config import ConfigError, Encoder, Objective, TrainConfig
 
 _SPECIAL = {"encoder", "objective"}
 
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"specrec-train: error: {e}", file=sys.stderr)
         return 2
 
-    from trainer.artifact import ModelRegistry
+    from contract.artifact import ModelRegistry
     from trainer.train import TrainingDiverged, fit, publish_result
 
     print(

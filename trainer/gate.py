@@ -14,10 +14,10 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from trainer.artifact import LoadedModel
+from contract.artifact import LoadedModel
+from contract.spectrum import embedding_spectrum
 from trainer.data import Dataset
 from trainer.evaluate import evaluate
-from trainer.spectrum import embedding_spectrum
 
 
 @dataclass(frozen=True)

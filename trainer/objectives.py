@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from trainer.config import DIRECTSPEC_FAMILY, TrainConfig
+from contract.config import DIRECTSPEC_FAMILY, TrainConfig
 from trainer.losses import (
     adaptive_tau,
     alignment_loss,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from trainer.config import TrainConfig
+from contract.config import TrainConfig
 
 
 class PlainSGD(torch.optim.Optimizer):

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer.artifact import ModelArrays, ModelRegistry
-from trainer.config import TrainConfig
+from contract.artifact import ModelArrays, ModelRegistry
+from contract.config import TrainConfig
+from contract.spectrum import embedding_spectrum
 from trainer.data import Dataset, holdout_split
 from trainer.device import pick_device
 from trainer.encoders import MF, LightGCN
@@ -29,7 +30,6 @@ from trainer.evaluate import evaluate
 from trainer.objectives import BatchLoss
 from trainer.optim import build_optimizer
 from trainer.sampling import CSR, PairSampler, UserItemSampler
-from trainer.spectrum import embedding_spectrum
 
 ProgressFn = Callable[[dict[str, Any]], None]
 

@@ -28,12 +28,12 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from trainer import layout
-from trainer.artifact import ArtifactInvalid, ModelNotFound, ModelRegistry
-from trainer.feedback import FeedbackStore, write_snapshot
+from contract import layout
+from contract.artifact import ArtifactInvalid, ModelNotFound, ModelRegistry
+from contract.feedback import FeedbackStore, write_snapshot
+from contract.jobs import Job, JobStore
+from contract.jobspec import train_config_for_job
 from trainer.gate import GateConfig, decide
-from trainer.jobs import Job, JobStore
-from trainer.jobspec import train_config_for_job
 
 log = logging.getLogger("specrec.worker")
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -75,7 +75,7 @@ def ensure_default_dataset(settings: WorkerSettings) -> Path:
 
 def bootstrap(settings: WorkerSettings) -> str | None:
     """Generate the default dataset and train+publish a default model if none is published."""
-    from trainer.config import default_synthetic_config
+    from contract.config import default_synthetic_config
     from trainer.data import load_dataset
     from trainer.train import fit, publish_result
 

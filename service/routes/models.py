@@ -7,12 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Request
 from starlette.concurrency import run_in_threadpool
 
+from contract.artifact import ArtifactInvalid
 from service.auth import ADMIN_ERRORS, AdminDep
 from service.context import AppContext
 from service.errors import error_responses
 from service.schemas import ActivateResponse, ModelsResponse
 from service.settings import Settings
-from trainer.artifact import ArtifactInvalid
 
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 

@@ -17,14 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
+from contract.config import ConfigError
+from contract.jobs import Job, JobStore
+from contract.jobspec import train_config_for_job
 from service.auth import ADMIN_ERRORS, AdminDep
 from service.errors import InvalidRequest, ServiceError, error_responses
 from service.hyperparameters import BPR_NEEDS_PAIRS, Hyperparameters
 from service.schemas import json_int
 from service.settings import Settings
-from trainer.config import ConfigError
-from trainer.jobs import Job, JobStore
-from trainer.jobspec import train_config_for_job
 
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
 DATASET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"

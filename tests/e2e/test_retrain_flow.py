@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from contract.artifact import ModelArrays, ModelRegistry
+from contract.jobs import JobStore
 from service.app import create_app
 from service.settings import Settings
-from trainer.artifact import ModelArrays, ModelRegistry
-from trainer.jobs import JobStore
 from trainer.synthetic import write_dataset
 from trainer.worker import WorkerSettings, run_job, serve_forever
 

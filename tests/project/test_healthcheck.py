@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer.artifact import ModelArrays, ModelRegistry
+from contract.artifact import ModelArrays, ModelRegistry
 
 
 def _run(repo: Path, mode: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -18,7 +18,15 @@ from trainer.worker import WorkerSettings
 
 ROW = re.compile(r"^\|\s*`([A-Z][A-Z0-9_]*)`\s*\|([^|]*)\|([^|]*)\|\s*$")
 # Files where a documented variable may be read; README and tests do not count.
-SOURCES = ["trainer", "service", "scripts", "Makefile", "docker-compose.yml", "Dockerfile"]
+SOURCES = [
+    "contract",
+    "trainer",
+    "service",
+    "scripts",
+    "Makefile",
+    "docker-compose.yml",
+    "Dockerfile",
+]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.artifact import ModelArrays, ModelRegistry
+from contract.artifact import ModelArrays, ModelRegistry
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
 

@@ -8,12 +8,12 @@ import pytest
 from fastapi import APIRouter, Depends
 from fastapi.testclient import TestClient
 
+from contract.artifact import ModelRegistry
 from service.app import create_app
 from service.auth import AdminDep, require_admin
 from service.deps import CtxDep, ServingDep, SettingsDep
 from service.settings import Settings
 from tests.service.modelkit import ADMIN_TOKEN, auth, make_model, publish
-from trainer.artifact import ModelRegistry
 
 
 @pytest.fixture

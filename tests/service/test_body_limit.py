@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from contract.feedback import FeedbackStore
 from service.app import create_app
 from service.body_limit import BodyLimitMiddleware
 from service.settings import Settings
 from tests.service.modelkit import auth
-from trainer.feedback import FeedbackStore
 
 LIMIT = 4096
 ROUTES = {

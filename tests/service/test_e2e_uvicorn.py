@@ -15,8 +15,8 @@ import httpx
 import numpy as np
 import pytest
 
+from contract.artifact import ModelRegistry
 from tests.service.modelkit import ADMIN_TOKEN
-from trainer.artifact import ModelRegistry
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from contract.spectrum import embedding_spectrum
 from service.app import create_app
 from service.spectrum_view import verdict
 from tests.service.modelkit import make_model, publish
-from trainer.spectrum import embedding_spectrum
 
 
 def collapsed_model(seed: int = 0, m: int = 120, n: int = 150, d: int = 32):
@@ -95,7 +95,7 @@ def test_spectrum_values_equal_trainer_spectrum_and_numpy_svd(settings):
             got["singular_values_normalized"], norm["singular_values_normalized"], rtol=1e-9
         )
         np.testing.assert_allclose(got["raw"]["singular_values"], raw["singular_values"], rtol=1e-9)
-        # and independently of trainer.spectrum: numpy's SVD and the erank formula
+        # and independently of contract.spectrum: numpy's SVD and the erank formula
         sv, erank = numpy_erank(mat)
         np.testing.assert_allclose(got["singular_values"], sv, rtol=1e-6)
         assert got["effective_rank"] == pytest.approx(erank, rel=1e-6)

@@ -10,9 +10,9 @@ import time
 import numpy as np
 from fastapi.testclient import TestClient
 
+from contract.artifact import ModelRegistry
 from service.app import create_app
 from tests.service.modelkit import Model, make_model, publish
-from trainer.artifact import ModelRegistry
 
 
 def top_ids(model: Model, user: int, k: int) -> list[str]:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from contract.feedback import FeedbackStore
 from service.app import create_app
 from service.settings import Settings
 from tests.service.modelkit import ADMIN_TOKEN
-from trainer.feedback import FeedbackStore
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 INGEST = "ingest-only-token-123"

@@ -13,12 +13,12 @@ import jsonschema_rs
 import pytest
 from fastapi.testclient import TestClient
 
+from contract.config import TrainConfig
 from service.app import create_app
 from service.hyperparameters import NOT_HYPERPARAMETERS, Hyperparameters
 from service.routes.interactions import MAX_TIMESTAMP
 from service.settings import Settings
 from tests.service.modelkit import auth
-from trainer.config import TrainConfig
 
 ERROR_BODY = {"$ref": "#/components/schemas/ErrorResponse"}
 ADMIN_ROUTES = [

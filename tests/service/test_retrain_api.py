@@ -8,10 +8,10 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from contract.jobs import JobStore
 from service.app import create_app
 from service.settings import Settings
 from tests.service.modelkit import ADMIN_TOKEN
-from trainer.jobs import JobStore
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

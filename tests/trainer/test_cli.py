@@ -10,7 +10,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from trainer.artifact import ModelRegistry
+from contract.artifact import ModelRegistry
 from trainer.cli import main
 from trainer.synthetic import write_dataset
 

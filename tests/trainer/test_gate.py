@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer.artifact import LoadedModel, ModelArrays, ModelRegistry
+from contract.artifact import LoadedModel, ModelArrays, ModelRegistry
 from trainer.data import Dataset
 from trainer.gate import GateConfig, decide
 

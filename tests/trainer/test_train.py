@@ -13,8 +13,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from trainer.artifact import ModelRegistry
-from trainer.config import TrainConfig, default_synthetic_config
+from contract.artifact import ModelRegistry
+from contract.config import TrainConfig, default_synthetic_config
 from trainer.data import Dataset, load_dataset
 from trainer.encoders import MF, LightGCN
 from trainer.evaluate import evaluate, evaluate_popularity

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer.artifact import ModelRegistry
-from trainer.jobs import JobStore
+from contract.artifact import ModelRegistry
+from contract.jobs import JobStore
 from trainer.synthetic import write_dataset
 from trainer.worker import WorkerSettings, describe_exit, fail_orphaned_jobs, run_job
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer.artifact import (
+from contract.artifact import (
     ArtifactInvalid,
     ModelArrays,
     ModelNotFound,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.feedback import FeedbackStore, Interaction, row_problem, write_snapshot
+from contract.feedback import FeedbackStore, Interaction, row_problem, write_snapshot
 
 
 def test_append_all_or_nothing(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainer.config import TrainConfig, default_synthetic_config
+from contract.config import TrainConfig, default_synthetic_config
 
 #: TrainConfig fields a job may not set: they belong to the worker process.
 RESERVED_FIELDS = frozenset({"device", "num_threads"})
@@ -19,7 +19,7 @@ RESERVED_FIELDS = frozenset({"device", "num_threads"})
 
 def train_config_for_job(params: dict[str, Any], device: str | None = None) -> TrainConfig:
     """The TrainConfig a job runs with; raises ConfigError (a ValueError) naming bad fields."""
-    from trainer.config import ConfigError
+    from contract.config import ConfigError
 
     hyper = dict(params.get("hyperparameters") or {})
     reserved = sorted(RESERVED_FIELDS & set(hyper))

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.sqlite_store import connect, init_db, read_transaction, write_transaction
+from contract.sqlite_store import connect, init_db, read_transaction, write_transaction
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
 ID_RULE = "1-128 characters from A-Z a-z 0-9 _ . : @ -"

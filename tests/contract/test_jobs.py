@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.jobs import JobStore
+from contract.jobs import JobStore
 
 
 def test_enqueue_returns_existing_active_job(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from trainer.sqlite_store import connect, init_db, write_transaction
+from contract.sqlite_store import connect, init_db, write_transaction
 
 JobState = Literal["queued", "running", "succeeded", "failed", "rejected", "cancelled"]
 ACTIVE_STATES: tuple[JobState, ...] = ("queued", "running")

@@ -18,9 +18,9 @@ from typing import TextIO
 import pytest
 from fastapi.testclient import TestClient
 
+from contract.feedback import FeedbackStore, Interaction, SnapshotInfo, write_snapshot
 from service.app import create_app
 from service.settings import Settings
-from trainer.feedback import FeedbackStore, Interaction, SnapshotInfo, write_snapshot
 
 TOKEN = "race-test-admin-token-0123456789"
 BASE = [("user_0", "item_1", 1.0), ("user_1", "item_2", None), ("user_2", "item_1", 3.0)]

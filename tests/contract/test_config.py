@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer.config import ConfigError, TrainConfig, default_synthetic_config
+from contract.config import ConfigError, TrainConfig, default_synthetic_config
 from trainer.device import DeviceError, pick_device
 
 

@@ -1,7 +1,7 @@
 """Fault injection at the os level for registry tests: count, fail or crash at the N-th call.
 
 `Faults(root)` wraps ``os.open``, ``os.mkdir``, ``os.write``, ``os.fsync``, ``os.rename`` and
-``os.replace`` (the calls through which trainer.artifact and tempfile create, write, sync and
+``os.replace`` (the calls through which contract.artifact and tempfile create, write, sync and
 rename anything) and records every call that touches `root` as a `Point` (except a mkdir of an
 existing directory: that fails with EEXIST before it could need space). With ``at=N`` the N-th
 such call (0-based) gets `action` instead: raise ENOSPC, or SIGKILL the process before the call,
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer.artifact import ModelArrays, ModelRegistry
+from contract.artifact import ModelArrays, ModelRegistry
 
 OPS = ("open", "mkdir", "write", "fsync", "rename", "replace")
 _VERSION = re.compile(r"v\d{8}T\d{6}-\d{3}")

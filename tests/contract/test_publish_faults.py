@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.trainer.faultkit import Faults, Point, record_publish, tiny_arrays
-from trainer.artifact import (
+from contract.artifact import (
     ArtifactInvalid,
     ModelArrays,
     ModelNotFound,
@@ -26,6 +25,7 @@ from trainer.artifact import (
     PublishFailed,
     read_model_dir,
 )
+from tests.contract.faultkit import Faults, Point, record_publish, tiny_arrays
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -154,7 +154,7 @@ def test_enospc_message_names_the_step(reg: ModelRegistry) -> None:
 
 def _crash(root: Path, n: int, action: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.trainer.faultkit", str(root), str(n), action],
+        [sys.executable, "-m", "tests.contract.faultkit", str(root), str(n), action],
         cwd=REPO,
         capture_output=True,
         text=True,

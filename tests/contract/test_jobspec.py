@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.config import ConfigError, TrainConfig, default_synthetic_config
-from trainer.jobspec import train_config_for_job
+from contract.config import ConfigError, TrainConfig, default_synthetic_config
+from contract.jobspec import train_config_for_job
 
 
 def test_empty_job_is_the_product_default() -> None:

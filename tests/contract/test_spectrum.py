@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer.spectrum import (
+from contract.spectrum import (
     condition_number,
     effective_rank,
     embedding_spectrum,
