@@ -24,7 +24,8 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from serve_common import OUT, machine  # noqa: E402
 
-from service.index import IndexConfig, NumpyExactIndex, build_index, set_search_threads  # noqa: E402
+from service.index import NumpyExactIndex, build_index, set_search_threads  # noqa: E402
+from service.settings import IndexSettings  # noqa: E402
 
 
 def mixture(n: int, centres: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
@@ -74,12 +75,12 @@ def main() -> None:
     rows_md.append(("exact (numpy)", "-", build_exact, ms, 1.0))
     print(rows_md[-1][:3], np.median(ms), flush=True)
 
-    configs = [("ivf", IndexConfig(kind="ivf", use_gpu=False))]
+    configs = [("ivf", IndexSettings(index_kind="ivf", use_gpu=False))]
     if not args.skip_hnsw:
         configs.append(
             (
                 "hnsw",
-                IndexConfig(
+                IndexSettings(
                     kind="hnsw", use_gpu=False, hnsw_m=args.hnsw_m, hnsw_ef_construction=80
                 ),
             )

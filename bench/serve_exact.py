@@ -20,7 +20,8 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from serve_common import OUT, gowalla_like, machine  # noqa: E402
 
-from service.index import FaissIndex, IndexConfig, NumpyExactIndex, set_search_threads  # noqa: E402
+from service.index import FaissIndex, NumpyExactIndex, set_search_threads  # noqa: E402
+from service.settings import IndexSettings  # noqa: E402
 
 
 def per_query_us(index, queries, banned, reps: int) -> float:
@@ -42,7 +43,7 @@ def main() -> None:
     set_search_threads(1)
     a = gowalla_like()
     numpy_index = NumpyExactIndex(a.item_emb)
-    faiss_index = FaissIndex(a.item_emb, IndexConfig(kind="flat", use_gpu=False))
+    faiss_index = FaissIndex(a.item_emb, IndexSettings(index_kind="flat", use_gpu=False))
     rng = np.random.default_rng(0)
     lines = [
         "### Exact search backends (41k items, d = 64, k = 20, one thread), µs per query",

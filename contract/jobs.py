@@ -22,6 +22,9 @@ from typing import Any, Literal
 
 from contract.sqlite_store import connect, init_db, write_transaction
 
+#: Seconds without a heartbeat after which a running job is failed (SPECREC_HEARTBEAT_TIMEOUT_S).
+DEFAULT_HEARTBEAT_TIMEOUT_S = 30.0
+
 JobState = Literal["queued", "running", "succeeded", "failed", "rejected", "cancelled"]
 ACTIVE_STATES: tuple[JobState, ...] = ("queued", "running")
 FINAL_STATES: tuple[JobState, ...] = ("succeeded", "failed", "rejected", "cancelled")
@@ -86,7 +89,9 @@ class Job:
 class JobStore:
     """The queue at `path` (created on first use). Cheap to construct; one connection per call."""
 
-    def __init__(self, path: Path | str, heartbeat_timeout_s: float = 60.0) -> None:
+    def __init__(
+        self, path: Path | str, heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S
+    ) -> None:
         self.path = Path(path)
         self.heartbeat_timeout_s = heartbeat_timeout_s
         init_db(self.path, _SCHEMA)

@@ -30,31 +30,3 @@ def feedback_db(home: Path) -> Path:
 
 def snapshot_csv(home: Path, job_id: str) -> Path:
     return home / "snapshots" / job_id / "interactions.csv"
-
-
-class HomePaths:
-    """Mixin for a settings object with ``home`` and ``models_dir``: the paths above as
-    properties, so the API's and the worker's settings cannot disagree about them."""
-
-    home: Path
-    models_dir: Path | None
-
-    @property
-    def registry_root(self) -> Path:
-        """The ModelRegistry root: ``models_dir`` or ``<home>/models``."""
-        return registry_dir(self.home, self.models_dir)
-
-    @property
-    def data_root(self) -> Path:
-        """Datasets a retrain job may name: ``<home>/data/<name>``."""
-        return data_root(self.home)
-
-    @property
-    def jobs_db(self) -> Path:
-        """The retrain job queue shared by the API and the worker."""
-        return jobs_db(self.home)
-
-    @property
-    def feedback_db(self) -> Path:
-        """Ingested interactions, snapshotted by the worker at each retrain."""
-        return feedback_db(self.home)

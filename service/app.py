@@ -25,7 +25,7 @@ from service.batcher import SearchBatcher
 from service.body_limit import BodyLimitMiddleware
 from service.context import AppContext
 from service.errors import error_responses, install_error_handlers
-from service.index import HAS_FAISS_GPU, IndexConfig
+from service.index import HAS_FAISS_GPU
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.routes import health, interactions, models, recommend, retrain, similar
 from service.settings import Settings
@@ -48,7 +48,7 @@ BUILTIN_ROUTERS: tuple[Callable[[Settings], APIRouter], ...] = (
 
 def build_context(settings: Settings) -> AppContext:
     registry = ModelRegistry(settings.registry_root)
-    state = ModelState(registry, IndexConfig.from_settings(settings))
+    state = ModelState(registry, settings)
     metrics = ServiceMetrics(lambda: state.serving)
     state.listeners.append(metrics.on_swap)
     state.failure_listeners.append(metrics.on_load_failure)

@@ -18,12 +18,12 @@ import math
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import faiss
 import numpy as np
 
+from service.settings import IndexSettings
 from service.topk import Ranked, filter_ranked, select_topk
 
 log = logging.getLogger("specrec.service.index")
@@ -33,42 +33,7 @@ try:  # faiss-cpu has no GPU symbols; faiss-gpu without a visible GPU reports 0
 except Exception:  # pragma: no cover - broken CUDA driver
     HAS_FAISS_GPU = False
 
-IndexKind = Literal["flat", "ivf", "hnsw"]
 GPU_MAX_K = 2048  # largest k FAISS GPU indexes select per query
-
-
-@dataclass(frozen=True)
-class IndexConfig:
-    """How to index the item embeddings; see service.settings for the meaning of each field."""
-
-    kind: IndexKind = "flat"
-    exact_backend: Literal["auto", "numpy", "faiss"] = "auto"
-    ivf_nlist: int | None = None
-    ivf_nprobe: int = 32
-    hnsw_m: int = 32
-    hnsw_ef_construction: int = 80
-    hnsw_ef_search: int = 128
-    use_gpu: bool | None = None
-    build_threads: int | None = None  # OpenMP threads while building; None: all cores
-    search_buffer_mb: int = 64
-    precompute_k: int = 0  # per-user top-k lists at load (service.precompute); 0: off
-    precompute_max_cells: int = 4_000_000_000
-
-    @classmethod
-    def from_settings(cls, s: Any) -> IndexConfig:
-        return cls(
-            kind=s.index_kind,
-            exact_backend=s.exact_backend,
-            ivf_nlist=s.ivf_nlist,
-            ivf_nprobe=s.ivf_nprobe,
-            hnsw_m=s.hnsw_m,
-            hnsw_ef_construction=s.hnsw_ef_construction,
-            hnsw_ef_search=s.hnsw_ef_search,
-            use_gpu=s.use_gpu,
-            search_buffer_mb=s.search_buffer_mb,
-            precompute_k=s.precompute_k,
-            precompute_max_cells=s.precompute_max_cells,
-        )
 
 
 class ItemIndex(Protocol):
@@ -140,26 +105,26 @@ class NumpyExactIndex:
 class FaissIndex:
     """A FAISS index over the items with per-call search parameters."""
 
-    def __init__(self, items: np.ndarray, config: IndexConfig) -> None:
+    def __init__(self, items: np.ndarray, config: IndexSettings) -> None:
         before = faiss.omp_get_max_threads()
-        set_search_threads(config.build_threads or os.cpu_count() or 1)
+        set_search_threads(os.cpu_count() or 1)  # building uses every core
         try:
             self._build(np.ascontiguousarray(items, dtype=np.float32), config)
         finally:
             set_search_threads(before)
 
-    def _build(self, items: np.ndarray, config: IndexConfig) -> None:
+    def _build(self, items: np.ndarray, config: IndexSettings) -> None:
         n, d = items.shape
-        self.kind: str = config.kind
+        self.kind: str = config.index_kind
         self.ntotal = int(n)
-        self.exact = config.kind == "flat"
+        self.exact = config.index_kind == "flat"
         self.nprobe = config.ivf_nprobe
         self.ef_search = config.hnsw_ef_search
         self.nlist = 0
         index: Any
-        if config.kind == "flat":
+        if config.index_kind == "flat":
             index = faiss.IndexFlatIP(d)
-        elif config.kind == "ivf":
+        elif config.index_kind == "ivf":
             self.nlist = default_nlist(n) if config.ivf_nlist is None else config.ivf_nlist
             self.nlist = max(1, min(self.nlist, n))
             quantizer = faiss.IndexFlatIP(d)
@@ -167,12 +132,12 @@ class FaissIndex:
             index.cp.max_points_per_centroid = 64  # k-means on <= 64 * nlist sampled items
             index.train(items)
             index.nprobe = self.nprobe
-        elif config.kind == "hnsw":
+        elif config.index_kind == "hnsw":
             index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = config.hnsw_ef_construction
             index.hnsw.efSearch = self.ef_search
         else:
-            raise ValueError(f"index kind {config.kind!r}, expected flat, ivf or hnsw")
+            raise ValueError(f"index kind {config.index_kind!r}, expected flat, ivf or hnsw")
         index.add(items)
         self.on_gpu = False
         use_gpu = HAS_FAISS_GPU if config.use_gpu is None else config.use_gpu
@@ -181,7 +146,7 @@ class FaissIndex:
                 "use_gpu=True but faiss has no GPU support here: "
                 "pip uninstall -y faiss-cpu && pip install '.[gpu]' on a CUDA machine"
             )
-        if use_gpu and config.kind != "hnsw":
+        if use_gpu and config.index_kind != "hnsw":
             self._res = faiss.StandardGpuResources()
             index = faiss.index_cpu_to_gpu(self._res, 0, index)
             self.on_gpu = True
@@ -225,9 +190,9 @@ def default_nlist(n: int) -> int:
     return max(1, min(int(round(math.sqrt(n))), n // 39))
 
 
-def build_index(items: np.ndarray, config: IndexConfig) -> ItemIndex:
+def build_index(items: np.ndarray, config: IndexSettings) -> ItemIndex:
     """The index the configuration asks for (see the module docstring for ``auto``)."""
-    if config.kind == "flat":
+    if config.index_kind == "flat":
         backend = config.exact_backend
         if backend == "auto":
             gpu = HAS_FAISS_GPU if config.use_gpu is None else config.use_gpu

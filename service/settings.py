@@ -8,13 +8,20 @@ pass it to ``service.app.create_app``; nothing reads a module global.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, PositiveInt, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
-from contract import layout
+from contract.settings import HomeSettings
 
 IndexKind = Literal["flat", "ivf", "hnsw"]
 ExactBackend = Literal["auto", "numpy", "faiss"]
@@ -23,44 +30,11 @@ ExactBackend = Literal["auto", "numpy", "faiss"]
 PLACEHOLDER_TOKENS = frozenset({"changethis", "change-me", "changeme", "secret", "token"})
 
 
-class Settings(layout.HomePaths, BaseSettings):
-    """Everything the service process is configured with. Each field documents its unit."""
+class IndexSettings(BaseModel):
+    """How the item embeddings are indexed and searched (service/index.py, service/serving.py)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="SPECREC_",
-        validate_by_name=True,
-        validate_by_alias=True,
-        frozen=True,
-        use_attribute_docstrings=True,
-    )
+    model_config = ConfigDict(use_attribute_docstrings=True, frozen=True)
 
-    # ---- process -------------------------------------------------------------------------
-    host: str = Field("127.0.0.1", validation_alias=AliasChoices("HOST", "host"))
-    """Interface uvicorn binds to (env ``HOST``)."""
-    port: int = Field(8000, ge=1, le=65535, validation_alias=AliasChoices("PORT", "port"))
-    """TCP port uvicorn listens on (env ``PORT``)."""
-    admin_token: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("ADMIN_TOKEN", "admin_token")
-    )
-    """Bearer token for admin endpoints (env ``ADMIN_TOKEN``). Unset: admin endpoints answer 503."""
-    log_level: str = "info"
-    """uvicorn / service log level."""
-
-    # ---- storage -------------------------------------------------------------------------
-    home: Path = Path("./var")
-    """Runtime home (env ``SPECREC_HOME``): data, models and the job queue live under it."""
-    models_dir: Path | None = None
-    """ModelRegistry root; default ``<home>/models``."""
-    keep_versions: PositiveInt = 5
-    """Published versions kept on disk by the registry (the current and previous never pruned)."""
-
-    # ---- model watcher -------------------------------------------------------------------
-    watch_interval_s: float = Field(2.0, gt=0)
-    """Seconds between polls of the registry's CURRENT pointer."""
-    watch: bool = True
-    """Run the watcher (off: models change only through POST /models/{version}/activate)."""
-
-    # ---- index / search ------------------------------------------------------------------
     index_kind: IndexKind = "flat"
     """``flat`` exact inner product, ``ivf`` (IndexIVFFlat) or ``hnsw`` (IndexHNSWFlat)."""
     exact_backend: ExactBackend = "auto"
@@ -78,9 +52,6 @@ class Settings(layout.HomePaths, BaseSettings):
     """HNSW candidate list size per query (raised to k automatically)."""
     use_gpu: bool | None = None
     """Put the index on the GPU: None = when faiss-gpu and a GPU are present."""
-    faiss_threads: PositiveInt = 1
-    """OpenMP threads per search call. Requests already run concurrently, so 1 avoids
-    oversubscribing small machines; raise it for large batch searches on big hosts."""
     precompute_k: int = Field(100, ge=0)
     """Top-k lists computed per user when a model loads (0: off); GET /recommend with
     k <= this is then a lookup instead of a search (same answers)."""
@@ -88,6 +59,33 @@ class Settings(layout.HomePaths, BaseSettings):
     """Skip the per-user lists when users × items exceeds this (load time grows with it)."""
     search_buffer_mb: PositiveInt = 64
     """Scratch memory for one exact GEMM chunk (rows × n_items float32)."""
+
+
+class Settings(HomeSettings, IndexSettings):
+    """Everything the service process is configured with. Each field documents its unit."""
+
+    # ---- process -------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", validation_alias=AliasChoices("HOST", "host"))
+    """Interface uvicorn binds to (env ``HOST``)."""
+    port: int = Field(8000, ge=1, le=65535, validation_alias=AliasChoices("PORT", "port"))
+    """TCP port uvicorn listens on (env ``PORT``)."""
+    admin_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("ADMIN_TOKEN", "admin_token")
+    )
+    """Bearer token for admin endpoints (env ``ADMIN_TOKEN``). Unset: admin endpoints answer 503."""
+    log_level: str = "info"
+    """uvicorn / service log level."""
+
+    # ---- model watcher -------------------------------------------------------------------
+    watch_interval_s: float = Field(2.0, gt=0)
+    """Seconds between polls of the registry's CURRENT pointer."""
+    watch: bool = True
+    """Run the watcher (off: models change only through POST /models/{version}/activate)."""
+
+    # ---- search (the index settings are IndexSettings above) ------------------------------
+    faiss_threads: PositiveInt = 1
+    """OpenMP threads per search call. Requests already run concurrently, so 1 avoids
+    oversubscribing small machines; raise it for large batch searches on big hosts."""
     max_batch_queries: PositiveInt = 256
     """At most this many queued queries are searched together by the batcher."""
 
@@ -108,9 +106,6 @@ class Settings(layout.HomePaths, BaseSettings):
     """Bearer token accepted by POST /interactions besides ADMIN_TOKEN (for ingest pipelines)."""
     max_ingest_batch: PositiveInt = 10_000
     """Largest POST /interactions batch in rows (413 beyond)."""
-    heartbeat_timeout_s: float = Field(30.0, gt=0)
-    """A running retrain job whose worker sent no heartbeat for this long is marked failed
-    (same variable as the worker's)."""
 
     # ---- spectrum verdict ----------------------------------------------------------------
     healthy_erank_ratio: float = Field(0.5, gt=0, le=1)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from contract.artifact import MANIFEST, ArtifactInvalid, ModelNotFound, ModelRegistry
 from service.errors import ArtifactRefused, ModelNotReady, UnknownVersion
-from service.index import IndexConfig
 from service.serving import ServingModel, SpectrumSnapshot
+from service.settings import IndexSettings
 
 log = logging.getLogger("specrec.service.state")
 
@@ -38,7 +38,7 @@ def _dir_key(path: Path) -> tuple[int, int] | None:
 class ModelState:
     """The serving model, the previous model's spectrum, and versions refused so far."""
 
-    def __init__(self, registry: ModelRegistry, config: IndexConfig) -> None:
+    def __init__(self, registry: ModelRegistry, config: IndexSettings) -> None:
         self.registry = registry
         self.config = config
         self._serving: ServingModel | None = None

@@ -15,16 +15,10 @@ import scipy.sparse as sp
 import torch
 
 from contract.artifact import LoadedModel
+from contract.settings import GateSettings
 from contract.spectrum import embedding_spectrum
 from trainer.data import Dataset
 from trainer.evaluate import evaluate
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    metric: str = "recall@20"
-    max_relative_drop: float = 0.05  # new >= serving * (1 - this)
-    min_erank_ratio: float = 0.25  # erank / d of the row-normalised [U; I]; alignment-only ~0.05
 
 
 @dataclass(frozen=True)
@@ -68,11 +62,12 @@ def decide(
     user_emb: np.ndarray,
     item_emb: np.ndarray,
     serving: LoadedModel | None,
-    cfg: GateConfig,
+    cfg: GateSettings,
     recall_convention: str = "lightgcn",
+    metric: str = "recall@20",
 ) -> GateDecision:
     """Compare the new model (user_emb (m,d), item_emb (n,d) on ds's rows) with `serving`."""
-    k = int(cfg.metric.split("@")[1])
+    k = int(metric.split("@")[1])
     train, test = ds.train_matrix(), ds.test_matrix()
     erank_ratio = float(
         embedding_spectrum(user_emb, item_emb)["all"]["normalized"]["effective_rank_ratio"]
@@ -98,7 +93,7 @@ def decide(
                 new_test,
                 ks=(k,),
                 recall_convention=recall_convention,
-            )[cfg.metric]
+            )[metric]
     new_value = 0.0
     if n_users:
         new_value = evaluate(
@@ -108,30 +103,30 @@ def decide(
             new_test,
             ks=(k,),
             recall_convention=recall_convention,
-        )[cfg.metric]
+        )[metric]
     if serving_value is not None:
-        floor = serving_value * (1.0 - cfg.max_relative_drop)
+        floor = serving_value * (1.0 - cfg.gate_max_recall_drop)
         if new_value < floor:
             reasons.append(
-                f"{cfg.metric} {new_value:.4f} is below {floor:.4f} (serving "
-                f"{serving_value:.4f} minus the allowed {cfg.max_relative_drop:.0%} drop)"
+                f"{metric} {new_value:.4f} is below {floor:.4f} (serving "
+                f"{serving_value:.4f} minus the allowed {cfg.gate_max_recall_drop:.0%} drop)"
             )
-    if erank_ratio < cfg.min_erank_ratio:
+    if erank_ratio < cfg.gate_min_erank_ratio:
         reasons.append(
             f"normalised effective rank ratio {erank_ratio:.3f} is below the collapse "
-            f"threshold {cfg.min_erank_ratio:.3f}"
+            f"threshold {cfg.gate_min_erank_ratio:.3f}"
         )
     return GateDecision(
         passed=not reasons,
         reasons=reasons,
-        metric=cfg.metric,
+        metric=metric,
         new_value=float(new_value),
         serving_value=None if serving_value is None else float(serving_value),
         serving_version=serving.version if serving is not None else None,
         n_compared_users=n_users,
         erank_ratio=erank_ratio,
         thresholds={
-            "max_relative_drop": cfg.max_relative_drop,
-            "min_erank_ratio": cfg.min_erank_ratio,
+            "max_relative_drop": cfg.gate_max_recall_drop,
+            "min_erank_ratio": cfg.gate_min_erank_ratio,
         },
     )

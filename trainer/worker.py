@@ -26,43 +26,30 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract import layout
 from contract.artifact import ArtifactInvalid, ModelNotFound, ModelRegistry
 from contract.feedback import FeedbackStore, write_snapshot
 from contract.jobs import Job, JobStore
 from contract.jobspec import train_config_for_job
-from trainer.gate import GateConfig, decide
+from contract.settings import GateSettings, HomeSettings
+from trainer.gate import decide
 
 log = logging.getLogger("specrec.worker")
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
-class WorkerSettings(layout.HomePaths, BaseSettings):
-    """Worker configuration from SPECREC_* environment variables (names shared with the API)."""
+class WorkerSettings(HomeSettings, GateSettings):
+    """The worker's configuration: the shared settings, the gate, and its own below."""
 
-    model_config = SettingsConfigDict(env_prefix="SPECREC_", extra="ignore")
-
-    home: Path = Field(Path("var"), description="Root of data, models and queues.")
-    models_dir: Path | None = Field(None, description="Model registry (default HOME/models).")
-    dataset: str = Field("default", description="Dataset name under HOME/data used by jobs.")
-    heartbeat_interval_s: float = Field(2.0, gt=0, description="Seconds between heartbeats.")
-    heartbeat_timeout_s: float = Field(
-        30.0, gt=0, description="A running job without a heartbeat this long is failed."
-    )
-    poll_interval_s: float = Field(1.0, gt=0, description="Seconds between queue polls.")
-    keep_versions: int = Field(5, ge=1, description="Published versions kept on disk.")
-    gate_max_recall_drop: float = Field(
-        0.05, ge=0, le=1, description="Largest allowed relative Recall@20 drop vs serving."
-    )
-    gate_min_erank_ratio: float = Field(
-        0.25, ge=0, le=1, description="Smallest allowed erank/d of the normalised embeddings."
-    )
-    device: str | None = Field(None, description="cpu, cuda, cuda:N; default: CUDA if present.")
-
-    def dataset_dir(self, name: str) -> Path:
-        return self.data_root / name
+    dataset: str = "default"
+    """Dataset under ``<home>/data`` that retrain jobs train on unless a job names one."""
+    heartbeat_interval_s: float = Field(2.0, gt=0)
+    """Seconds between a running job's heartbeats."""
+    poll_interval_s: float = Field(1.0, gt=0)
+    """Seconds between job-queue polls."""
+    device: str | None = None
+    """cpu, cuda, cuda:N or mps; unset or auto: CUDA when present, else CPU."""
 
 
 def ensure_default_dataset(settings: WorkerSettings) -> Path:
@@ -192,10 +179,7 @@ def run_job(
             result.user_emb,
             result.item_emb,
             serving,
-            GateConfig(
-                max_relative_drop=settings.gate_max_recall_drop,
-                min_erank_ratio=settings.gate_min_erank_ratio,
-            ),
+            settings,
             recall_convention=cfg.recall_convention,
         )
         outcome: dict[str, Any] = {"metrics": result.metrics, "gate": gate.to_dict()}

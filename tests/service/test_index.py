@@ -7,7 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.index import FaissIndex, IndexConfig, NumpyExactIndex, build_index, default_nlist
+from service.index import FaissIndex, NumpyExactIndex, build_index, default_nlist
+from service.settings import IndexSettings
 from service.topk import filter_ranked, select_topk
 
 
@@ -60,7 +61,7 @@ def test_filter_ranked_drops_padding_and_banned_keeps_order():
 
 BACKENDS = {
     "numpy": lambda items: NumpyExactIndex(items, buffer_mb=1),
-    "faiss-flat": lambda items: FaissIndex(items, IndexConfig(kind="flat", use_gpu=False)),
+    "faiss-flat": lambda items: FaissIndex(items, IndexSettings(index_kind="flat", use_gpu=False)),
 }
 
 
@@ -132,7 +133,7 @@ def test_approximate_indexes_recall_against_exact(kind, threshold):
     queries = rng.standard_normal((100, 16)).astype(np.float32)
     none = [np.empty(0, np.int64)] * len(queries)
     exact = NumpyExactIndex(items).search(queries, [20] * len(queries), none)
-    config = IndexConfig(kind=kind, use_gpu=False, ivf_nprobe=8, hnsw_ef_search=128)
+    config = IndexSettings(index_kind=kind, use_gpu=False, ivf_nprobe=8, hnsw_ef_search=128)
     index = build_index(items, config)
     assert not index.exact and index.ntotal == 5000
     approx = index.search(queries, [20] * len(queries), none)
@@ -153,7 +154,7 @@ def test_approximate_search_still_excludes_banned_rows():
     q = items[:5] * 3  # each query's best items include itself
     banned = [np.asarray([i]) for i in range(5)]
     for kind in ("ivf", "hnsw"):
-        index = build_index(items, IndexConfig(kind=kind, use_gpu=False))
+        index = build_index(items, IndexSettings(index_kind=kind, use_gpu=False))
         for i, (rows, _) in enumerate(index.search(q, [10] * 5, banned)):
             assert i not in rows.tolist() and len(rows) == 10
 
@@ -167,8 +168,10 @@ def test_default_nlist_is_about_sqrt_n_with_39_points_per_cell():
 
 def test_build_index_auto_is_numpy_on_cpu_and_faiss_when_asked():
     items = np.eye(4, dtype=np.float32)
-    assert build_index(items, IndexConfig(use_gpu=False)).backend == "numpy"
-    assert build_index(items, IndexConfig(exact_backend="faiss", use_gpu=False)).backend == "faiss"
+    assert build_index(items, IndexSettings(use_gpu=False)).backend == "numpy"
+    assert (
+        build_index(items, IndexSettings(exact_backend="faiss", use_gpu=False)).backend == "faiss"
+    )
 
 
 def test_gpu_request_without_faiss_gpu_says_what_to_install():
@@ -177,7 +180,7 @@ def test_gpu_request_without_faiss_gpu_says_what_to_install():
     if index_module.HAS_FAISS_GPU:
         pytest.skip("faiss-gpu with a GPU present")
     with pytest.raises(RuntimeError, match="pip install"):
-        FaissIndex(np.eye(4, dtype=np.float32), IndexConfig(kind="flat", use_gpu=True))
+        FaissIndex(np.eye(4, dtype=np.float32), IndexSettings(index_kind="flat", use_gpu=True))
 
 
 @pytest.mark.parametrize("k", [1, 20, 100])
@@ -217,7 +220,7 @@ def test_gpu_index_matches_the_numpy_reference(kind):
     items = rng.standard_normal((3000, 32)).astype(np.float32)
     queries = rng.standard_normal((50, 32)).astype(np.float32)
     banned = [np.unique(rng.choice(3000, 40, replace=False)) for _ in queries]
-    index = FaissIndex(items, IndexConfig(kind=kind, use_gpu=True, ivf_nprobe=64))
+    index = FaissIndex(items, IndexSettings(index_kind=kind, use_gpu=True, ivf_nprobe=64))
     assert index.on_gpu and index.backend == "faiss-gpu"
     got = index.search(queries, [20] * 50, banned)
     want = NumpyExactIndex(items).search(queries, [20] * 50, banned)

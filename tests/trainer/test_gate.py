@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from contract.artifact import LoadedModel, ModelArrays, ModelRegistry
+from contract.settings import GateSettings
 from trainer.data import Dataset
-from trainer.gate import GateConfig, decide
+from trainer.gate import decide
 
 # Two taste groups: users 0,1 like items 0-2, users 2,3 like items 3-5. Each user has two of
 # their group's items in train and the third in test.
@@ -17,7 +18,7 @@ USERS = np.array([f"user_{u}" for u in range(4)])
 ITEMS = np.array([f"item_{i}" for i in range(6)])
 TRAIN = (np.array([0, 0, 1, 1, 2, 2, 3, 3]), np.array([0, 1, 1, 2, 3, 4, 4, 5]))
 TEST = (np.array([0, 1, 2, 3]), np.array([2, 0, 5, 3]))
-CFG = GateConfig(metric="recall@1", max_relative_drop=0.05, min_erank_ratio=0.3)
+CFG = GateSettings(gate_max_recall_drop=0.05, gate_min_erank_ratio=0.3)
 
 
 def dataset() -> Dataset:
@@ -49,7 +50,7 @@ def serving(tmp_path: Path, users: np.ndarray, items: np.ndarray, n_users: int =
 
 
 def test_first_model_only_needs_a_healthy_spectrum() -> None:
-    d = decide(dataset(), *perfect(), None, CFG)
+    d = decide(dataset(), *perfect(), None, CFG, metric="recall@1")
     assert d.passed and d.reasons == []
     assert d.new_value == pytest.approx(1.0)
     assert d.serving_value is None and d.serving_version is None
@@ -62,7 +63,7 @@ def test_collapsed_model_is_rejected_with_its_erank() -> None:
     direction = rng.normal(size=8)
     users = np.tile(direction, (4, 1)) + 1e-4 * rng.normal(size=(4, 8))
     items = np.tile(direction, (6, 1)) + 1e-4 * rng.normal(size=(6, 8))
-    d = decide(dataset(), users, items, None, CFG)
+    d = decide(dataset(), users, items, None, CFG, metric="recall@1")
     assert not d.passed
     assert d.erank_ratio < 0.2
     assert len(d.reasons) == 1
@@ -71,12 +72,12 @@ def test_collapsed_model_is_rejected_with_its_erank() -> None:
 
 def test_worse_than_serving_is_rejected_better_passes(tmp_path: Path) -> None:
     good = serving(tmp_path / "a", *perfect())
-    d = decide(dataset(), *inverted(), good, CFG)
+    d = decide(dataset(), *inverted(), good, CFG, metric="recall@1")
     assert not d.passed
     assert d.serving_value == pytest.approx(1.0) and d.new_value == pytest.approx(0.0)
     assert "recall@1 0.0000 is below 0.9500" in d.reasons[0]
     bad = serving(tmp_path / "b", *inverted())
-    d = decide(dataset(), *perfect(), bad, CFG)
+    d = decide(dataset(), *perfect(), bad, CFG, metric="recall@1")
     assert d.passed and d.serving_value == pytest.approx(0.0) and d.new_value == 1.0
     assert d.serving_version == bad.version
 
@@ -86,7 +87,7 @@ def test_users_unknown_to_serving_model_are_left_out_of_both(tmp_path: Path) -> 
     old = serving(tmp_path, *perfect(), n_users=3)
     users, items = perfect()
     users[3] = inverted()[0][3]
-    d = decide(dataset(), users, items, old, CFG)
+    d = decide(dataset(), users, items, old, CFG, metric="recall@1")
     assert d.n_compared_users == 3
     assert d.new_value == pytest.approx(1.0) and d.serving_value == pytest.approx(1.0)
     assert d.passed
@@ -100,6 +101,6 @@ def test_items_unknown_to_serving_model_are_never_its_hits(tmp_path: Path) -> No
     )
     reg = ModelRegistry(tmp_path)
     reg.publish(arrays, config={})
-    d = decide(dataset(), *perfect(), reg.load(), CFG)
+    d = decide(dataset(), *perfect(), reg.load(), CFG, metric="recall@1")
     assert d.serving_value == pytest.approx(0.75)  # user_0 cannot get item_2 from it
     assert d.new_value == pytest.approx(1.0)

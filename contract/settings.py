@@ -1,0 +1,73 @@
+"""The settings both processes read, defined once: the API's ``service.settings.Settings`` and
+the worker's ``trainer.worker.WorkerSettings`` are built from these.
+
+Environment variables carry the prefix ``SPECREC_`` (``SPECREC_HOME``, ``SPECREC_GATE_...``):
+set one and both processes see it. Each group is a model of its own, composed into a process's
+settings by inheritance so the variable names stay flat.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contract import layout
+from contract.jobs import DEFAULT_HEARTBEAT_TIMEOUT_S
+
+
+class HomeSettings(BaseSettings):
+    """Where everything lives and the rules both processes apply to it."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SPECREC_",
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
+
+    home: Path = Path("./var")
+    """Runtime home (env ``SPECREC_HOME``): data, models, the job queue, ingested rows."""
+    models_dir: Path | None = None
+    """ModelRegistry root; default ``<home>/models``."""
+    keep_versions: PositiveInt = 5
+    """Published versions kept on disk by the registry (the current and previous never pruned)."""
+    heartbeat_timeout_s: float = Field(DEFAULT_HEARTBEAT_TIMEOUT_S, gt=0)
+    """A running retrain job whose worker sent no heartbeat for this long is marked failed."""
+
+    @property
+    def registry_root(self) -> Path:
+        """The ModelRegistry root: ``models_dir`` or ``<home>/models``."""
+        return layout.registry_dir(self.home, self.models_dir)
+
+    @property
+    def data_root(self) -> Path:
+        """Datasets a retrain job may name: ``<home>/data/<name>``."""
+        return layout.data_root(self.home)
+
+    @property
+    def jobs_db(self) -> Path:
+        """The retrain job queue shared by the API and the worker."""
+        return layout.jobs_db(self.home)
+
+    @property
+    def feedback_db(self) -> Path:
+        """Ingested interactions, read by the worker at each retrain."""
+        return layout.feedback_db(self.home)
+
+    def dataset_dir(self, name: str) -> Path:
+        return self.data_root / name
+
+
+class GateSettings(BaseModel):
+    """The quality gate a retrained model passes before it is published (trainer/gate.py)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, frozen=True)
+
+    gate_max_recall_drop: float = Field(0.05, ge=0, le=1)
+    """Largest allowed relative Recall@20 drop against the serving model, on the new split."""
+    gate_min_erank_ratio: float = Field(0.25, ge=0, le=1)
+    """Smallest allowed effective rank / d of the row-normalised embeddings [U; I]."""
