@@ -157,9 +157,11 @@ class FaissIndex:
 
     def _params(self, k_fetch: int, nprobe: int | None, ef_search: int | None) -> Any:
         if self.kind == "ivf":
-            return faiss.SearchParametersIVF(nprobe=min(nprobe or self.nprobe, self.nlist))
+            # faiss's bundled stubs lag its runtime, which takes these keyword arguments
+            return faiss.SearchParametersIVF(nprobe=min(nprobe or self.nprobe, self.nlist))  # type: ignore[call-arg]
         if self.kind == "hnsw":
-            return faiss.SearchParametersHNSW(efSearch=max(ef_search or self.ef_search, k_fetch))
+            ef = max(ef_search or self.ef_search, k_fetch)
+            return faiss.SearchParametersHNSW(efSearch=ef)  # type: ignore[attr-defined]
         return None
 
     def search(

@@ -7,7 +7,7 @@ label cardinality stays bounded; unmatched paths share the label ``<unmatched>``
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -19,7 +19,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -115,7 +115,7 @@ class _SearchCollector(Collector):
     def __init__(self, counts: Callable[[], tuple[int, int]]) -> None:
         self.counts = counts
 
-    def collect(self):  # type: ignore[override]
+    def collect(self) -> Iterator[Metric]:
         searches, queries = self.counts()
         yield CounterMetricFamily(
             "specrec_search_calls", "Index searches run by the search thread", value=searches

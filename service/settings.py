@@ -64,6 +64,8 @@ class IndexSettings(BaseModel):
 class Settings(HomeSettings, IndexSettings):
     """Everything the service process is configured with. Each field documents its unit."""
 
+    model_config = HomeSettings.model_config
+
     # ---- process -------------------------------------------------------------------------
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("HOST", "host"))
     """Interface uvicorn binds to (env ``HOST``)."""

@@ -1,6 +1,6 @@
 """Embedding encoders: matrix factorisation and LightGCN (torch).
 
-Both expose the same three methods the training loop needs:
+Both implement ``Encoder``, the protocol the training loop needs:
 
 * ``final()`` -> (U (m, d), I (n, d)): the embeddings used for scoring (LightGCN: propagated),
   differentiable w.r.t. the parameters.
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
+from typing import Any, Protocol, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -27,7 +29,13 @@ Tensor = torch.Tensor
 
 
 def init_table(
-    rows: int, dim: int, *, init: str, std: float, fan_rows: int | None = None, generator=None
+    rows: int,
+    dim: int,
+    *,
+    init: str,
+    std: float,
+    fan_rows: int | None = None,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """(rows, dim) float32 initial table.
 
@@ -44,6 +52,29 @@ def init_table(
         case _:
             raise ValueError(f"unknown init {init!r}")
     return t
+
+
+class Encoder(Protocol):
+    """What the training loop, the objectives and the evaluation need from an encoder (MF,
+    LightGCN). Row lookups keep the batch order; all tensors are on the encoder's device."""
+
+    def final(self) -> tuple[Tensor, Tensor]:
+        """Scoring embeddings: users (m, d), items (n, d)."""
+        ...
+
+    def rows(self, users: Tensor, *items: Tensor) -> tuple[Tensor, ...]:
+        """Scoring rows of a batch: (B, d) for `users`, then (B, d) for each item index tensor."""
+        ...
+
+    def ego_rows(self, users: Tensor, *items: Tensor) -> tuple[Tensor, ...]:
+        """Layer-0 (trainable table) rows of a batch, for L2 penalties; MF: same as rows."""
+        ...
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+
+    def train(self, mode: bool = True) -> Self: ...
+
+    def eval(self) -> Self: ...
 
 
 class MF(nn.Module):
@@ -117,12 +148,12 @@ class _SymmetricSpMM(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, adj: Tensor, e: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, adj: Tensor, e: Tensor) -> Tensor:
         ctx.adj = adj
         return torch.sparse.mm(adj, e)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[None, Tensor]:
         return None, torch.sparse.mm(ctx.adj, grad)
 
 
@@ -157,6 +188,7 @@ class LightGCN(nn.Module):
         self.n_layers = n_layers
         n = self.n_users + self.n_items
         self.embedding = nn.Parameter(init_table(n, dim, init=init, std=std, generator=generator))
+        self.adj: Tensor
         self.register_buffer("adj", normalized_adjacency(train), persistent=False)
         self.to(device)
 

@@ -22,6 +22,7 @@ fewer temporaries); it is checked against the composition of the plain functions
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -168,7 +169,7 @@ class _BalancePlus(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, e: Tensor, alpha: float, tau: float | Tensor, shrink: float) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, e: Tensor, alpha: float, tau: float | Tensor, shrink: float) -> Tensor:
         n = e.norm(dim=-1, keepdim=True).clamp_min(_EPS)  # (..., B, 1)
         x = e / n
         xt = x.transpose(-1, -2)
@@ -191,7 +192,7 @@ class _BalancePlus(torch.autograd.Function):
         return z
 
     @staticmethod
-    def backward(ctx, gz: Tensor):  # type: ignore[override]
+    def backward(ctx: Any, gz: Tensor) -> tuple[Tensor | None, ...]:
         n, x, p, px, y, r, tau_t = ctx.saved_tensors
         alpha, shrink = ctx.alpha, ctx.shrink
         # z = s r y  =>  gy = s (r gz + y <y, gz> / r)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from contract.config import DIRECTSPEC_FAMILY, TrainConfig
+from trainer.encoders import Encoder
 from trainer.losses import (
     adaptive_tau,
     alignment_loss,
@@ -32,7 +33,7 @@ class BatchLoss:
     """
 
     def __init__(
-        self, cfg: TrainConfig, encoder: torch.nn.Module, user_graph: CSR, item_graph: CSR | None
+        self, cfg: TrainConfig, encoder: Encoder, user_graph: CSR, item_graph: CSR | None
     ) -> None:
         self.cfg = cfg
         self.encoder = encoder

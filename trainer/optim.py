@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 
 from contract.config import TrainConfig
+from trainer.encoders import Encoder
 
 
 class PlainSGD(torch.optim.Optimizer):
@@ -16,13 +19,13 @@ class PlainSGD(torch.optim.Optimizer):
     spends more time in Python bookkeeping than in that update at B = 256.
     """
 
-    def __init__(self, params, lr: float) -> None:
+    def __init__(self, params: Iterable[torch.nn.Parameter], lr: float) -> None:
         if not lr > 0:
             raise ValueError(f"lr: {lr!r}, expected > 0")
         super().__init__(params, {"lr": lr})
 
     @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[override]
+    def step(self, closure: None = None) -> None:  # type: ignore[override]
         if closure is not None:
             raise ValueError("PlainSGD does not take a closure")
         for group in self.param_groups:
@@ -33,7 +36,7 @@ class PlainSGD(torch.optim.Optimizer):
         return None
 
 
-def build_optimizer(cfg: TrainConfig, module: torch.nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(cfg: TrainConfig, module: Encoder) -> torch.optim.Optimizer:
     """PlainSGD (sgd without weight decay), torch SGD (with weight decay) or Adam."""
     params = list(module.parameters())
     if cfg.optimizer == "sgd":

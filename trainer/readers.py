@@ -246,11 +246,11 @@ def read_interactions_table(
         # map() over C methods: no Python bytecode per line
         length = np.fromiter(map(len, body), np.int64, len(body))
         nonblank = (length > 0) & ~np.fromiter(map(str.isspace, body), bool, len(body))
-        body_lines = list(compress(body, nonblank.tolist()))
+        text_lines = list(compress(body, nonblank.tolist()))
         lines = np.flatnonzero(nonblank) + 2
-        n_fields = np.fromiter(map(str.count, body_lines, repeat(delim)), np.int64, len(lines))
+        n_fields = np.fromiter(map(str.count, text_lines, repeat(delim)), np.int64, len(lines))
         n_fields += 1
-        flat = delim.join(body_lines).split(delim) if body_lines else []
+        flat = delim.join(text_lines).split(delim) if text_lines else []
 
     names = [h.strip().lower() for h in header]
     missing = [c for c in ("user_id", "item_id") if c not in names]
