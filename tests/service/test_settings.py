@@ -1,4 +1,4 @@
-"""Settings: environment names, defaults, derived paths, refused placeholders."""
+"""Settings: environment names, derived paths, refused placeholders."""
 
 from __future__ import annotations
 
@@ -8,13 +8,6 @@ import pytest
 from pydantic import ValidationError
 
 from service.settings import Settings, search_threads_env
-
-
-def test_defaults():
-    s = Settings()
-    assert (s.host, s.port, s.admin_token) == ("127.0.0.1", 8000, None)
-    assert s.home == Path("./var") and s.registry_root == Path("./var/models")
-    assert (s.index_kind, s.max_k, s.default_k, s.max_batch_users) == ("flat", 1000, 20, 1000)
 
 
 def test_environment_names(monkeypatch):
