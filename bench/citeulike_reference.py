@@ -9,8 +9,9 @@ markdown section (curve every --eval-every epochs, seconds per epoch, total time
 
     nohup .venv/bin/python bench/citeulike_reference.py > bench/out/citeulike_reference.log 2>&1 &
 
-Reference numbers (docs/directspec.md): Recall@20 0.278, NDCG@20 0.232 after 300 epochs;
-alignment-only 0.048, effective rank 64 -> about 8 by epoch 100.
+Reference numbers (the authors' published results; docs/method.md, "Reference hyper-parameters
+for real datasets"): Recall@20 0.278, NDCG@20 0.232 after 300 epochs; alignment-only 0.048,
+effective rank 64 -> about 8 by epoch 100.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 All functions take singular values ``sv`` as a 1-D array (any order) or an embedding matrix
 ``x`` of shape (rows, d). "Normalised" means each row is L2-normalised before the SVD, which
-shows collapse more honestly than the raw tables (see docs/directspec.md, "Measuring collapse").
+shows collapse more honestly than the raw tables (docs/method.md#spectrum-and-effective-rank).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ The verdict uses the effective rank of the row-normalised embeddings divided by 
                        erank ≈ 8 of 64 = 0.125, complete collapse is 1/d)
 - ``partial collapse`` in between (the "incomplete collapse" of BPR/softmax losses)
 
-A random Gaussian table has ratio ≈ 0.9 or more; see docs/directspec.md "Measuring collapse".
+A random Gaussian table has ratio ≈ 0.9 or more; see docs/method.md#spectrum-and-effective-rank.
 """
 
 from __future__ import annotations

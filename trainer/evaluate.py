@@ -1,6 +1,6 @@
 """Top-K ranking metrics: pure numpy per-list functions and batched full-ranking evaluation.
 
-Conventions (docs/directspec.md, "Scoring and evaluation"):
+Conventions (docs/method.md#evaluation):
 
 * Full ranking over all items; each user's training items are masked (score -inf) and can
   never count as hits, even when they also appear in the user's test set.

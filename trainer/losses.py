@@ -4,7 +4,7 @@ Shapes: ``B`` batch rows, ``d`` embedding dimension. Transforms accept any numbe
 dimensions, ``(..., B, d)``, so the user and item batches can be stacked as ``(2, B, d)`` and
 transformed in one call (the balancing mixes rows *within* each batch, never across the stack).
 
-Formulas (docs/directspec.md):
+Formulas (docs/method.md#objectives):
 
 * DirectSpec:   X~ = X - alpha (X X^T) X                 (X row-normalised)
 * DirectSpec+:  X~ = X - alpha softmax_row(tau * X X^T) X   (tau a scalar or a (B, B) matrix)

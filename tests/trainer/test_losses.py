@@ -1,6 +1,6 @@
 """Objectives and transforms against an independent numpy computation of each formula.
 
-Values are compared with numpy implementations written from docs/directspec.md; gradients
+Values are compared with numpy implementations written from docs/method.md; gradients
 with central finite differences of those numpy functions (float64), so nothing here reuses
 the torch code under test.
 """
