@@ -15,13 +15,12 @@ Conventions (docs/method.md#evaluation):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-RecallConvention = Literal["lightgcn", "reference"]
+from contract.config import RecallConvention
 
 
 # ----------------------------------------------------------------------------- per-list metrics
