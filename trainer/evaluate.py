@@ -22,7 +22,6 @@ import torch
 
 from contract.config import RecallConvention
 
-
 # ----------------------------------------------------------------------------- per-list metrics
 
 
