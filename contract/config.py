@@ -1,19 +1,40 @@
-"""Training hyper-parameters: one frozen dataclass, validated on construction.
+"""Training hyper-parameters: one frozen pydantic model, validated on construction.
+
+``TrainConfig``'s fields are the one definition of a training run's hyper-parameters: their
+types, their ranges (Field constraints), the cross-field rules (a model validator) and their
+docstrings (the help text). ``specrec-train``'s options (trainer/cli.py) and the JSON schema of
+POST /retrain's ``hyperparameters`` (service/hyperparameters.py) are generated from them with
+``optional_fields``.
 
 ``TrainConfig.defaults(objective, encoder, **overrides)`` gives the per-objective defaults: the
 reference ones for the DirectSpec family (docs/directspec.md; the CiteULike set is the generic
 default), LightGCN's for BPR, DirectAU's for DirectAU. ``to_dict()`` goes into the model
-manifest; ``from_dict()`` reads it back (unknown keys are an error).
+manifest; ``from_dict()`` reads it back (unknown keys are an error). Invalid values raise
+``ConfigError`` with a one-line message naming the field and what it accepts.
 
 No torch import here: the config is also read by processes that never train.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal, get_args
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 
 Encoder = Literal["mf", "lightgcn"]
 Objective = Literal["directspec", "directspec+", "bpr", "directau", "align"]
@@ -23,16 +44,51 @@ Init = Literal["xavier", "normal"]
 RecallConvention = Literal["lightgcn", "reference"]
 
 DIRECTSPEC_FAMILY = ("directspec", "directspec+", "align")
-_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 
 
 class ConfigError(ValueError):
     """An invalid hyper-parameter; the message names the field and the expected range."""
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+def _whole_float_as_int(v: Any) -> Any:
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+def _list_as_tuple(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+Int = Annotated[int, BeforeValidator(_whole_float_as_int)]
+"""An integer (never a bool); ``3.0`` is one too, as in JSON Schema. Its range goes in the
+field's ``Field(...)``: a constraint annotated after the validator is missing from the schema."""
+_VALIDATORS = (AfterValidator, BeforeValidator, PlainValidator, WrapValidator)
+
+#: The cross-field rule "adaptive_tau needs tau0 > 0" (see ``_cross_field_rules``) in JSON
+#: Schema, for a document where absent fields keep their defaults (adaptive_tau off, tau > 0.5).
+ADAPTIVE_TAU_RULE: dict[str, Any] = {
+    "if": {
+        "required": ["adaptive_tau", "tau"],
+        "properties": {
+            "adaptive_tau": {"const": True},
+            "tau": {"type": "number"},
+            "tau0": {"type": "null"},
+        },
+    },
+    "then": {"properties": {"tau": {"exclusiveMinimum": 0.5}}},
+}
+
+
+class TrainConfig(BaseModel):
     """Everything that determines a training run (besides the data and the seed's luck)."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        strict=True,
+        allow_inf_nan=False,
+        use_attribute_docstrings=True,
+        json_schema_extra={"allOf": [ADAPTIVE_TAU_RULE]},
+    )
 
     # --- model ---------------------------------------------------------------------------
     encoder: Encoder = "mf"
@@ -40,82 +96,108 @@ class TrainConfig:
     objective: Objective = "directspec+"
     """"directspec" (linear all-pass), "directspec+" (softmax, self-paced), "bpr",
     "directau" (alignment + uniformity), "align" (alignment only: the collapsed baseline)."""
-    dim: int = 64
-    """Embedding dimension d (columns), 1..4096."""
-    n_layers: int = 3
-    """LightGCN propagation layers K, 1..8 (ignored by MF)."""
+    dim: Int = Field(64, ge=1, le=4096)
+    """Embedding dimension d (columns)."""
+    n_layers: Int = Field(3, ge=1, le=8)
+    """LightGCN propagation layers K (ignored by MF)."""
     init: Init = "xavier"
     """Initial tables: "xavier" U(+-sqrt(6/(rows+d))) (reference), "normal" N(0, init_std^2)."""
-    init_std: float = 0.1
+    init_std: float = Field(0.1, gt=0)
     """Standard deviation of the "normal" init (embedding units)."""
 
     # --- optimisation --------------------------------------------------------------------
-    epochs: int = 300
-    """Passes over the data; one epoch = n_train // batch_size steps. 1..100000."""
-    batch_size: int = 256
-    """Rows per step B (users for the DirectSpec family, pairs otherwise). 2..1048576."""
+    epochs: Int = Field(300, ge=1, le=100_000)
+    """Passes over the data; one epoch = n_train // batch_size steps."""
+    batch_size: Int = Field(256, ge=2, le=1 << 20)
+    """Rows per step B (users for the DirectSpec family, pairs otherwise)."""
     sampler: Sampler = "user"
     """"user": B users uniformly with replacement, one random training item each (reference);
-    "pair": B training pairs uniformly (BPR/DirectAU)."""
+    "pair": B training pairs uniformly (BPR/DirectAU); bpr needs "pair"."""
     optimizer: Optimizer = "sgd"
     """"sgd" (plain SGD on the raw tables, the reference) or "adam"."""
-    lr: float = 180.0
+    lr: float = Field(180.0, gt=0)
     """Learning rate (per step; SGD lr is huge because the loss sees normalised vectors)."""
-    lr_decay: float = 0.9995
-    """Multiplicative lr decay applied after every epoch, in (0, 1]; 1 = constant."""
-    weight_decay: float = 0.0
-    """Optimiser L2 weight decay on all parameters (>= 0). Non-zero disables sparse updates."""
-    reg: float = 0.0
-    """Loss-term L2 coefficient (>= 0). BPR: reg * (|u|^2+|i|^2+|j|^2)/(2B) on layer-0 rows;
+    lr_decay: float = Field(0.9995, gt=0, le=1)
+    """Multiplicative lr decay applied after every epoch; 1 = constant."""
+    weight_decay: float = Field(0.0, ge=0)
+    """Optimiser L2 weight decay on all parameters. Non-zero disables sparse updates."""
+    reg: float = Field(0.0, ge=0)
+    """Loss-term L2 coefficient. BPR: reg * (|u|^2+|i|^2+|j|^2)/(2B) on layer-0 rows;
     DirectSpec family: reg * mean(|z|^2 + |w|^2) on the transformed rows (LightGCN reference)."""
 
     # --- DirectSpec / DirectSpec+ ---------------------------------------------------------
-    alpha: float = 1.0
-    """Strength of the balancing step, >= 0 (0 = alignment only)."""
-    tau: float = 3.0
-    """DirectSpec+ softmax temperature multiplier (> 0) on cosine similarities."""
+    alpha: float = Field(1.0, ge=0)
+    """Strength of the balancing step (0 = alignment only)."""
+    tau: float = Field(3.0, gt=0)
+    """DirectSpec+ softmax temperature multiplier on cosine similarities; with adaptive_tau
+    and no tau0 it must exceed 0.5."""
     adaptive_tau: bool = False
     """Use tau0 for pairs that share a training neighbour and tau1 otherwise."""
-    tau0: float | None = None
-    """Temperature for related pairs (> 0); default tau - 0.5."""
-    tau1: float | None = None
-    """Temperature for unrelated pairs (> 0); default tau."""
-    shrink_norm: float = 0.03
-    """Norm scaling s: z = s * |x~| * x~ (>= 0; 0 = off)."""
+    tau0: Annotated[float, Field(gt=0)] | None = None
+    """Temperature for related pairs; default tau - 0.5."""
+    tau1: Annotated[float, Field(gt=0)] | None = None
+    """Temperature for unrelated pairs; default tau."""
+    shrink_norm: float = Field(0.03, ge=0)
+    """Norm scaling s: z = s * |x~| * x~ (0 = off)."""
 
     # --- DirectAU ------------------------------------------------------------------------
-    gamma: float = 1.0
-    """Weight of the uniformity term (>= 0)."""
-    uniformity_t: float = 2.0
-    """Uniformity temperature t in exp(-t |x - y|^2) (> 0)."""
+    gamma: float = Field(1.0, ge=0)
+    """Weight of the uniformity term."""
+    uniformity_t: float = Field(2.0, gt=0)
+    """Uniformity temperature t in exp(-t |x - y|^2)."""
 
     # --- evaluation & control ------------------------------------------------------------
-    eval_every: int = 10
-    """Evaluate (metrics + spectrum) every this many epochs (and after the last), >= 1."""
-    ks: tuple[int, ...] = (10, 20)
-    """Cut-offs K for Recall@K / NDCG@K, each 1..1000."""
+    eval_every: Int = Field(10, ge=1, le=100_000)
+    """Evaluate (metrics + spectrum) every this many epochs (and after the last)."""
+    ks: Annotated[
+        tuple[Annotated[int, Field(ge=1, le=1000), BeforeValidator(_whole_float_as_int)], ...],
+        BeforeValidator(_list_as_tuple),
+    ] = Field((10, 20), min_length=1)
+    """Cut-offs K for Recall@K / NDCG@K."""
     recall_convention: RecallConvention = "lightgcn"
     """"lightgcn": hits@K/|T|; "reference": hits@K/min(K,|T|) (DirectSpec code, higher)."""
-    early_stop_patience: int = 0
+    early_stop_patience: Int = Field(0, ge=0, le=100_000)
     """Stop after this many evaluations without improvement on a validation split (0 = off)."""
-    early_stop_metric: str = "recall@20"
-    """Validation metric to maximise for early stopping, e.g. "recall@20" or "ndcg@10"."""
-    val_fraction: float = 0.1
-    """Share of each user's training pairs held out for early stopping, in (0, 0.5]."""
-    seed: int = 0
-    """Seed for init and sampling (>= 0); CPU runs are bit-reproducible."""
-    device: str | None = None
+    early_stop_metric: str = Field("recall@20", pattern=r"^(recall|ndcg)@\d+$")
+    """Validation metric to maximise for early stopping, "recall@K" or "ndcg@K" with K in ks."""
+    val_fraction: float = Field(0.1, gt=0, le=0.5)
+    """Share of each user's training pairs held out for early stopping."""
+    seed: Int = Field(0, ge=0, le=2**63 - 1)
+    """Seed for init and sampling; CPU runs are bit-reproducible."""
+    device: Annotated[str, Field(pattern=r"^(cpu|cuda(:\d+)?|mps)$")] | None = None
     """"cpu", "cuda", "cuda:N", "mps" or None/"auto" (SPECREC_DEVICE, else CUDA if present,
     else CPU)."""
-    num_threads: int = 0
+    num_threads: Int = Field(0, ge=0, le=1024)
     """CPU threads for torch during fit (0 = auto: 1 on CPU, which is fastest for B = 256 and
     robust when the CPU is shared)."""
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "ks", tuple(int(k) for k in self.ks))
-        if isinstance(self.device, str) and self.device.strip().lower() in ("", "auto"):
-            object.__setattr__(self, "device", None)
-        self.validate()
+    def __init__(self, /, **data: Any) -> None:
+        """Validate ``data``; ConfigError (one line per problem, "; "-joined) if invalid."""
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            raise ConfigError(describe_errors(e, data)) from None
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _auto_device(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in ("", "auto"):
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> TrainConfig:
+        if self.adaptive_tau and self.tau_related <= 0:
+            raise ValueError(f"tau0: defaults to tau - 0.5 = {self.tau_related}, must be > 0")
+        k = self.early_stop_metric.partition("@")[2]
+        if int(k) not in self.ks:
+            raise ValueError(
+                f"early_stop_metric: {self.early_stop_metric!r}, expected recall@K or ndcg@K "
+                f"with K in ks {list(self.ks)}"
+            )
+        if self.objective == "bpr" and self.sampler != "pair":
+            raise ValueError(f"sampler: {self.sampler!r} is not supported for bpr, expected 'pair'")
+        return self
 
     # ------------------------------------------------------------------------------------
     @property
@@ -134,70 +216,6 @@ class TrainConfig:
         return {"directspec+": "directspec+", "directspec": "directspec"}.get(
             self.objective, "none"
         )
-
-    def validate(self) -> None:
-        """Raise ConfigError naming the first field outside its range."""
-        for name, lit in (
-            ("encoder", Encoder),
-            ("objective", Objective),
-            ("optimizer", Optimizer),
-            ("sampler", Sampler),
-            ("init", Init),
-            ("recall_convention", RecallConvention),
-        ):
-            value, allowed = getattr(self, name), get_args(lit)
-            if value not in allowed:
-                raise ConfigError(f"{name}: {value!r}, expected one of {list(allowed)}")
-        for name, lo, hi in (
-            ("dim", 1, 4096),
-            ("n_layers", 1, 8),
-            ("epochs", 1, 100_000),
-            ("batch_size", 2, 1 << 20),
-            ("eval_every", 1, 100_000),
-            ("early_stop_patience", 0, 100_000),
-            ("seed", 0, 2**63 - 1),
-            ("num_threads", 0, 1024),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-                raise ConfigError(f"{name}: {value!r}, expected an integer in [{lo}, {hi}]")
-        for name, positive in (
-            ("lr", True),
-            ("tau", True),
-            ("uniformity_t", True),
-            ("init_std", True),
-            ("weight_decay", False),
-            ("reg", False),
-            ("alpha", False),
-            ("shrink_norm", False),
-            ("gamma", False),
-        ):
-            _check_float(name, getattr(self, name), positive)
-        for name in ("tau0", "tau1"):
-            if getattr(self, name) is not None:
-                _check_float(name, getattr(self, name), True)
-        if self.adaptive_tau and self.tau_related <= 0:
-            raise ConfigError(f"tau0: defaults to tau - 0.5 = {self.tau_related}, must be > 0")
-        _check_float("lr_decay", self.lr_decay, True)
-        if self.lr_decay > 1:
-            raise ConfigError(f"lr_decay: {self.lr_decay!r}, expected a number in (0, 1]")
-        _check_float("val_fraction", self.val_fraction, True)
-        if self.val_fraction > 0.5:
-            raise ConfigError(f"val_fraction: {self.val_fraction!r}, expected a number in (0, 0.5]")
-        if not self.ks or any(not 1 <= k <= 1000 for k in self.ks):
-            raise ConfigError(f"ks: {list(self.ks)}, expected one or more integers in [1, 1000]")
-        metric, _, k = self.early_stop_metric.partition("@")
-        if metric not in ("recall", "ndcg") or not k.isdigit() or int(k) not in self.ks:
-            raise ConfigError(
-                f"early_stop_metric: {self.early_stop_metric!r}, expected recall@K or ndcg@K "
-                f"with K in ks {list(self.ks)}"
-            )
-        if self.device is not None and not _DEVICE_RE.match(self.device):
-            raise ConfigError(
-                f"device: {self.device!r}, expected cpu, cuda, cuda:N, mps or None (auto)"
-            )
-        if self.objective == "bpr" and self.sampler != "pair":
-            raise ConfigError("sampler: 'user' is not supported for bpr, expected 'pair'")
 
     # ------------------------------------------------------------------------------------
     @classmethod
@@ -264,32 +282,147 @@ class TrainConfig:
 
     def with_overrides(self, **overrides: Any) -> TrainConfig:
         """A copy with some fields changed (validated)."""
-        return replace(self, **overrides)
+        return type(self)(**(self.model_dump() | overrides))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""
-        out = asdict(self)
-        out["ks"] = list(self.ks)
-        return out
+        return self.model_dump(mode="json")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
         """Inverse of to_dict; unknown keys raise ConfigError."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown config field(s) {unknown}; known: {sorted(known)}")
-        data = dict(data)
-        if "ks" in data:
-            data["ks"] = tuple(data["ks"])
         return cls(**data)
 
 
-def _check_float(name: str, value: Any, positive: bool) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (value <= 0 if positive else value < 0):
-        want = "a finite number > 0" if positive else "a finite number >= 0"
-        raise ConfigError(f"{name}: {value!r}, expected {want}")
+# ---- generated from the fields: error messages, optional copies for the CLI and the API -------
+def describe_errors(error: ValidationError, data: Mapping[str, Any] | None = None) -> str:
+    """A one-line message for a ValidationError of TrainConfig (or of a model whose fields are
+    TrainConfig's): each bad field with its value and what it accepts, "; "-joined."""
+    data = data or {}
+    errors = error.errors()
+    parts: list[str] = []
+    unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")
+    if unknown:
+        parts.append(
+            f"unknown config field(s) {unknown}; known: {sorted(TrainConfig.model_fields)}"
+        )
+    named: set[str] = set()
+    for e in errors:
+        if e["type"] == "extra_forbidden":
+            continue
+        if not e["loc"]:  # a model validator's (a cross-field rule): its own message
+            cause = (e.get("ctx") or {}).get("error")
+            parts.append(str(cause) if cause is not None else e["msg"])
+            continue
+        name = str(e["loc"][0])
+        if name in named:  # one message per field (a tuple reports each bad item)
+            continue
+        named.add(name)
+        value = data.get(name, e["input"]) if isinstance(data, Mapping) else e["input"]
+        info = TrainConfig.model_fields.get(name)
+        want = expected(info) if info is not None else None
+        parts.append(f"{name}: {value!r}, " + (f"expected {want}" if want else e["msg"]))
+    return "; ".join(parts) or str(error)
+
+
+def expected(info: FieldInfo) -> str | None:
+    """What a field accepts, in words, from its type and constraints: "an integer in [1, 4096]",
+    "a finite number > 0", "one of ['sgd', 'adam']" ... (None for a type it cannot describe)."""
+    return _describe(info.annotation, list(info.metadata))
+
+
+def _describe(tp: Any, metadata: list[Any], plural: bool = False) -> str | None:
+    nullable = False
+    while True:
+        if get_origin(tp) is Annotated:
+            tp, *extra = get_args(tp)
+            metadata = metadata + extra
+        elif isinstance(tp, types.UnionType) or get_origin(tp) is typing.Union:
+            members = [a for a in get_args(tp) if a is not type(None)]
+            if len(members) != 1:
+                return None
+            nullable, tp = True, members[0]
+        else:
+            break
+    flat: list[Any] = []
+    for m in metadata:
+        flat.extend(m.metadata if isinstance(m, FieldInfo) else [m])
+    bound = {
+        key: getattr(m, key)
+        for m in flat
+        for key in ("gt", "ge", "lt", "le", "min_length", "pattern")
+        if getattr(m, key, None) is not None
+    }
+    if get_origin(tp) is Literal:
+        text = f"one of {list(get_args(tp))}"
+    elif tp is bool:
+        text = "true or false"
+    elif tp in (int, float):
+        text = _describe_number(tp is int, bound, plural)
+    elif tp is str:
+        text = f"a string matching {bound['pattern']}" if "pattern" in bound else "a string"
+    elif get_origin(tp) in (tuple, list) and get_args(tp):
+        item = _describe(get_args(tp)[0], [], plural=True)
+        if item is None:
+            return None
+        n = bound.get("min_length", 0)
+        text = f"one or more {item}" if n <= 1 else f"{n} or more {item}"
+    else:
+        return None
+    return f"{text} or None" if nullable else text
+
+
+def _describe_number(integer: bool, bound: dict[str, Any], plural: bool) -> str:
+    if integer:  # an integer range is written closed: [lo, hi]
+        lo = bound.get("ge", bound["gt"] + 1 if "gt" in bound else None)
+        hi = bound.get("le", bound["lt"] - 1 if "lt" in bound else None)
+        bound = {k: v for k, v in (("ge", lo), ("le", hi)) if v is not None}
+    lower = next((k for k in ("gt", "ge") if k in bound), None)
+    upper = next((k for k in ("lt", "le") if k in bound), None)
+    if integer:
+        noun = "integers" if plural else "an integer"
+    else:  # allow_inf_nan=False: never inf or nan
+        noun = "finite numbers" if plural else "a finite number"
+    if lower and upper:
+        left, right = "(" if lower == "gt" else "[", ")" if upper == "lt" else "]"
+        return f"{noun.replace('finite ', '')} in {left}{bound[lower]}, {bound[upper]}{right}"
+    side = lower or upper
+    ops = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    return f"{noun} {ops[side]} {bound[side]}" if side else noun
+
+
+def field_type(name: str, *narrower: Any) -> Any:
+    """The constrained type of TrainConfig field ``name`` (``Annotated[type, *constraints]``),
+    with ``narrower`` metadata (Field(...), validators) applied on top."""
+    info = TrainConfig.model_fields[name]
+    metadata = [*info.metadata, *narrower]
+    # constraints before validators: a constraint after a validator is not in the JSON schema
+    metadata.sort(key=lambda m: isinstance(m, _VALIDATORS))
+    return Annotated[(info.annotation, *metadata)] if metadata else info.annotation
+
+
+def optional_fields(
+    exclude: Iterable[str] = (),
+    *,
+    constraints: bool = True,
+    narrow: Mapping[str, tuple[Any, ...]] | None = None,
+) -> dict[str, Any]:
+    """TrainConfig's fields as ``pydantic.create_model`` definitions, each optional (default
+    None: "not set"), described by the field's docstring, in field order, minus ``exclude``.
+
+    With ``constraints`` a field keeps its type and ranges (``field_type``, narrowed by
+    ``narrow[name]``); without, only its type (a CLI parses strings and leaves the ranges to
+    TrainConfig, whose messages name them).
+    """
+    narrow = narrow or {}
+    skip = set(exclude)
+    out: dict[str, Any] = {}
+    for name, info in TrainConfig.model_fields.items():
+        if name in skip:
+            continue
+        tp = field_type(name, *narrow.get(name, ())) if constraints else info.annotation
+        out[name] = (tp | None, Field(None, description=info.description))
+    return out
 
 
 # Short schedules for the embedded synthetic default (3000 users x 2000 items, ~91k training

@@ -5,22 +5,26 @@ A job's parameters are ``{"encoder"?, "objective"?, "epochs"?, "dataset"?, "hype
 settings tuned for the embedded synthetic default, DirectSpec+ MF when none is named);
 ``epochs`` and then ``hyperparameters`` override any TrainConfig field. For a real dataset pass
 its reference hyper-parameters explicitly (docs/directspec.md).
+
+POST /retrain derives the config once, with ``train_config_for_job(params)``, and stores it with
+the job as ``params["train_config"]`` (``TrainConfig.to_dict()``); the worker trains with
+``TrainConfig.from_dict(params["train_config"])`` plus its own device.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from contract.config import TrainConfig, default_synthetic_config
+from contract.config import ConfigError, TrainConfig, default_synthetic_config
 
 #: TrainConfig fields a job may not set: they belong to the worker process.
 RESERVED_FIELDS = frozenset({"device", "num_threads"})
+#: The key of a job's params under which POST /retrain stores ``train_config_for_job(params)``.
+TRAIN_CONFIG_KEY = "train_config"
 
 
 def train_config_for_job(params: dict[str, Any], device: str | None = None) -> TrainConfig:
     """The TrainConfig a job runs with; raises ConfigError (a ValueError) naming bad fields."""
-    from contract.config import ConfigError
-
     hyper = dict(params.get("hyperparameters") or {})
     reserved = sorted(RESERVED_FIELDS & set(hyper))
     if reserved:

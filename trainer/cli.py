@@ -1,26 +1,49 @@
 """``specrec-train``: train a model from a dataset path and publish it to the model registry.
 
-Every TrainConfig field is an option (``--lr``, ``--shrink-norm``, ``--adaptive-tau`` /
-``--no-adaptive-tau``, ``--ks 10 20`` ...); unset options keep the per-objective defaults of
-``TrainConfig.defaults(objective, encoder)``. Exit codes: 0 success, 1 training failed
-(diverged), 2 bad input (unreadable dataset, invalid hyper-parameter, unusable device).
+The options are generated from ``contract.config.TrainConfig`` with pydantic-settings
+(``CliApp``): every TrainConfig field is an option (``--lr``, ``--shrink-norm``,
+``--adaptive-tau`` / ``--no-adaptive-tau``, ``--ks 10 20`` or ``--ks 10,20`` ...) whose help is
+the field's docstring and range; options left out (or given as ``auto``) keep the per-objective
+defaults of ``TrainConfig.defaults(objective, encoder)``. Only the command line sets
+hyper-parameters: no environment variable does (the registry follows ``$SPECREC_MODELS_DIR`` /
+``$SPECREC_HOME`` as the API does). Exit codes: 0 success, 1 training failed (diverged), 2 bad
+input (unknown option, unreadable dataset, invalid hyper-parameter, unusable device), with a
+one-line message.
 """
 
 from __future__ import annotations
 
-import argparse
+import inspect
 import os
 import sys
-import types
-import typing
-from dataclasses import fields
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_origin
+
+from pydantic import Field, ValidationError, create_model
+from pydantic_settings import (
+    BaseSettings,
+    CliApp,
+    CliSettingsSource,
+    CliVariadicArg,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from contract import layout
-from contract.config import ConfigError, Encoder, Objective, TrainConfig
+from contract.config import (
+    ConfigError,
+    Encoder,
+    Objective,
+    TrainConfig,
+    describe_errors,
+    expected,
+    optional_fields,
+)
 
-_SPECIAL = {"encoder", "objective"}
+PROG = "specrec-train"
+#: TrainConfig fields that are options of their own: they choose the defaults (always set).
+_SPECIAL = ("encoder", "objective")
 
 
 def default_models_dir() -> Path:
@@ -31,104 +54,118 @@ def default_models_dir() -> Path:
     return layout.registry_dir(home, Path(models_dir) if models_dir else None)
 
 
-def _field_help(name: str) -> str:
-    doc = _FIELD_DOCS.get(name, "")
-    return " ".join(doc.split())
+def _doc(name: str) -> str:
+    return " ".join((TrainConfig.model_fields[name].description or "").split())
 
 
-def _field_docs() -> dict[str, str]:
-    """Attribute docstrings of TrainConfig (the string literal after each field)."""
-    import ast
-    import inspect
+class RunOptions(BaseSettings):
+    """Train a DirectSpec/DirectSpec+ (or baseline) recommender and publish it.
 
-    tree = ast.parse(inspect.getsource(TrainConfig))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
-    for prev, node in zip(body, body[1:], strict=False):
-        if (
-            isinstance(prev, ast.AnnAssign)
-            and isinstance(prev.target, ast.Name)
-            and isinstance(node, ast.Expr)
-            and isinstance(node.value, ast.Constant)
-            and isinstance(node.value.value, str)
-        ):
-            docs[prev.target.id] = node.value.value
-    return docs
+    Hyper-parameter options left out (or given as "auto") keep the per-objective defaults of
+    TrainConfig.defaults(objective, encoder). Exit codes: 0 trained (and published), 1 training
+    failed, 2 bad input.
+    """
 
-
-_FIELD_DOCS = _field_docs()
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="specrec-train",
-        description="Train a DirectSpec/DirectSpec+ (or baseline) recommender and publish it.",
+    model_config = SettingsConfigDict(
+        cli_prog_name=PROG,
+        cli_kebab_case=True,
+        # --no-publish (a False default) is one flag; --adaptive-tau / --no-adaptive-tau (unset
+        # by default) are two
+        cli_implicit_flags="toggle",
+        cli_hide_none_type=True,
+        cli_avoid_json=True,
+        cli_enforce_required=True,
+        cli_parse_none_str="auto",
+        cli_exit_on_error=False,  # main() prints one line and returns 2
+        use_attribute_docstrings=True,
+        extra="forbid",
     )
-    p.add_argument("--data", required=True, help="dataset path (see trainer/data.py formats)")
-    p.add_argument("--encoder", choices=get_args(Encoder), default="mf", help="default mf")
-    p.add_argument(
-        "--objective",
-        choices=get_args(Objective),
-        default="directspec+",
-        help="default directspec+; picks the default hyper-parameters",
+
+    data: Path
+    """Dataset path (see trainer/data.py formats)."""
+    encoder: Encoder = Field("mf", description=_doc("encoder"))
+    objective: Objective = Field(
+        "directspec+", description=_doc("objective") + " Picks the default hyper-parameters."
     )
-    p.add_argument(
-        "--holdout",
-        type=float,
-        default=0.2,
-        help="test share per user for interactions tables (default 0.2)",
-    )
-    p.add_argument(
-        "--split-seed", type=int, default=0, help="seed of that holdout split (default 0)"
-    )
-    p.add_argument(
-        "--models-dir",
-        type=Path,
-        default=None,
-        help="model registry root (default: $SPECREC_MODELS_DIR, else $SPECREC_HOME/models)",
-    )
-    p.add_argument("--keep", type=int, default=5, help="published versions to keep (default 5)")
-    p.add_argument("--no-publish", action="store_true", help="train and report only")
-    p.add_argument("--no-activate", action="store_true", help="publish without switching CURRENT")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    holdout: float = 0.2
+    """Test share per user for interactions tables."""
+    split_seed: int = 0
+    """Seed of that holdout split."""
+    models_dir: Path | None = None
+    """Model registry root (auto: $SPECREC_MODELS_DIR, else $SPECREC_HOME/models)."""
+    keep: int = 5
+    """Published versions to keep."""
+    no_publish: bool = False
+    """Train and report only."""
+    no_activate: bool = False
+    """Publish without switching CURRENT."""
+    no_progress: bool = False
+    """No progress bar."""
 
-    hp = p.add_argument_group("hyper-parameters (default: per-objective defaults)")
-    hints = typing.get_type_hints(TrainConfig)
-    for f in fields(TrainConfig):
-        if f.name in _SPECIAL:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        kind = hints[f.name]
-        help_text = _field_help(f.name) + " (default: per objective)"
-        if kind is bool:
-            hp.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
-            )
-        elif f.name == "ks":
-            hp.add_argument(flag, type=int, nargs="+", default=None, help=help_text)
-        elif typing.get_origin(kind) is typing.Literal:
-            hp.add_argument(flag, choices=get_args(kind), default=None, help=help_text)
-        else:
-            base = _scalar_type(kind)
-            hp.add_argument(flag, type=base, default=None, help=help_text)
-    return p
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The command line only (CliApp adds it): no environment variable, .env or secret."""
+        return (init_settings,)
 
 
-def _scalar_type(kind: Any) -> type:
-    args = [a for a in get_args(kind) if a is not type(None)]
-    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
-        return args[0]
-    return kind
+def _hyperparameter_options() -> dict[str, Any]:
+    """TrainConfig's fields (but encoder and objective) as options, unset by default. Their help
+    is the field's docstring and range; the ranges are TrainConfig's to check (its messages name
+    them), so an option only has the field's type."""
+    fields = optional_fields(_SPECIAL, constraints=False)
+    for name, (tp, info) in fields.items():
+        field = TrainConfig.model_fields[name]
+        want = expected(field)
+        # choices (Literal) and flags (bool) show what they accept already
+        shown = get_origin(field.annotation) is Literal or field.annotation is bool
+        want = want.removesuffix(" or None") if want else want  # None is "auto" here
+        help_text = _doc(name) + (f" Expected: {want}." if want and not shown else "")
+        if name == "ks":  # --ks 10 20 (and --ks 10,20)
+            tp = CliVariadicArg[tp]
+        fields[name] = (tp, Field(info.default, description=help_text))
+    return fields
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    overrides: dict[str, Any] = {}
-    for f in fields(TrainConfig):
-        if f.name in _SPECIAL:
-            continue
-        value = getattr(args, f.name)
-        if value is not None:
-            overrides[f.name] = tuple(value) if f.name == "ks" else value
+TrainOptions = create_model(
+    "TrainOptions",
+    __base__=RunOptions,
+    __doc__=inspect.cleandoc(RunOptions.__doc__ or ""),
+    __module__=__name__,
+    **_hyperparameter_options(),
+)
+"""specrec-train's command line: RunOptions plus every other TrainConfig field."""
+
+
+def _add_argument(parser: Any, *names: str, **kwargs: Any) -> Any:
+    if kwargs.get("dest") == "ks":
+        kwargs["metavar"] = "K"
+    return parser.add_argument(*names, **kwargs)
+
+
+def parse_args(argv: list[str] | None = None) -> Any:
+    """The TrainOptions of ``argv`` (default ``sys.argv[1:]``); SettingsError for an unknown
+    option or a missing --data, ValidationError for a value of the wrong type."""
+    source = CliSettingsSource(TrainOptions, add_argument_method=_add_argument)
+    args = sys.argv[1:] if argv is None else argv
+    return CliApp.run(TrainOptions, cli_args=args, cli_settings_source=source)
+
+
+def config_from_args(args: Any) -> TrainConfig:
+    """TrainConfig.defaults(objective, encoder) with the options that were given on top."""
+    overrides = {
+        name: getattr(args, name)
+        for name in args.model_fields_set
+        if name in TrainConfig.model_fields
+        and name not in _SPECIAL
+        and getattr(args, name) is not None
+    }
     return TrainConfig.defaults(args.objective, args.encoder, **overrides)
 
 
@@ -155,7 +192,14 @@ def format_table(result: Any, cfg: TrainConfig) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except SettingsError as e:  # argparse's message, one line
+        print(f"{PROG}: error: {str(e).removeprefix('error parsing CLI: ')}", file=sys.stderr)
+        return 2
+    except ValidationError as e:
+        print(f"{PROG}: error: {describe_errors(e)}", file=sys.stderr)
+        return 2
     from trainer.data import DataError, load_dataset
     from trainer.device import DeviceError, pick_device
 
@@ -164,10 +208,10 @@ def main(argv: list[str] | None = None) -> int:
         pick_device(cfg.device)  # fail early on an unusable device
         ds = load_dataset(args.data, holdout=args.holdout, seed=args.split_seed)
     except (ConfigError, DataError, DeviceError, FileNotFoundError, NotADirectoryError) as e:
-        print(f"specrec-train: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     except ValueError as e:  # e.g. holdout out of range
-        print(f"specrec-train: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
 
     from contract.artifact import ModelRegistry
@@ -181,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = fit(ds, cfg, progress_bar=False if args.no_progress else None)
     except TrainingDiverged as e:
-        print(f"specrec-train: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
     print(format_table(result, cfg))
     if not args.no_publish:

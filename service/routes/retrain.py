@@ -17,13 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
-from contract.config import ConfigError
+from contract.config import ConfigError, Encoder, Objective, TrainConfig, field_type
 from contract.jobs import Job, JobStore
-from contract.jobspec import train_config_for_job
+from contract.jobspec import TRAIN_CONFIG_KEY, train_config_for_job
 from service.auth import ADMIN_ERRORS, AdminDep
 from service.errors import InvalidRequest, ServiceError, error_responses
 from service.hyperparameters import BPR_NEEDS_PAIRS, Hyperparameters
-from service.schemas import json_int
 from service.settings import Settings
 
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -47,9 +46,13 @@ class RetrainRequest(BaseModel):
         json_schema_extra={"allOf": [BPR_NEEDS_PAIRS]},
     )
 
-    encoder: Literal["mf", "lightgcn"] | None = None
-    objective: Literal["directspec", "directspec+", "bpr", "directau", "align"] | None = None
-    epochs: json_int(1, 100_000) | None = None
+    encoder: Encoder | None = None
+    """TrainConfig.encoder (default mf)."""
+    objective: Objective | None = None
+    """TrainConfig.objective (default directspec+); picks the tuned defaults that the other
+    fields override."""
+    epochs: field_type("epochs") | None = None
+    """TrainConfig.epochs (``hyperparameters.epochs`` wins)."""
     dataset: Annotated[str, Field(pattern=DATASET_PATTERN)] | None = None
     """A dataset directory under ``$SPECREC_HOME/data`` (default: the configured one); the
     OpenAPI document lists those that exist (``document_datasets``), any other is a 422."""
@@ -60,10 +63,16 @@ class RetrainRequest(BaseModel):
 
 
 class JobView(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     job_id: str
     state: Literal["queued", "running", "succeeded", "failed", "rejected", "cancelled"]
     status_url: str
     params: dict[str, Any]
+    """The request as queued (RetrainRequest, nulls left out)."""
+    train_config: TrainConfig | None
+    """The TrainConfig derived from the request when it was queued, which the worker trains
+    with (plus its device); null for a job queued without one."""
     progress: dict[str, Any] | None
     """Latest progress from the worker: stage, epoch, epochs, loss, metrics."""
     created_at: str
@@ -79,9 +88,14 @@ class JobView(BaseModel):
 
 
 class JobAccepted(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     job_id: str
     status_url: str
     state: str
+    train_config: TrainConfig
+    """The TrainConfig derived from the request, stored with the job: the worker trains with
+    it (plus its device)."""
 
 
 class JobList(BaseModel):
@@ -114,12 +128,22 @@ def _iso(t: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
+def _stored_config(params: dict[str, Any]) -> TrainConfig | None:
+    """``params["train_config"]`` (see contract.jobspec), None if absent or no longer valid."""
+    stored = params.get(TRAIN_CONFIG_KEY)
+    try:
+        return TrainConfig.from_dict(stored) if isinstance(stored, dict) else None
+    except ConfigError:
+        return None
+
+
 def _view(job: Job) -> dict[str, Any]:
     return {
         "job_id": job.id,
         "state": job.state,
         "status_url": f"/retrain/{job.id}",
-        "params": job.params,
+        "params": {k: v for k, v in job.params.items() if k != TRAIN_CONFIG_KEY},
+        "train_config": _stored_config(job.params),
         "progress": job.progress,
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),
@@ -164,11 +188,12 @@ def build_router(settings: Settings) -> APIRouter:
                 [{"loc": ["body", "dataset"], "msg": "unknown dataset", "type": "value_error"}],
             )
         try:
-            train_config_for_job(params)
+            cfg = train_config_for_job(params)  # the one derivation: the worker reads it back
         except (ConfigError, TypeError) as e:
             raise InvalidRequest(
                 f"body: {e}", [{"loc": ["body"], "msg": str(e), "type": "value_error"}]
             ) from e
+        params[TRAIN_CONFIG_KEY] = cfg.to_dict()
         job, created = await run_in_threadpool(store().enqueue, params)
         if not created:
             return JSONResponse(
@@ -186,7 +211,12 @@ def build_router(settings: Settings) -> APIRouter:
                 },
                 status_code=409,
             )
-        return {"job_id": job.id, "status_url": f"/retrain/{job.id}", "state": job.state}
+        return {
+            "job_id": job.id,
+            "status_url": f"/retrain/{job.id}",
+            "state": job.state,
+            "train_config": cfg,
+        }
 
     @router.get(
         "/retrain",

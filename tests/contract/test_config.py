@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 import torch
+from pydantic import TypeAdapter
 
-from contract.config import ConfigError, TrainConfig, default_synthetic_config
+from contract.config import (
+    ConfigError,
+    Objective,
+    TrainConfig,
+    default_synthetic_config,
+    optional_fields,
+)
 from trainer.device import DeviceError, pick_device
 
 
@@ -69,9 +78,87 @@ def test_validation_names_the_field(overrides, field):
         TrainConfig(**overrides)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"lr": -1.0}, "lr: -1.0, expected a finite number > 0"),
+        ({"dim": 0}, "dim: 0, expected an integer in [1, 4096]"),
+        ({"dim": True}, "dim: True, expected an integer in [1, 4096]"),  # strict: no bools
+        ({"lr": "5"}, "lr: '5', expected a finite number > 0"),  # nor strings
+        ({"lr_decay": 1.5}, "lr_decay: 1.5, expected a number in (0, 1]"),
+        ({"val_fraction": 0.9}, "val_fraction: 0.9, expected a number in (0, 0.5]"),
+        ({"ks": (0, 20)}, "ks: (0, 20), expected one or more integers in [1, 1000]"),
+        ({"ks": ()}, "ks: (), expected one or more integers in [1, 1000]"),
+        ({"tau0": 0.0}, "tau0: 0.0, expected a finite number > 0 or None"),
+        ({"optimizer": "rmsprop"}, "optimizer: 'rmsprop', expected one of ['sgd', 'adam']"),
+        ({"adaptive_tau": 1}, "adaptive_tau: 1, expected true or false"),
+        ({"adaptive_tau": True, "tau": 0.5}, "tau0: defaults to tau - 0.5 = 0.0, must be > 0"),
+        ({"objective": "bpr"}, "sampler: 'user' is not supported for bpr, expected 'pair'"),
+        (
+            {"early_stop_metric": "ndcg@5"},
+            "early_stop_metric: 'ndcg@5', expected recall@K or ndcg@K with K in ks [10, 20]",
+        ),
+    ],
+)
+def test_messages_give_the_value_and_the_range_of_the_field(overrides, message):
+    """The expected range in a message is derived from the field's constraints."""
+    with pytest.raises(ConfigError) as info:
+        TrainConfig(**overrides)
+    assert str(info.value) == message
+    assert "\n" not in str(info.value)
+
+
+def test_several_bad_fields_are_named_in_one_line():
+    with pytest.raises(ConfigError) as info:
+        TrainConfig(dim=0, lr=-1.0)
+    assert str(info.value) == (
+        "dim: 0, expected an integer in [1, 4096]; lr: -1.0, expected a finite number > 0"
+    )
+
+
 def test_from_dict_rejects_unknown_fields():
     with pytest.raises(ConfigError, match="learning_rate"):
         TrainConfig.from_dict({"learning_rate": 1.0})
+    with pytest.raises(ConfigError, match=r"^unknown config field\(s\) \['nope'\]; known: \["):
+        TrainConfig.from_dict({**TrainConfig().to_dict(), "nope": 1})
+
+
+def test_a_frozen_validated_model():
+    cfg = TrainConfig()
+    with pytest.raises(ValueError):
+        cfg.lr = 1.0  # type: ignore[misc]
+    assert hash(cfg) == hash(TrainConfig())
+    assert cfg.with_overrides(lr=5).lr == 5.0 and cfg.lr == 180.0
+    with pytest.raises(ConfigError, match="^lr: "):
+        cfg.with_overrides(lr=0)
+    with pytest.raises(ConfigError, match="unknown config field"):
+        cfg.with_overrides(learning_rate=0.1)
+    assert TrainConfig(device=" Auto ").device is None
+    assert TrainConfig(dim=16.0).dim == 16  # a whole float is an integer, as in JSON
+    assert TrainConfig(ks=[5, 20]).ks == (5, 20)  # lists (JSON) become tuples
+
+
+def test_every_field_has_a_docstring_and_the_schema_has_the_ranges():
+    """The attribute docstrings are the fields' descriptions (the CLI's help, the API's docs);
+    the Field constraints are the JSON schema's."""
+    for name, info in TrainConfig.model_fields.items():
+        assert info.description and len(info.description) > 10, name
+    props = TrainConfig.model_json_schema()["properties"]
+    assert (props["dim"]["minimum"], props["dim"]["maximum"]) == (1, 4096)
+    assert props["ks"]["items"] == {"type": "integer", "minimum": 1, "maximum": 1000}
+    assert props["lr_decay"]["exclusiveMinimum"] == 0 and props["lr_decay"]["maximum"] == 1
+    assert props["objective"]["enum"] == list(get_args(Objective))
+
+
+def test_optional_fields_are_trainconfigs_minus_some():
+    defs = optional_fields({"device", "encoder"})
+    assert list(defs) == [n for n in TrainConfig.model_fields if n not in ("device", "encoder")]
+    tp, info = defs["dim"]
+    assert info.default is None and info.description == TrainConfig.model_fields["dim"].description
+    adapter = TypeAdapter(tp)
+    assert adapter.validate_python(None) is None and adapter.validate_python(8) == 8
+    with pytest.raises(ValueError):
+        adapter.validate_python(0)
 
 
 def test_default_synthetic_config_is_short_for_every_objective():

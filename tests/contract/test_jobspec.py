@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from contract.config import ConfigError, TrainConfig, default_synthetic_config
-from contract.jobspec import train_config_for_job
+from contract.jobspec import TRAIN_CONFIG_KEY, train_config_for_job
 
 
 def test_empty_job_is_the_product_default() -> None:
@@ -48,3 +48,15 @@ def test_bad_parameters_name_the_field(params: dict, fragment: str) -> None:
 
 def test_worker_device_is_applied() -> None:
     assert train_config_for_job({}, device="cpu").device == "cpu"
+
+
+def test_the_stored_config_reads_back_as_the_same_config() -> None:
+    """POST /retrain stores to_dict() under TRAIN_CONFIG_KEY; the worker reads it back and adds
+    its device: the same config, derived once."""
+    params = {"objective": "bpr", "epochs": 3, "hyperparameters": {"ks": [10, 20, 50]}}
+    cfg = train_config_for_job(params)
+    stored = {**params, TRAIN_CONFIG_KEY: cfg.to_dict()}
+    assert cfg.device is None
+    back = TrainConfig.from_dict(stored[TRAIN_CONFIG_KEY])
+    assert back == cfg and back.ks == (10, 20, 50)
+    assert back.with_overrides(device="cpu") == train_config_for_job(params, device="cpu")

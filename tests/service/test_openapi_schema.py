@@ -6,7 +6,6 @@ schemathesis validates with) and the service agree on accepting or rejecting it.
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any
 
 import jsonschema_rs
@@ -15,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from contract.config import TrainConfig
 from service.app import create_app
-from service.hyperparameters import NOT_HYPERPARAMETERS, Hyperparameters
+from service.hyperparameters import NARROWER, NOT_HYPERPARAMETERS, Hyperparameters
 from service.routes.interactions import MAX_TIMESTAMP
 from service.settings import Settings
 from tests.service.modelkit import auth
@@ -75,9 +74,89 @@ def test_405_allow_names_every_method_of_the_path(client) -> None:
 
 # ---- POST /retrain -------------------------------------------------------------------------
 def test_hyperparameters_are_the_trainconfig_fields_a_job_may_set() -> None:
-    names = {f.name for f in fields(TrainConfig)}
-    assert set(Hyperparameters.model_fields) == names - NOT_HYPERPARAMETERS
-    assert NOT_HYPERPARAMETERS <= names
+    names = list(TrainConfig.model_fields)
+    assert list(Hyperparameters.model_fields) == [n for n in names if n not in NOT_HYPERPARAMETERS]
+    assert NOT_HYPERPARAMETERS <= set(names)
+    assert set(NARROWER) <= set(Hyperparameters.model_fields)
+
+
+def non_null(prop: dict[str, Any]) -> dict[str, Any]:
+    """A property's schema without null, default, title and description."""
+    branches = [b for b in prop.get("anyOf", [prop]) if b != {"type": "null"}]
+    assert len(branches) == 1, prop
+    drop = ("default", "title", "description")
+    return {k: v for k, v in branches[0].items() if k not in drop}
+
+
+def test_hyperparameters_schema_is_trainconfigs() -> None:
+    """Each hyperparameter's schema is TrainConfig's field (type, range, docstring), optional;
+    only NARROWER's fields add constraints, and every one of TrainConfig's stays."""
+    full = TrainConfig.model_json_schema()["properties"]
+    hyper = Hyperparameters.model_json_schema()["properties"]
+    for name, prop in hyper.items():
+        assert prop["description"] == TrainConfig.model_fields[name].description, name
+        assert {"type": "null"} in prop["anyOf"] and prop["default"] is None, name
+        base, ours = non_null(full[name]), non_null(prop)
+        if name in NARROWER:
+            assert ours != base, name
+            assert all(ours.get(k) is not None for k in base), name
+        else:
+            assert ours == base, name
+
+
+def bound_cases() -> list[tuple[dict[str, Any], bool]]:
+    """Hyperparameters at and past each bound of TrainConfig's schema (one field set)."""
+    cases: list[tuple[dict[str, Any], bool]] = []
+    full = TrainConfig.model_json_schema()["properties"]
+    for name in Hyperparameters.model_fields:
+        if name in NARROWER:
+            continue
+        p = non_null(full[name])
+        step = 1 if p.get("type") == "integer" else 0.001
+        if "minimum" in p:
+            cases += [({name: p["minimum"]}, True), ({name: p["minimum"] - step}, False)]
+        if "exclusiveMinimum" in p:
+            low = p["exclusiveMinimum"]
+            cases += [({name: low}, False), ({name: low + step}, True)]
+        if "maximum" in p:
+            cases += [({name: p["maximum"]}, True), ({name: p["maximum"] + step}, False)]
+        if "enum" in p:
+            cases += [({name: v}, True) for v in p["enum"]] + [({name: "nope"}, False)]
+        if p.get("type") == "boolean":
+            cases += [({name: True}, True), ({name: 1}, False)]
+        if p.get("type") in ("integer", "number"):
+            cases += [({name: "1"}, False), ({name: True}, False)]
+    return cases
+
+
+def test_trainconfig_bounds_schema_and_service_agree(settings: Settings) -> None:
+    cases = bound_cases()
+    assert len(cases) > 80
+    with TestClient(create_app(settings)) as c:
+        validator = component(c.app.openapi(), "RetrainRequest")
+        for hyper, valid in cases:
+            body = {"hyperparameters": hyper}
+            r = c.post("/retrain", json=body, headers=auth())
+            assert validator.is_valid(body) is valid, hyper
+            assert r.status_code == (202 if valid else 422), (hyper, r.text)
+            if valid:  # free the queue for the next case
+                job_id = r.json()["job_id"]
+                assert c.post(f"/retrain/{job_id}/cancel", headers=auth()).status_code == 200
+
+
+def test_retrain_responses_document_the_stored_config(client) -> None:
+    spec = client.app.openapi()
+    schemas = spec["components"]["schemas"]
+    ref = {"$ref": "#/components/schemas/TrainConfig"}
+    assert schemas["JobAccepted"]["properties"]["train_config"]["$ref"] == ref["$ref"]
+    assert ref in schemas["JobView"]["properties"]["train_config"]["anyOf"]
+    assert set(schemas["TrainConfig"]["properties"]) == set(TrainConfig.model_fields)
+    r = client.post("/retrain", json={"epochs": 2}, headers=auth())
+    assert r.status_code == 202
+    assert component(spec, "JobAccepted").is_valid(r.json())
+    view = client.get(r.json()["status_url"]).json()
+    assert component(spec, "JobView").is_valid(view)
+    assert view["train_config"] == r.json()["train_config"]
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from contract.config import TrainConfig, default_synthetic_config
 from contract.jobs import JobStore
+from contract.jobspec import train_config_for_job
 from service.app import create_app
 from service.settings import Settings
 from tests.service.modelkit import ADMIN_TOKEN
@@ -43,7 +45,12 @@ def test_queue_then_conflict_then_status_and_list(api: TestClient, settings: Set
     r = api.post("/retrain", headers=AUTH, json={"epochs": 3, "objective": "directspec+"})
     assert r.status_code == 202
     job_id = r.json()["job_id"]
-    assert r.json() == {"job_id": job_id, "status_url": f"/retrain/{job_id}", "state": "queued"}
+    assert r.json() == {
+        "job_id": job_id,
+        "status_url": f"/retrain/{job_id}",
+        "state": "queued",
+        "train_config": default_synthetic_config(epochs=3).to_dict(),
+    }
     again = api.post("/retrain", headers=AUTH)
     assert again.status_code == 409
     err = again.json()["error"]
@@ -56,6 +63,7 @@ def test_queue_then_conflict_then_status_and_list(api: TestClient, settings: Set
         "hyperparameters": {},
         "force": False,
     }
+    assert status["train_config"] == r.json()["train_config"]
     assert status["model_version"] is None and status["started_at"] is None
     listed = api.get("/retrain").json()["jobs"]
     assert [j["job_id"] for j in listed] == [job_id]
@@ -63,6 +71,69 @@ def test_queue_then_conflict_then_status_and_list(api: TestClient, settings: Set
     claimed = JobStore(settings.jobs_db).claim("test-worker")
     assert claimed is not None and claimed.id == job_id and claimed.params["epochs"] == 3
     assert api.get(f"/retrain/{job_id}").json()["state"] == "running"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"objective": "bpr", "encoder": "lightgcn", "epochs": 4},
+        {
+            "objective": "directau",
+            "epochs": 2.0,
+            "hyperparameters": {"lr": 5, "dim": 16.0, "ks": [10, 20, 50], "tau0": None},
+        },
+        {"hyperparameters": {"adaptive_tau": True, "tau": 0.6, "epochs": 9}},
+    ],
+)
+def test_the_job_stores_the_config_it_trains_with(
+    api: TestClient, settings: Settings, body: dict
+) -> None:
+    """One derivation: the config resolved at POST time is stored with the job, and it is
+    train_config_for_job of the request; the worker reads it back with from_dict."""
+    r = api.post("/retrain", headers=AUTH, json=body)
+    assert r.status_code == 202, r.text
+    job = JobStore(settings.jobs_db).get(r.json()["job_id"])
+    assert job is not None
+    stored = TrainConfig.from_dict(job.params["train_config"])
+    assert stored == train_config_for_job(body)
+    assert stored.device is None  # the worker's to choose
+    assert job.params["train_config"] == stored.to_dict() == r.json()["train_config"]
+    view = api.get(f"/retrain/{job.id}").json()
+    assert view["train_config"] == r.json()["train_config"]
+    assert "train_config" not in view["params"]
+
+
+@pytest.mark.parametrize(
+    ("hyperparameters", "field"),
+    [
+        ({"lr": -1}, "lr"),
+        ({"dim": 0}, "dim"),
+        ({"dim": 2.5}, "dim"),
+        ({"lr_decay": 1.5}, "lr_decay"),
+        ({"sampler": "pairs"}, "sampler"),
+        ({"ks": [10, 20, 0]}, "ks"),
+        ({"epochs": "3"}, "epochs"),
+        ({"adaptive_tau": True, "tau": 0.5}, "tau0"),  # TrainConfig's cross-field rule
+        ({"sampler": "user", "objective_is": "bpr"}, "objective_is"),
+    ],
+)
+def test_bad_hyperparameters_are_422_naming_the_field(
+    api: TestClient, settings: Settings, hyperparameters: dict, field: str
+) -> None:
+    r = api.post("/retrain", headers=AUTH, json={"hyperparameters": hyperparameters})
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["code"] == "validation_error"
+    assert field in error["message"]
+    assert JobStore(settings.jobs_db).recent() == []
+
+
+def test_bpr_with_the_user_sampler_is_422_naming_the_field(api: TestClient) -> None:
+    body = {"objective": "bpr", "hyperparameters": {"sampler": "user"}}
+    r = api.post("/retrain", headers=AUTH, json=body)
+    assert r.status_code == 422
+    assert "sampler: 'user' is not supported for bpr" in r.json()["error"]["message"]
 
 
 def test_cancel_queued_job_frees_the_queue(api: TestClient) -> None:

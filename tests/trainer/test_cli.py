@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -11,7 +12,8 @@ import pexpect
 import pytest
 
 from contract.artifact import ModelRegistry
-from trainer.cli import main
+from contract.config import TrainConfig
+from trainer.cli import config_from_args, main, parse_args
 from trainer.synthetic import write_dataset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,22 +87,109 @@ def test_invalid_hyperparameter_exits_2(data_dir, capsys):
     assert "lr: -1.0, expected a finite number > 0" in capsys.readouterr().err
 
 
-def test_unknown_choice_is_an_argparse_error(data_dir):
-    with pytest.raises(SystemExit) as e:
-        main(small_args(data_dir, "--objective", "softmax"))
-    assert e.value.code == 2
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--objective", "softmax"], "objective: 'softmax', expected one of"),
+        (["--bogus", "1"], "unrecognized arguments: --bogus 1"),
+        (["--shrink_norm", "0.1"], "unrecognized arguments: --shrink_norm"),  # kebab only
+        (["--lr", "abc"], "lr: 'abc', expected a finite number > 0"),
+        (["--epochs", "2.5"], "epochs: '2.5', expected an integer in [1, 100000]"),
+        (["--ks", "0", "20"], "ks: 0, expected one or more integers in [1, 1000]"),
+        (["--no-publish=yes"], "--no-publish"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line(data_dir, capsys, args, fragment):
+    rc = main(small_args(data_dir, *args))
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert fragment in err and err.startswith("specrec-train: error: "), err
+    assert len(err.strip().splitlines()) == 1, err
 
 
-def test_module_help_runs():
+def test_missing_data_exits_2(capsys):
+    assert main(["--lr", "1"]) == 2
+    assert "required: --data" in capsys.readouterr().err
+
+
+def run_help() -> str:
+    """``python -m trainer.cli --help``, on lines long enough not to break a word at a hyphen."""
     proc = subprocess.run(
         [sys.executable, "-m", "trainer.cli", "--help"],
         cwd=REPO,
+        env={**os.environ, "COLUMNS": "400"},
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert proc.returncode == 0
-    assert "--shrink-norm" in proc.stdout and "--adaptive-tau" in proc.stdout
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_help_lists_every_trainconfig_field_with_its_docstring():
+    """The options are generated from TrainConfig: one per field, its docstring the help."""
+    text = run_help()
+    flat = " ".join(text.split())
+    assert text.startswith("usage: specrec-train ")
+    for name, info in TrainConfig.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        assert re.search(rf"^  {re.escape(flag)}\b", text, re.MULTILINE), flag
+        doc = " ".join((info.description or "").split())
+        assert doc and doc in flat, name
+    assert "--adaptive-tau, --no-adaptive-tau" in text
+    assert "Expected: an integer in [1, 4096]." in flat  # --dim's range, from its Field
+    for option in ("--data", "--models-dir", "--keep", "--no-publish", "--no-activate"):
+        assert f"  {option}" in text
+    assert "--no-progress" in text and "--holdout" in text and "--split-seed" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        (["--shrink-norm", "0.02", "--lr-decay=1"], {"shrink_norm": 0.02, "lr_decay": 1.0}),
+        (["--adaptive-tau", "--tau0", "2"], {"adaptive_tau": True, "tau0": 2.0}),
+        (["--no-adaptive-tau"], {"adaptive_tau": False}),
+        (["--ks", "5", "20"], {"ks": (5, 20)}),
+        (["--ks", "5,20,50"], {"ks": (5, 20, 50)}),
+        (["--tau0", "auto", "--device", "auto"], {"tau0": None, "device": None}),
+        (["--objective", "bpr", "--early-stop-patience", "3"], {"optimizer": "adam"}),
+    ],
+)
+def test_options_parse_onto_the_objective_defaults(args, expect):
+    opts = parse_args(["--data", "x", *args])
+    cfg = config_from_args(opts)
+    assert {k: getattr(cfg, k) for k in expect} == expect
+    objective = opts.objective
+    given = {k for k in opts.model_fields_set if k in TrainConfig.model_fields}
+    untouched = set(TrainConfig.model_fields) - given - {"objective", "encoder"}
+    ref = TrainConfig.defaults(objective, opts.encoder)
+    assert {k: getattr(cfg, k) for k in untouched} == {k: getattr(ref, k) for k in untouched}
+
+
+def test_flags_of_the_run():
+    opts = parse_args(["--data", "d", "--no-publish", "--no-activate", "--keep", "2"])
+    assert (opts.no_publish, opts.no_activate, opts.no_progress, opts.keep) == (
+        True,
+        True,
+        False,
+        2,
+    )
+    assert opts.models_dir is None and str(opts.data) == "d"
+
+
+def test_the_readme_example_parses():
+    args = "--data ../shared/data/gowalla --lr 200 --alpha 0.7 --tau 4 --shrink-norm 0.02"
+    cfg = config_from_args(parse_args([*args.split(), "--epochs", "300"]))
+    assert (cfg.lr, cfg.alpha, cfg.tau, cfg.shrink_norm, cfg.epochs) == (200.0, 0.7, 4.0, 0.02, 300)
+    assert cfg.lr_decay == TrainConfig.defaults().lr_decay
+
+
+def test_no_environment_variable_sets_a_hyperparameter(monkeypatch):
+    for name in ("lr", "LR", "epochs", "EPOCHS", "data", "SPECREC_LR", "dim"):
+        monkeypatch.setenv(name, "7")
+    opts = parse_args(["--data", "x"])
+    assert opts.model_fields_set == {"data"}
+    assert config_from_args(opts) == TrainConfig.defaults()
 
 
 def test_default_registry_follows_the_same_variables_as_the_api(monkeypatch, tmp_path) -> None:
