@@ -1,8 +1,9 @@
 """Durable store of ingested interactions (SQLite, WAL); the next retrain trains on a snapshot.
 
 stdlib-only, shared by the service (``POST /interactions`` appends a validated batch in one
-transaction: all rows or none) and the worker (snapshots the store into a CSV together with the
-base dataset). Ids are validated here too, so nothing unsafe reaches a CSV file.
+transaction: all rows or none) and the worker (``FeedbackStore.snapshot()``: all rows, which
+trainer.data.merge_ingested adds to the base dataset in memory). Ids are validated here too,
+so nothing unsafe reaches a file.
 
 Every row gets a ``seq`` (AUTOINCREMENT; writers are serialised, so seq order is commit order).
 A snapshot reads in one read transaction and records the highest seq it includes: it holds
@@ -97,6 +98,18 @@ class FeedbackStore:
         with connect(self.path) as db:
             return [(u, i, t) for _, u, i, t in _rows_after(db, after_seq)]
 
+    def snapshot(self) -> FeedbackSnapshot:
+        """Every row, read in one read transaction: a point-in-time view with each committed
+        row once, however many batches are ingested meanwhile (those get a larger seq than the
+        returned ``max_seq``)."""
+        rows: list[tuple[str, str, float]] = []
+        max_seq = 0
+        with read_transaction(self.path) as db:
+            for seq, user, item, ts in _rows_after(db, 0):
+                rows.append((user, item, ts))
+                max_seq = seq
+        return FeedbackSnapshot(rows, max_seq)
+
 
 def _rows_after(db: sqlite3.Connection, after_seq: int) -> Iterator[tuple[int, str, str, float]]:
     for seq, u, i, t in db.execute(
@@ -104,6 +117,16 @@ def _rows_after(db: sqlite3.Connection, after_seq: int) -> Iterator[tuple[int, s
         (after_seq,),
     ):
         yield int(seq), u, i, float(t)
+
+
+@dataclass(frozen=True)
+class FeedbackSnapshot:
+    """A point-in-time read of the store (``FeedbackStore.snapshot()``)."""
+
+    rows: list[tuple[str, str, float]]
+    """(user_id, item_id, timestamp) of every row with seq <= max_seq, in seq order."""
+    max_seq: int
+    """Highest seq included (0: none); rows ingested later have a larger seq."""
 
 
 @dataclass(frozen=True)
@@ -123,13 +146,12 @@ def write_snapshot(
     base_rows: Iterable[tuple[str, str, float | None]],
     feedback: FeedbackStore | None,
 ) -> SnapshotInfo:
-    """Write base rows + all feedback rows as one interactions table.
+    """Write base rows + all feedback rows (``feedback.snapshot()``) as one interactions table.
 
-    The feedback rows are streamed from one read transaction: a point-in-time view with each
-    committed row once, however many batches are ingested meanwhile (those get a larger seq
-    than the returned ``max_seq``). Written to a temporary file and renamed, so a reader never
-    sees a partial snapshot. Rows without a timestamp get 0 (oldest), so holdouts pick
-    ingested rows as "latest".
+    Not used by the worker any more (it merges the snapshot in memory with the dataset,
+    keeping the dataset's split: trainer.data.merge_ingested); tests/contract still check the
+    snapshot's consistency through it. Written to a temporary file and renamed, so a reader
+    never sees a partial file. Rows without a timestamp get 0 (oldest).
     """
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_csv.with_suffix(".csv.tmp")
@@ -142,11 +164,10 @@ def write_snapshot(
                 writer.writerow([user, item, 0 if ts is None else ts])
                 n_base += 1
             if feedback is not None:
-                with read_transaction(feedback.path) as db:
-                    for seq, user, item, ts in _rows_after(db, 0):
-                        writer.writerow([user, item, ts])
-                        n_feedback += 1
-                        max_seq = seq
+                snap = feedback.snapshot()
+                for user, item, ts in snap.rows:
+                    writer.writerow([user, item, ts])
+                n_feedback, max_seq = len(snap.rows), snap.max_seq
         tmp.replace(out_csv)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -4,7 +4,6 @@
 <home>/models/               ModelRegistry root (unless SPECREC_MODELS_DIR says otherwise)
 <home>/jobs.sqlite           retrain job queue
 <home>/interactions.sqlite   ingested interactions
-<home>/snapshots/<job_id>/   the table a retrain job trained on (base data + ingested rows)
 """
 
 from __future__ import annotations
@@ -26,7 +25,3 @@ def jobs_db(home: Path) -> Path:
 
 def feedback_db(home: Path) -> Path:
     return home / "interactions.sqlite"
-
-
-def snapshot_csv(home: Path, job_id: str) -> Path:
-    return home / "snapshots" / job_id / "interactions.csv"

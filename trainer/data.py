@@ -23,6 +23,10 @@ masks training items, so such a pair can never be a hit.
 Pairs are deduplicated and stored sorted by (user row, item row). Malformed input raises
 :class:`DataError` naming the file, the 1-based line number and the reason.
 
+A Dataset remembers where its split came from (``Dataset.holdout``: None for a split that came
+with the data, else the per-user holdout that was cut), so :func:`merge_ingested` can add
+ingested interactions to it without moving a published test pair into training.
+
 Parsing lives in :mod:`trainer.readers` (vectorised: Gowalla's 810k training pairs load in
 about 0.3 s).
 """
@@ -30,6 +34,7 @@ about 0.3 s).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -46,13 +51,31 @@ from trainer.readers import (
 )
 
 __all__ = [
+    "DEFAULT_HOLDOUT",
     "DataError",
     "Dataset",
+    "Holdout",
     "dataset_from_table",
     "holdout_split",
     "load_dataset",
+    "merge_ingested",
     "read_interactions_table",
 ]
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """A per-user holdout cut from an unsplit interactions table (see dataset_from_table)."""
+
+    fraction: float
+    """Share of each user's pairs that go to test (rounded; >= 1 and < all when c >= 2)."""
+    seed: int
+    """Seed of the random choice when the table has no timestamps."""
+
+
+DEFAULT_HOLDOUT = Holdout(fraction=0.2, seed=0)
+"""What :func:`load_dataset` cuts from an interactions table unless told otherwise, and what
+:func:`merge_ingested` cuts from the ingested rows of users new to a dataset with its own split."""
 
 
 # ----------------------------------------------------------------------------- Dataset
@@ -65,6 +88,8 @@ class Dataset:
     ``user_ids`` (m,) / ``item_ids`` (n,) str: external id of each row. Pair arrays are int64
     row indices of equal length (``train_users``/``train_items`` (nnz_train,),
     ``test_users``/``test_items`` (nnz_test,), test may be empty). Arrays are made read-only.
+    ``holdout``: None when the split came with the data (LightGCN and CSV-pair directories, or
+    built by hand), else the per-user holdout that :func:`dataset_from_table` cut.
     """
 
     name: str
@@ -74,10 +99,11 @@ class Dataset:
     train_items: np.ndarray
     test_users: np.ndarray
     test_items: np.ndarray
+    holdout: Holdout | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            if f.name == "name":
+            if f.name in ("name", "holdout"):
                 continue
             arr = np.asarray(getattr(self, f.name))
             if f.name.endswith("_ids"):
@@ -147,7 +173,7 @@ class Dataset:
         return self._matrix(self.test_users, self.test_items)
 
     def fingerprint(self) -> str:
-        """sha256 hex of the id maps and the train and test pairs (the name is not included)."""
+        """sha256 hex of the id maps and the train and test pairs (not the name or holdout)."""
         h = hashlib.sha256(b"specrec-dataset-v1\0")
         for ids in (self.user_ids, self.item_ids):
             h.update(len(ids).to_bytes(8, "little"))
@@ -245,8 +271,8 @@ def dataset_from_table(
     item_ids: np.ndarray,
     timestamps: np.ndarray | None,
     *,
-    holdout: float = 0.2,
-    seed: int = 0,
+    holdout: float = DEFAULT_HOLDOUT.fraction,
+    seed: int = DEFAULT_HOLDOUT.seed,
 ) -> Dataset:
     """Turn raw table rows into a Dataset with a deterministic per-user holdout.
 
@@ -275,7 +301,103 @@ def dataset_from_table(
         sort_keys = (row[kept], ts[kept])
     u, i = users[kept], items[kept]  # sorted by key = (user, item)
     test = _holdout_mask(u, len(uniq_users), holdout, sort_keys)
-    return Dataset(name, uniq_users, uniq_items, u[~test], i[~test], u[test], i[test])
+    return Dataset(
+        name, uniq_users, uniq_items, u[~test], i[~test], u[test], i[test], Holdout(holdout, seed)
+    )
+
+
+# ----------------------------------------------------------------------------- ingested rows
+
+
+def _rows_of(known: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``values`` (r,) str in the id map ``known`` (k,) str; unknown ids get new rows.
+
+    Returns ``rows`` (r,) int64 and the new ids (u,) str: unknown values get rows
+    k, k+1, ... in order of first appearance in ``values``.
+    """
+    rows = np.full(len(values), -1, dtype=np.int64)
+    if len(known) and len(values):
+        order = np.argsort(known, kind="stable")
+        ordered = known[order]
+        pos = np.minimum(np.searchsorted(ordered, values), len(known) - 1)
+        hit = ordered[pos] == values
+        rows[hit] = order[pos[hit]]
+    new = rows < 0
+    new_ids, codes = _first_appearance_codes(values[new])
+    rows[new] = len(known) + codes
+    return rows, new_ids.astype(str)
+
+
+def merge_ingested(ds: Dataset, rows: Sequence[tuple[str, str, float | None]]) -> Dataset:
+    """The training set of a retrain: ``ds`` plus ingested ``rows``, keeping ``ds``'s split.
+
+    ``rows``: (user_id, item_id, timestamp) in ingestion order (``FeedbackStore`` rows; a None
+    timestamp counts as 0, the oldest). Returns a new Dataset named like ``ds``; no rows
+    returns ``ds`` itself. Shapes: ``user_ids`` (m + m_new,) and ``item_ids`` (n + n_new,), the
+    old ids keeping their rows and ids new to ``ds`` appended in order of first appearance in
+    ``rows``; pair arrays as in :class:`Dataset`.
+
+    * ``ds`` with a split of its own (``ds.holdout is None``: LightGCN, CSV pair): its train
+      and test pairs stay where they are. A row of a user ``ds`` knows becomes a training
+      pair, unless it equals one of ``ds``'s test pairs: a held-out pair is dropped from the
+      ingested rows rather than trained on (the published test split stays comparable, and
+      evaluation never scores a pair the model was trained on). The rows of users new to
+      ``ds`` are split per user as :func:`dataset_from_table` splits a table, with
+      :data:`DEFAULT_HOLDOUT` (each user's latest ``round(0.2 c)`` pairs to test, at least one
+      and never all when c >= 2; a single pair trains), so new users are evaluated too.
+    * ``ds`` cut from a single interactions table (``ds.holdout`` set): ``ds``'s pairs (train
+      then test, in stored order, timestamp 0) followed by ``rows`` are one table again, split
+      by :func:`dataset_from_table` with ``ds.holdout``: id maps and split are exactly what
+      :func:`load_dataset` gives for that table written to a file.
+    """
+    if len(rows) == 0:
+        return ds
+    users = np.asarray([r[0] for r in rows], dtype=str)
+    items = np.asarray([r[1] for r in rows], dtype=str)
+    ts = np.asarray([0.0 if r[2] is None else r[2] for r in rows], dtype=np.float64)
+    if ds.holdout is not None:
+        return dataset_from_table(
+            ds.name,
+            np.concatenate([ds.user_ids[ds.train_users], ds.user_ids[ds.test_users], users]),
+            np.concatenate([ds.item_ids[ds.train_items], ds.item_ids[ds.test_items], items]),
+            np.concatenate([np.zeros(ds.n_train + ds.n_test), ts]),
+            holdout=ds.holdout.fraction,
+            seed=ds.holdout.seed,
+        )
+
+    u_rows, new_users = _rows_of(ds.user_ids, users)
+    i_rows, new_items = _rows_of(ds.item_ids, items)
+    user_ids = np.concatenate([ds.user_ids, new_users])
+    item_ids = np.concatenate([ds.item_ids, new_items])
+    n = len(item_ids)
+    known = u_rows < ds.n_users
+    held_out = np.isin(u_rows * n + i_rows, ds.test_users * n + ds.test_items)
+    to_train = known & ~held_out
+    train_u = [ds.train_users, u_rows[to_train]]
+    train_i = [ds.train_items, i_rows[to_train]]
+    test_u, test_i = [ds.test_users], [ds.test_items]
+    if not known.all():
+        new = dataset_from_table(
+            "new users",
+            users[~known],
+            items[~known],
+            ts[~known],
+            holdout=DEFAULT_HOLDOUT.fraction,
+            seed=DEFAULT_HOLDOUT.seed,
+        )
+        sub_u, _ = _rows_of(user_ids, new.user_ids)  # every id is in the merged maps
+        sub_i, _ = _rows_of(item_ids, new.item_ids)
+        train_u.append(sub_u[new.train_users])
+        train_i.append(sub_i[new.train_items])
+        test_u.append(sub_u[new.test_users])
+        test_i.append(sub_i[new.test_items])
+    return Dataset.from_pairs(
+        ds.name,
+        user_ids,
+        item_ids,
+        (np.concatenate(train_u), np.concatenate(train_i)),
+        (np.concatenate(test_u), np.concatenate(test_i)),
+    )
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -289,7 +411,12 @@ def _integer_dataset(
     return Dataset.from_pairs(name, np.arange(m).astype(str), np.arange(n).astype(str), train, test)
 
 
-def load_dataset(path: str | Path, *, holdout: float = 0.2, seed: int = 0) -> Dataset:
+def load_dataset(
+    path: str | Path,
+    *,
+    holdout: float = DEFAULT_HOLDOUT.fraction,
+    seed: int = DEFAULT_HOLDOUT.seed,
+) -> Dataset:
     """Load a dataset from ``path`` (format auto-detected, see the module docstring).
 
     ``holdout`` (fraction of each user's pairs moved to test) and ``seed`` apply only to

@@ -16,7 +16,6 @@ import torch
 
 from contract.artifact import LoadedModel
 from contract.settings import GateSettings
-from contract.spectrum import embedding_spectrum
 from trainer.data import Dataset
 from trainer.evaluate import evaluate
 
@@ -65,13 +64,18 @@ def decide(
     cfg: GateSettings,
     recall_convention: str = "lightgcn",
     metric: str = "recall@20",
+    *,
+    spectrum: dict[str, Any],
 ) -> GateDecision:
-    """Compare the new model (user_emb (m,d), item_emb (n,d) on ds's rows) with `serving`."""
+    """Compare the new model (user_emb (m,d), item_emb (n,d) on ds's rows) with `serving`.
+
+    ``spectrum``: ``contract.spectrum.embedding_spectrum(user_emb, item_emb)``, as fit
+    computed it (``TrainResult.spectrum``); the collapse check reads its
+    ["all"]["normalized"]["effective_rank_ratio"].
+    """
     k = int(metric.split("@")[1])
     train, test = ds.train_matrix(), ds.test_matrix()
-    erank_ratio = float(
-        embedding_spectrum(user_emb, item_emb)["all"]["normalized"]["effective_rank_ratio"]
-    )
+    erank_ratio = float(spectrum["all"]["normalized"]["effective_rank_ratio"])
     reasons: list[str] = []
     serving_value: float | None = None
     n_users = int((np.diff(test.indptr) > 0).sum())

@@ -50,6 +50,7 @@ class TrainResult:
     item_emb: np.ndarray  # (n, d)
     history: list[dict[str, Any]]  # one entry per evaluation (see fit)
     metrics: dict[str, float]  # test metrics of the returned embeddings
+    spectrum: dict[str, Any]  # embedding_spectrum of the returned embeddings (gate, manifest)
     seconds_per_epoch: float  # mean wall time of an epoch's training steps (no evaluation)
     device: str
     epochs_run: int = 0
@@ -58,9 +59,9 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def spectrum_summary(user_emb: np.ndarray, item_emb: np.ndarray) -> dict[str, Any]:
-    """Effective and stable ranks for users/items/all, raw and row-normalised (small dict)."""
-    spec = embedding_spectrum(user_emb, item_emb)
+def spectrum_summary(spec: dict[str, Any]) -> dict[str, Any]:
+    """Effective and stable ranks for users/items/all, raw and row-normalised (small dict),
+    from a full ``embedding_spectrum``."""
     return {
         part: {
             kind: {
@@ -137,7 +138,9 @@ def fit(
     tqdm bar on stderr (None: only when stderr is a terminal).
 
     History entries: {"epoch", "loss", "metrics", "spectrum" (see spectrum_summary),
-    "seconds" (cumulative training time), "split" ("test" or "validation")}.
+    "seconds" (cumulative training time), "split" ("test" or "validation")}. The result's
+    ``spectrum`` is the full ``embedding_spectrum`` of the returned embeddings, computed once,
+    at the evaluation that produced them: the gate and publish_result use it as it is.
     """
     device = pick_device(cfg.device)
     old_threads = torch.get_num_threads()
@@ -182,7 +185,10 @@ def _fit(ds, cfg, device, progress, should_stop, progress_bar) -> TrainResult:
     history: list[dict[str, Any]] = []
     last_metrics: dict[str, float] = {}
     train_seconds = 0.0
-    best: tuple[float, int, np.ndarray, np.ndarray] | None = None
+    # embeddings of the last evaluation (the final ones without early stopping) and of the
+    # best one, each with its spectrum: computed once per evaluation, reused by the result
+    last: tuple[np.ndarray, np.ndarray, dict[str, Any]] | None = None
+    best: tuple[float, int, np.ndarray, np.ndarray, dict[str, Any]] | None = None
     evals_since_best = 0
     stopped_early = False
     epoch = 0
@@ -210,12 +216,14 @@ def _fit(ds, cfg, device, progress, should_stop, progress_bar) -> TrainResult:
                 if not (np.isfinite(u_np).all() and np.isfinite(i_np).all()):
                     raise TrainingDiverged(f"embeddings became NaN/inf at epoch {epoch}")
                 last_metrics = _evaluate(encoder, train, eval_test, cfg)
+                spec = embedding_spectrum(u_np, i_np)
+                last = (u_np, i_np, spec)
                 history.append(
                     {
                         "epoch": epoch,
                         "loss": mean_loss,
                         "metrics": last_metrics,
-                        "spectrum": spectrum_summary(u_np, i_np),
+                        "spectrum": spectrum_summary(spec),
                         "seconds": train_seconds,
                         "split": "validation" if early else "test",
                         "lr": optimizer.param_groups[0]["lr"],
@@ -224,7 +232,7 @@ def _fit(ds, cfg, device, progress, should_stop, progress_bar) -> TrainResult:
                 if early:
                     score = last_metrics[cfg.early_stop_metric]
                     if best is None or score > best[0]:
-                        best, evals_since_best = (score, epoch, u_np, i_np), 0
+                        best, evals_since_best = (score, epoch, u_np, i_np, spec), 0
                     else:
                         evals_since_best += 1
                         if evals_since_best >= cfg.early_stop_patience:
@@ -248,9 +256,10 @@ def _fit(ds, cfg, device, progress, should_stop, progress_bar) -> TrainResult:
         if bar is not None:
             bar.close()
 
+    assert last is not None  # an evaluation always runs at the last epoch
     if early:
-        assert best is not None  # an evaluation always runs at the last epoch
-        _, best_epoch, u_np, i_np = best
+        assert best is not None
+        _, best_epoch, u_np, i_np, spec = best
         metrics = evaluate(
             torch.from_numpy(u_np),
             torch.from_numpy(i_np),
@@ -261,13 +270,14 @@ def _fit(ds, cfg, device, progress, should_stop, progress_bar) -> TrainResult:
         )
     else:
         best_epoch = None
-        u_np, i_np = _final_numpy(encoder)
+        u_np, i_np, spec = last  # no step since the last evaluation: the final embeddings
         metrics = last_metrics
     return TrainResult(
         user_emb=u_np,
         item_emb=i_np,
         history=history,
         metrics=metrics,
+        spectrum=spec,
         seconds_per_epoch=train_seconds / max(epoch, 1),
         device=str(device),
         epochs_run=epoch,
@@ -303,12 +313,14 @@ def publish_result(
     *,
     keep: int = 5,
     activate: bool = True,
+    extra: dict[str, Any] | None = None,
 ) -> str:
     """Write the trained model as a new registry version; return the version name.
 
-    The manifest carries the config, the test metrics, the full spectrum of the final
-    embeddings, the dataset fingerprint, and under "training" the evaluation history,
-    seconds per epoch, device and epochs run.
+    The manifest carries the config, the test metrics, the full spectrum of the returned
+    embeddings (``result.spectrum``, as fit computed it), the dataset fingerprint, under
+    "training" the evaluation history, seconds per epoch, device and epochs run, and the
+    top-level entries of ``extra`` (e.g. the worker's "ingested").
     """
     arrays = ModelArrays.build(
         result.user_emb,
@@ -321,7 +333,7 @@ def publish_result(
         arrays,
         config=cfg.to_dict(),
         metrics=dict(result.metrics),
-        spectrum=embedding_spectrum(result.user_emb, result.item_emb),
+        spectrum=result.spectrum,
         dataset_fingerprint=ds.fingerprint(),
         extra={
             "dataset": ds.name,
@@ -334,6 +346,7 @@ def publish_result(
                 "stopped_early": result.stopped_early,
                 "torch_version": torch.__version__,
             },
+            **(extra or {}),
         },
         keep=keep,
         activate=activate,

@@ -3,8 +3,10 @@
 The worker process claims a queued job atomically and runs it in a child process of its own
 (``run_job_isolated``), so an OOM kill, a segfault or a CUDA error fails that job, with the cause
 ("killed by signal 9 (SIGKILL)"), and the worker goes on with the next one. The child sends
-heartbeats from a side thread, trains on a snapshot of the dataset plus all ingested
-interactions, applies the quality gate and publishes; it exits by itself when its worker is gone.
+heartbeats from a side thread, trains on the dataset plus all ingested interactions (merged in
+memory, keeping the dataset's own train/test split: trainer.data.merge_ingested) with the
+TrainConfig the API stored with the job, applies the quality gate and publishes; it exits by
+itself when its worker is gone.
 A worker that starts fails the jobs left running by a dead worker on the same host at once
 (others fail after the heartbeat timeout). The service hot-swaps to the new version by watching
 the registry's CURRENT pointer.
@@ -16,24 +18,26 @@ import argparse
 import logging
 import multiprocessing
 import os
-import shutil
 import signal
 import socket
 import threading
 import traceback
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from contract import layout
 from contract.artifact import ArtifactInvalid, ModelNotFound, ModelRegistry
-from contract.feedback import FeedbackStore, write_snapshot
+from contract.config import TrainConfig
+from contract.feedback import FeedbackSnapshot, FeedbackStore
 from contract.jobs import Job, JobStore
-from contract.jobspec import train_config_for_job
+from contract.jobspec import TRAIN_CONFIG_KEY, train_config_for_job
 from contract.settings import GateSettings, HomeSettings
 from trainer.gate import decide
+
+if TYPE_CHECKING:
+    from trainer.data import Dataset
 
 log = logging.getLogger("specrec.worker")
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -117,9 +121,28 @@ class _Heartbeat(threading.Thread):
         self._stop_event.set()
 
 
-def _snapshot_dataset(settings: WorkerSettings, job: Job) -> Path:
-    """The dataset path to train on: the named dataset, plus ingested rows when there are any."""
-    from trainer.data import load_dataset
+def job_train_config(job: Job, device: str | None) -> TrainConfig:
+    """The TrainConfig ``job`` runs with, on this worker's ``device`` (None: auto).
+
+    The API resolves a job's config once, when it is queued, and stores it with the job
+    (``params["train_config"]``, a ``TrainConfig.to_dict()`` without a device); the worker runs
+    exactly that. A job queued without it (older queue rows, tests that enqueue directly) is
+    resolved from its parameters here, as the API would have. The device is always the
+    worker's: it is no part of what a job asks for.
+    """
+    stored = job.params.get(TRAIN_CONFIG_KEY)
+    if stored is None:
+        return train_config_for_job(job.params, device)
+    return TrainConfig.from_dict(stored).with_overrides(device=device)
+
+
+def _training_set(settings: WorkerSettings, job: Job) -> tuple[Dataset, FeedbackSnapshot]:
+    """The job's dataset plus every ingested interaction, in memory, keeping its split.
+
+    The ingested rows are one point-in-time read of the FeedbackStore; the returned snapshot
+    says up to which ``seq`` they go (rows ingested later are the next retrain's).
+    """
+    from trainer.data import load_dataset, merge_ingested
 
     name = job.params.get("dataset") or settings.dataset
     base = settings.dataset_dir(name)
@@ -127,22 +150,22 @@ def _snapshot_dataset(settings: WorkerSettings, job: Job) -> Path:
         ensure_default_dataset(settings)
     if not base.exists():
         raise FileNotFoundError(f"dataset {name!r} not found at {base}")
-    feedback = FeedbackStore(settings.feedback_db)
-    if feedback.count() == 0:
-        return base
     ds = load_dataset(base)
-    users = list(ds.user_ids[ds.train_users]) + list(ds.user_ids[ds.test_users])
-    items = list(ds.item_ids[ds.train_items]) + list(ds.item_ids[ds.test_items])
-    out = layout.snapshot_csv(settings.home, job.id)
-    info = write_snapshot(out, ((u, i, None) for u, i in zip(users, items, strict=True)), feedback)
+    snapshot = FeedbackStore(settings.feedback_db).snapshot()
+    merged = merge_ingested(ds, snapshot.rows)
     log.info(
-        "job %s: snapshot of %d interactions (%d ingested, up to seq %d)",
+        "job %s: %s plus %d ingested interactions (up to seq %d): %d users, %d items, "
+        "%d train / %d test pairs",
         job.id,
-        info.rows,
-        info.feedback_rows,
-        info.max_seq,
+        ds.name,
+        len(snapshot.rows),
+        snapshot.max_seq,
+        merged.n_users,
+        merged.n_items,
+        merged.n_train,
+        merged.n_test,
     )
-    return out
+    return merged, snapshot
 
 
 def run_job(
@@ -153,15 +176,16 @@ def run_job(
     parent_pid: int | None = None,
 ) -> None:
     """Train, gate, publish; always leaves the job in a final state (unless we are killed)."""
-    from trainer.data import load_dataset
     from trainer.train import TrainingCancelled, fit, publish_result
 
     beat = _Heartbeat(store, job.id, worker_id, settings.heartbeat_interval_s, parent_pid)
     beat.start()
     try:
-        cfg = train_config_for_job(job.params, settings.device)
+        cfg = job_train_config(job, settings.device)
         beat.progress = {"stage": "loading data"}
-        ds = load_dataset(_snapshot_dataset(settings, job))
+        ds, snapshot = _training_set(settings, job)
+        # which ingested rows this model includes: those with seq <= max_seq
+        ingested = {"rows": len(snapshot.rows), "max_seq": snapshot.max_seq}
 
         def on_epoch(info: dict[str, Any]) -> None:
             beat.progress = {"stage": "training", **info}
@@ -181,8 +205,13 @@ def run_job(
             serving,
             settings,
             recall_convention=cfg.recall_convention,
+            spectrum=result.spectrum,
         )
-        outcome: dict[str, Any] = {"metrics": result.metrics, "gate": gate.to_dict()}
+        outcome: dict[str, Any] = {
+            "metrics": result.metrics,
+            "gate": gate.to_dict(),
+            "ingested": ingested,
+        }
         if not gate.passed and not job.params.get("force"):
             store.finish(
                 job.id,
@@ -195,7 +224,9 @@ def run_job(
             return
         if store.get(job.id).state != "running":  # reaped or cancelled meanwhile
             return
-        version = publish_result(result, ds, cfg, registry, keep=settings.keep_versions)
+        version = publish_result(
+            result, ds, cfg, registry, keep=settings.keep_versions, extra={"ingested": ingested}
+        )
         outcome["model_version"] = version
         outcome["forced"] = bool(not gate.passed and job.params.get("force"))
         store.finish(job.id, worker_id, "succeeded", result=outcome)
@@ -207,8 +238,6 @@ def run_job(
         store.finish(job.id, worker_id, "failed", error=f"{type(e).__name__}: {e}")
     finally:
         beat.stop()
-        # the snapshot is only this job's input; the manifest keeps its fingerprint
-        shutil.rmtree(layout.snapshot_csv(settings.home, job.id).parent, ignore_errors=True)
 
 
 #: Exit status of a job process that found its worker gone (see _Heartbeat).
@@ -278,7 +307,6 @@ def run_job_isolated(
             error += " (out of memory? the kernel's OOM killer sends SIGKILL)"
         store.finish(job.id, worker_id, "failed", error=error, result=None)
         log.error("job %s failed: %s", job.id, error)
-        shutil.rmtree(layout.snapshot_csv(settings.home, job.id).parent, ignore_errors=True)
     return code
 
 

@@ -107,7 +107,8 @@ def test_new_user_becomes_servable_after_retrain(home: Path, worker_thread: None
         body = r.json()
         assert body["model_version"] == version
         assert len(body["items"]) == 20
-        assert not (home / "snapshots" / job_id).exists()  # the job's input was cleaned up
+        assert not (home / "snapshots").exists()  # the training set was built in memory
+        assert job["result"]["ingested"] == {"rows": 10, "max_seq": 10}
         # 8 of the 10 ingested rows are the user's training items (2 latest held out): excluded
         seen = set(new_items[:8])
         assert not seen & {it["item_id"] for it in body["items"]}

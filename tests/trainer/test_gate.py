@@ -9,8 +9,10 @@ import pytest
 
 from contract.artifact import LoadedModel, ModelArrays, ModelRegistry
 from contract.settings import GateSettings
+from contract.spectrum import embedding_spectrum
 from trainer.data import Dataset
-from trainer.gate import decide
+from trainer.gate import GateDecision
+from trainer.gate import decide as gate_decide
 
 # Two taste groups: users 0,1 like items 0-2, users 2,3 like items 3-5. Each user has two of
 # their group's items in train and the third in test.
@@ -23,6 +25,13 @@ CFG = GateSettings(gate_max_recall_drop=0.05, gate_min_erank_ratio=0.3)
 
 def dataset() -> Dataset:
     return Dataset.from_pairs("toy", USERS, ITEMS, TRAIN, TEST)
+
+
+def decide(
+    ds: Dataset, users: np.ndarray, items: np.ndarray, *args: object, **kwargs: object
+) -> GateDecision:
+    """The gate with the new model's spectrum, as the worker passes fit's."""
+    return gate_decide(ds, users, items, *args, spectrum=embedding_spectrum(users, items), **kwargs)
 
 
 def perfect() -> tuple[np.ndarray, np.ndarray]:
@@ -104,3 +113,13 @@ def test_items_unknown_to_serving_model_are_never_its_hits(tmp_path: Path) -> No
     d = decide(dataset(), *perfect(), reg.load(), CFG, metric="recall@1")
     assert d.serving_value == pytest.approx(0.75)  # user_0 cannot get item_2 from it
     assert d.new_value == pytest.approx(1.0)
+
+
+def test_collapse_check_reads_the_spectrum_it_is_given() -> None:
+    """The gate does not compute a spectrum of its own: the one fit computed is passed in."""
+    users, items = perfect()
+    spec = embedding_spectrum(users, items)
+    spec["all"]["normalized"]["effective_rank_ratio"] = 0.01
+    d = gate_decide(dataset(), users, items, None, CFG, metric="recall@1", spectrum=spec)
+    assert not d.passed and d.erank_ratio == 0.01
+    assert d.new_value == pytest.approx(1.0)  # the ranking is perfect: only the spectrum fails
