@@ -12,12 +12,11 @@ exactly the rows with ``seq <= max_seq``, and ``rows(after_seq=max_seq)`` are th
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,49 +126,3 @@ class FeedbackSnapshot:
     """(user_id, item_id, timestamp) of every row with seq <= max_seq, in seq order."""
     max_seq: int
     """Highest seq included (0: none); rows ingested later have a larger seq."""
-
-
-@dataclass(frozen=True)
-class SnapshotInfo:
-    """What a snapshot holds: its rows, and the feedback rows up to which seq."""
-
-    rows: int
-    """Data rows in the CSV (base + feedback)."""
-    base_rows: int
-    feedback_rows: int
-    max_seq: int
-    """Highest FeedbackStore seq included (0: none); rows ingested later have a larger seq."""
-
-
-def write_snapshot(
-    out_csv: Path,
-    base_rows: Iterable[tuple[str, str, float | None]],
-    feedback: FeedbackStore | None,
-) -> SnapshotInfo:
-    """Write base rows + all feedback rows (``feedback.snapshot()``) as one interactions table.
-
-    Not used by the worker any more (it merges the snapshot in memory with the dataset,
-    keeping the dataset's split: trainer.data.merge_ingested); tests/contract still check the
-    snapshot's consistency through it. Written to a temporary file and renamed, so a reader
-    never sees a partial file. Rows without a timestamp get 0 (oldest).
-    """
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_csv.with_suffix(".csv.tmp")
-    n_base = n_feedback = max_seq = 0
-    try:
-        with tmp.open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["user_id", "item_id", "timestamp"])
-            for user, item, ts in base_rows:
-                writer.writerow([user, item, 0 if ts is None else ts])
-                n_base += 1
-            if feedback is not None:
-                snap = feedback.snapshot()
-                for user, item, ts in snap.rows:
-                    writer.writerow([user, item, ts])
-                n_feedback, max_seq = len(snap.rows), snap.max_seq
-        tmp.replace(out_csv)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return SnapshotInfo(n_base + n_feedback, n_base, n_feedback, max_seq)

@@ -1,13 +1,13 @@
-"""The interaction store: all-or-nothing batches and CSV snapshots."""
+"""The interaction store: all-or-nothing batches and point-in-time snapshots."""
 
 from __future__ import annotations
 
-import csv
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from contract.feedback import FeedbackStore, Interaction, row_problem, write_snapshot
+from contract.feedback import FeedbackSnapshot, FeedbackStore, Interaction, row_problem
 
 
 def test_append_all_or_nothing(tmp_path: Path) -> None:
@@ -35,18 +35,25 @@ def test_row_problems(row: Interaction, reason: str) -> None:
     assert reason in (row_problem(row) or "")
 
 
-def test_snapshot_merges_base_and_feedback(tmp_path: Path) -> None:
+def test_snapshot_rows_and_high_water_mark(tmp_path: Path) -> None:
+    """snapshot(): every stored row in seq order, as the store holds it (a missing timestamp is
+    the ingestion time, not 0), and the highest seq included; an empty store gives ([], 0)."""
     store = FeedbackStore(tmp_path / "fb.sqlite")
-    store.append([Interaction("new_user", "item_3", 5.0)])
-    out = tmp_path / "snap" / "interactions.csv"
-    info = write_snapshot(out, [("user_0", "item_1", 1.0), ("user_1", "item_2", None)], store)
-    assert (info.rows, info.base_rows, info.feedback_rows, info.max_seq) == (3, 2, 1, 1)
-    with out.open() as f:
-        rows = list(csv.reader(f))
-    assert rows == [
-        ["user_id", "item_id", "timestamp"],
-        ["user_0", "item_1", "1.0"],
-        ["user_1", "item_2", "0"],
-        ["new_user", "item_3", "5.0"],
-    ]
-    assert not out.with_suffix(".csv.tmp").exists()
+    assert store.snapshot() == FeedbackSnapshot([], 0)
+    store.append([Interaction("user_0", "item_1", 1.0)])
+    with pytest.raises(ValueError):  # a rejected batch adds nothing
+        store.append([Interaction("user_9", "item_9", 1.0), Interaction("bad,id", "item_9")])
+    store.append([Interaction("user_1", "item_2"), Interaction("new_user", "item_3", 5)])
+    with sqlite3.connect(store.path) as db:
+        ((stored_ts, ingested_at),) = db.execute(
+            "SELECT timestamp, ingested_at FROM interactions WHERE user_id = 'user_1'"
+        ).fetchall()
+    assert stored_ts == ingested_at > 1e9  # None -> ingestion time
+
+    snap = store.snapshot()
+    assert snap == FeedbackSnapshot(
+        [("user_0", "item_1", 1.0), ("user_1", "item_2", stored_ts), ("new_user", "item_3", 5.0)],
+        3,
+    )
+    assert all(isinstance(ts, float) for _, _, ts in snap.rows)
+    assert snap.max_seq == store.max_seq() and store.rows(after_seq=snap.max_seq) == []

@@ -5,7 +5,6 @@ exactly what the next one adds after its high-water mark."""
 
 from __future__ import annotations
 
-import csv
 import os
 import sqlite3
 import threading
@@ -13,19 +12,18 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
 import pytest
 from fastapi.testclient import TestClient
 
-from contract.feedback import FeedbackStore, Interaction, SnapshotInfo, write_snapshot
+import contract.feedback
+from contract.feedback import FeedbackSnapshot, FeedbackStore, Interaction
 from service.app import create_app
 from service.settings import Settings
 
 TOKEN = "race-test-admin-token-0123456789"
-BASE = [("user_0", "item_1", 1.0), ("user_1", "item_2", None), ("user_2", "item_1", 3.0)]
 THREADS, BATCHES, ROWS = 4, 30, 7
-CSV_WRITER = csv.writer
+StoredRow = tuple[int, str, str, float]  # (seq, user_id, item_id, timestamp)
 
 
 @dataclass
@@ -37,8 +35,8 @@ class Batch:
 @dataclass
 class Snap:
     started_at: float
-    info: SnapshotInfo
-    keys: list[str]  # feedback rows' user ids, in CSV order
+    snap: FeedbackSnapshot
+    keys: list[str]  # its rows' user ids, in snapshot order
 
 
 @pytest.fixture
@@ -62,26 +60,18 @@ def _post_batches(client: TestClient, thread: int, out: list[Batch]) -> None:
         out.append(Batch(keys, time.monotonic()))
 
 
-def _snapshot(store: FeedbackStore, out: Path) -> Snap:
+def _snapshot(store: FeedbackStore) -> Snap:
     started = time.monotonic()
-    info = write_snapshot(out, BASE, store)
-    with out.open() as f:
-        rows = list(csv.reader(f))
-    assert rows[0] == ["user_id", "item_id", "timestamp"]
-    assert rows[1:4] == [
-        ["user_0", "item_1", "1.0"],
-        ["user_1", "item_2", "0"],
-        ["user_2", "item_1", "3.0"],
-    ]
-    assert info.rows == len(rows) - 1 and info.base_rows == len(BASE)
-    keys = [r[0] for r in rows[4:]]
-    assert info.feedback_rows == len(keys)
-    return Snap(started, info, keys)
+    snap = store.snapshot()
+    return Snap(started, snap, [u for u, _, _ in snap.rows])
 
 
-def _seq_of(db_path: Path) -> dict[str, int]:
+def _stored(db_path: Path) -> list[StoredRow]:
+    """Every (seq, user_id, item_id, timestamp), in seq order, read straight from the file."""
     with sqlite3.connect(db_path) as db:
-        return {u: s for s, u in db.execute("SELECT seq, user_id FROM interactions")}
+        return list(
+            db.execute("SELECT seq, user_id, item_id, timestamp FROM interactions ORDER BY seq")
+        )
 
 
 def test_snapshots_racing_http_ingestion(client: TestClient, tmp_path: Path) -> None:
@@ -95,25 +85,29 @@ def test_snapshots_racing_http_ingestion(client: TestClient, tmp_path: Path) -> 
         w.start()
     snaps: list[Snap] = []
     while any(w.is_alive() for w in writers):
-        snaps.append(_snapshot(store, tmp_path / "snap" / f"{len(snaps)}.csv"))
+        snaps.append(_snapshot(store))
     for w in writers:
         w.join()
-    snaps.append(_snapshot(store, tmp_path / "snap" / "final.csv"))  # the next retrain's
+    snaps.append(_snapshot(store))  # the next retrain's
 
     total = THREADS * BATCHES * ROWS
     accepted = [k for b in batches for k in b.keys]
     assert len(batches) == THREADS * BATCHES and len(set(accepted)) == total
-    seq = _seq_of(settings.feedback_db)
+    stored = _stored(settings.feedback_db)
+    seq = {u: q for q, u, _, _ in stored}
     assert len(seq) == store.count() == total and set(seq) == set(accepted)  # none lost
-    by_seq = sorted(seq, key=seq.__getitem__)
-    mid = [s for s in snaps if 0 < s.info.feedback_rows < total]
+    by_seq = [u for _, u, _, _ in stored]
+    mid = [s for s in snaps if 0 < len(s.keys) < total]
     assert mid, "no snapshot was taken while batches were still arriving"
 
-    prev = SnapshotInfo(0, 0, 0, 0)
+    prev = FeedbackSnapshot([], 0)
     prev_keys: set[str] = set()
     for s in snaps:
-        # a point-in-time prefix: exactly the rows up to its high-water mark, each once
-        assert s.keys == [k for k in by_seq if seq[k] <= s.info.max_seq]
+        # a point-in-time prefix: exactly the store's rows up to its high-water mark, each
+        # once, in seq order
+        assert s.snap.rows == [(u, i, t) for q, u, i, t in stored if q <= s.snap.max_seq]
+        assert s.keys == [k for k in by_seq if seq[k] <= s.snap.max_seq]
+        assert len(set(s.keys)) == len(s.keys)
         # every row acknowledged before the snapshot began is in it
         present = set(s.keys)
         for b in batches:
@@ -122,49 +116,60 @@ def test_snapshots_racing_http_ingestion(client: TestClient, tmp_path: Path) -> 
             if b.acked_at < s.started_at:
                 assert all(inside)
         # what the previous snapshot missed is what this one adds, after the previous mark
-        assert s.info.max_seq >= prev.max_seq and prev_keys <= present
+        assert s.snap.max_seq >= prev.max_seq and prev_keys <= present
+        assert s.snap.rows[: len(prev.rows)] == prev.rows
         added = [k for k in s.keys if k not in prev_keys]
-        assert added == [k for k in by_seq if prev.max_seq < seq[k] <= s.info.max_seq]
-        prev, prev_keys = s.info, present
+        assert added == [k for k in by_seq if prev.max_seq < seq[k] <= s.snap.max_seq]
+        prev, prev_keys = s.snap, present
     final = snaps[-1]
-    assert final.info.feedback_rows == total and sorted(final.keys) == sorted(accepted)
-    assert final.info.max_seq == store.max_seq() and store.rows(after_seq=final.info.max_seq) == []
-
-
-class _InterleavingWriter:
-    """csv.writer stand-in: after the snapshot wrote `trigger`, another batch commits."""
-
-    def __init__(self, f: TextIO, store: FeedbackStore, trigger: str) -> None:
-        self.inner, self.store, self.trigger = CSV_WRITER(f), store, trigger
-        self.written: list[str] = []
-
-    def writerow(self, row: list[object]) -> None:
-        self.inner.writerow(row)
-        self.written.append(str(row[0]))
-        if row[0] == self.trigger:
-            self.store.append([Interaction("late_0", "item_9", 9.0)])
+    assert len(final.keys) == total and sorted(final.keys) == sorted(accepted)
+    assert final.snap.max_seq == store.max_seq() and store.rows(after_seq=final.snap.max_seq) == []
 
 
 def test_snapshot_is_one_read_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A batch committed while the snapshot is being written (after its second row) belongs to
+    """A batch committed while the snapshot is being read (after its second row) belongs to
     the next snapshot, not this one: the store is read at one point in time."""
     store = FeedbackStore(tmp_path / "fb.sqlite")
     store.append([Interaction(f"old_{i}", "item_0", float(i)) for i in range(5)])
-    writers: list[_InterleavingWriter] = []
+    other = FeedbackStore(store.path)  # the API's connection, meanwhile
+    real_rows_after = contract.feedback._rows_after
+    yielded: list[StoredRow] = []
+    committed_after: list[int] = []  # rows the snapshot had read when the late batch committed
+    totals: list[int] = []
 
-    def make_writer(f: TextIO) -> _InterleavingWriter:
-        writers.append(_InterleavingWriter(f, store, trigger="old_1"))
-        return writers[-1]
+    def commit_late_batch() -> None:
+        writer = threading.Thread(
+            target=lambda: totals.append(other.append([Interaction("late_0", "item_9", 9.0)])),
+            daemon=True,
+        )
+        writer.start()
+        writer.join(timeout=20)  # WAL: the writer commits although a read is open
+        assert not writer.is_alive() and totals == [6], "the late batch did not commit"
+        committed_after.append(len(yielded))
 
-    monkeypatch.setattr(csv, "writer", make_writer)
-    info = write_snapshot(tmp_path / "s.csv", [], store)
+    def interleaved(db: sqlite3.Connection, after_seq: int) -> Iterator[StoredRow]:
+        # counted over every call, and checked before each next row is fetched, so a snapshot
+        # read in pages (a query per page) also meets the late batch between two of its reads
+        inner = real_rows_after(db, after_seq)
+        while True:
+            if len(yielded) == 2 and not committed_after:
+                commit_late_batch()
+            row = next(inner, None)
+            if row is None:
+                return
+            yielded.append(row)
+            yield row
+
+    monkeypatch.setattr(contract.feedback, "_rows_after", interleaved)
+    snap = store.snapshot()
     monkeypatch.undo()
-    assert writers[0].written == ["user_id"] + [f"old_{i}" for i in range(5)]
-    assert info == SnapshotInfo(rows=5, base_rows=0, feedback_rows=5, max_seq=5)
+    assert committed_after == [2]  # the batch committed in the middle of the read
+    assert [r[0] for r in yielded] == [1, 2, 3, 4, 5]  # ...which then went on
+    assert snap == FeedbackSnapshot([(f"old_{i}", "item_0", float(i)) for i in range(5)], 5)
     assert store.count() == 6  # the late batch did commit meanwhile
-    assert store.rows(after_seq=info.max_seq) == [("late_0", "item_9", 9.0)]
-    nxt = write_snapshot(tmp_path / "s2.csv", [], store)
-    assert (nxt.feedback_rows, nxt.max_seq) == (6, 6)
+    assert store.rows(after_seq=snap.max_seq) == [("late_0", "item_9", 9.0)]
+    nxt = store.snapshot()
+    assert nxt.rows == snap.rows + [("late_0", "item_9", 9.0)] and nxt.max_seq == 6
 
 
 def test_concurrent_appends_are_whole_and_counted(tmp_path: Path) -> None:
