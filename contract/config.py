@@ -420,7 +420,7 @@ def optional_fields(
     for name, info in TrainConfig.model_fields.items():
         if name in skip:
             continue
-        tp = field_type(name, *narrow.get(name, ())) if constraints else info.annotation
+        tp: Any = field_type(name, *narrow.get(name, ())) if constraints else info.annotation
         out[name] = (tp | None, Field(None, description=info.description))
     return out
 

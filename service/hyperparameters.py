@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic.json_schema import JsonDict
 
 from contract.config import ADAPTIVE_TAU_RULE, optional_fields
 from contract.jobspec import RESERVED_FIELDS
@@ -97,7 +98,7 @@ Hyperparameters = create_model(
 )
 
 #: bpr trains on pairs: TrainConfig refuses sampler "user" with it.
-BPR_NEEDS_PAIRS = {
+BPR_NEEDS_PAIRS: JsonDict = {
     "if": {"required": ["objective"], "properties": {"objective": {"const": "bpr"}}},
     "then": {
         "properties": {"hyperparameters": {"properties": {"sampler": {"not": {"const": "user"}}}}}

@@ -128,7 +128,7 @@ def _hyperparameter_options() -> dict[str, Any]:
         want = want.removesuffix(" or None") if want else want  # None is "auto" here
         help_text = _doc(name) + (f" Expected: {want}." if want and not shown else "")
         if name == "ks":  # --ks 10 20 (and --ks 10,20)
-            tp = CliVariadicArg[tp]
+            tp = CliVariadicArg[tp]  # type: ignore[misc,valid-type]  # a field's type, computed
         fields[name] = (tp, Field(info.default, description=help_text))
     return fields
 
@@ -152,7 +152,9 @@ def _add_argument(parser: Any, *names: str, **kwargs: Any) -> Any:
 def parse_args(argv: list[str] | None = None) -> Any:
     """The TrainOptions of ``argv`` (default ``sys.argv[1:]``); SettingsError for an unknown
     option or a missing --data, ValidationError for a value of the wrong type."""
-    source = CliSettingsSource(TrainOptions, add_argument_method=_add_argument)
+    source: CliSettingsSource[Any] = CliSettingsSource(
+        TrainOptions, add_argument_method=_add_argument
+    )
     args = sys.argv[1:] if argv is None else argv
     return CliApp.run(TrainOptions, cli_args=args, cli_settings_source=source)
 

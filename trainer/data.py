@@ -137,8 +137,9 @@ class Dataset:
         """Build a Dataset from (users, items) row arrays; duplicates removed, pairs sorted."""
         n = len(item_ids)
         empty = (np.empty(0, np.int64), np.empty(0, np.int64))
-        tr_u, tr_i = _canonical_pairs(*train, n)
-        te_u, te_i = _canonical_pairs(*(test if test is not None else empty), n)
+        te = test if test is not None else empty
+        tr_u, tr_i = _canonical_pairs(train[0], train[1], n)
+        te_u, te_i = _canonical_pairs(te[0], te[1], n)
         return cls(name, np.asarray(user_ids), np.asarray(item_ids), tr_u, tr_i, te_u, te_i)
 
     @property

@@ -15,6 +15,7 @@ import scipy.sparse as sp
 import torch
 
 from contract.artifact import LoadedModel
+from contract.config import RecallConvention
 from contract.settings import GateSettings
 from trainer.data import Dataset
 from trainer.evaluate import evaluate
@@ -62,7 +63,7 @@ def decide(
     item_emb: np.ndarray,
     serving: LoadedModel | None,
     cfg: GateSettings,
-    recall_convention: str = "lightgcn",
+    recall_convention: RecallConvention = "lightgcn",
     metric: str = "recall@20",
     *,
     spectrum: dict[str, Any],

@@ -18,14 +18,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
+from tqdm import tqdm
 
 from contract.artifact import ModelArrays, ModelRegistry
 from contract.config import TrainConfig
 from contract.spectrum import embedding_spectrum
 from trainer.data import Dataset, holdout_split
 from trainer.device import pick_device
-from trainer.encoders import MF, LightGCN
+from trainer.encoders import MF, Encoder, LightGCN
 from trainer.evaluate import evaluate
 from trainer.objectives import BatchLoss
 from trainer.optim import build_optimizer
@@ -74,7 +76,9 @@ def spectrum_summary(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def build_encoder(cfg: TrainConfig, train, device: torch.device, generator: torch.Generator):
+def build_encoder(
+    cfg: TrainConfig, train: sp.csr_matrix, device: torch.device, generator: torch.Generator
+) -> MF | LightGCN:
     """The encoder for cfg (initialised from `generator`, a CPU generator) on `device`."""
     m, n = train.shape
     if cfg.encoder == "mf":
@@ -94,7 +98,7 @@ def build_encoder(cfg: TrainConfig, train, device: torch.device, generator: torc
     )
 
 
-def _final_numpy(encoder) -> tuple[np.ndarray, np.ndarray]:
+def _final_numpy(encoder: Encoder) -> tuple[np.ndarray, np.ndarray]:
     with torch.no_grad():
         u, i = encoder.final()
         return (
@@ -103,7 +107,9 @@ def _final_numpy(encoder) -> tuple[np.ndarray, np.ndarray]:
         )
 
 
-def _evaluate(encoder, train, test, cfg: TrainConfig) -> dict[str, float]:
+def _evaluate(
+    encoder: Encoder, train: sp.csr_matrix, test: sp.csr_matrix, cfg: TrainConfig
+) -> dict[str, float]:
     with torch.no_grad():
         u, i = encoder.final()
         return evaluate(u, i, train, test, ks=cfg.ks, recall_convention=cfg.recall_convention)
@@ -153,7 +159,14 @@ def fit(
         torch.set_num_threads(old_threads)
 
 
-def _fit(ds, cfg, device, progress, should_stop, progress_bar) -> TrainResult:
+def _fit(
+    ds: Dataset,
+    cfg: TrainConfig,
+    device: torch.device,
+    progress: ProgressFn | None,
+    should_stop: Callable[[], bool] | None,
+    progress_bar: bool | None,
+) -> TrainResult:
     torch.manual_seed(cfg.seed)
     init_gen = torch.Generator().manual_seed(cfg.seed)
     sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
@@ -295,12 +308,11 @@ def _postfix(loss: float, metrics: dict[str, float], cfg: TrainConfig) -> dict[s
     return out
 
 
-def _progress_bar(total: int, enabled: bool | None):
+def _progress_bar(total: int, enabled: bool | None) -> tqdm | None:
     if enabled is None:
         enabled = sys.stderr.isatty()
     if not enabled:
         return None
-    from tqdm import tqdm
 
     return tqdm(total=total, unit="epoch", file=sys.stderr, dynamic_ncols=True)
 

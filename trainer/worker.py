@@ -46,6 +46,8 @@ LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 class WorkerSettings(HomeSettings, GateSettings):
     """The worker's configuration: the shared settings, the gate, and its own below."""
 
+    model_config = HomeSettings.model_config
+
     dataset: str = "default"
     """Dataset under ``<home>/data`` that retrain jobs train on unless a job names one."""
     heartbeat_interval_s: float = Field(2.0, gt=0)
@@ -222,7 +224,8 @@ def run_job(
             )
             log.warning("job %s rejected: %s", job.id, gate.reasons)
             return
-        if store.get(job.id).state != "running":  # reaped or cancelled meanwhile
+        current = store.get(job.id)
+        if current is None or current.state != "running":  # reaped or cancelled meanwhile
             return
         version = publish_result(
             result, ds, cfg, registry, keep=settings.keep_versions, extra={"ingested": ingested}

@@ -51,7 +51,7 @@ class RetrainRequest(BaseModel):
     objective: Objective | None = None
     """TrainConfig.objective (default directspec+); picks the tuned defaults that the other
     fields override."""
-    epochs: field_type("epochs") | None = None
+    epochs: field_type("epochs") | None = None  # type: ignore[valid-type]  # TrainConfig's
     """TrainConfig.epochs (``hyperparameters.epochs`` wins)."""
     dataset: Annotated[str, Field(pattern=DATASET_PATTERN)] | None = None
     """A dataset directory under ``$SPECREC_HOME/data`` (default: the configured one); the
