@@ -13,17 +13,14 @@ exactly the rows with ``seq <= max_seq``, and ``rows(after_seq=max_seq)`` are th
 from __future__ import annotations
 
 import math
-import re
 import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from contract.ids import ID_RULE, is_valid_id
 from contract.sqlite_store import connect, init_db, read_transaction, write_transaction
-
-ID_PATTERN = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
-ID_RULE = "1-128 characters from A-Z a-z 0-9 _ . : @ -"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS interactions (
@@ -47,7 +44,7 @@ def row_problem(row: Interaction) -> str | None:
     """Why this row is unacceptable, or None."""
     for field in ("user_id", "item_id"):
         value = getattr(row, field)
-        if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+        if not is_valid_id(value):
             return f"{field} {value!r} is not a valid id ({ID_RULE})"
     ts = row.timestamp
     if ts is not None and (not isinstance(ts, int | float) or not math.isfinite(ts) or ts < 0):

@@ -6,32 +6,21 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, StringConstraints, WithJsonSchema
 
-from contract import feedback
+from contract.ids import ID_MAX_LEN, ID_PATTERN, ID_RULE
 from service.errors import ErrorBody
 
-# ---- ids: one definition for bodies (pydantic), hand-parsed paths/queries and OpenAPI ----------
-ID_MAX_LEN = 256
-ID_FORBIDDEN = r"\x00-\x1f\x7f"
-"""Control characters (a regex class body): an id is 1-ID_MAX_LEN characters of any other text."""
-ID_PATTERN = rf"^[^{ID_FORBIDDEN}]+$"
+# ---- ids (contract.ids): bodies (pydantic), hand-parsed paths/queries and OpenAPI -------------
 ID_SCHEMA: dict[str, Any] = {
     "type": "string",
     "minLength": 1,
     "maxLength": ID_MAX_LEN,
     "pattern": ID_PATTERN,
+    "description": f"A user or item id: {ID_RULE}",
 }
-"""OpenAPI schema of a user or item id of the served model (ExternalId)."""
+"""OpenAPI schema of a user or item id (ExternalId), served or ingested."""
 ExternalId = Annotated[
     str, StringConstraints(strict=True, min_length=1, max_length=ID_MAX_LEN, pattern=ID_PATTERN)
 ]
-
-INGEST_ID_PATTERN = f"^{feedback.ID_PATTERN.pattern}$"
-INGEST_ID_SCHEMA: dict[str, Any] = {
-    "type": "string",
-    "pattern": INGEST_ID_PATTERN,
-    "description": f"An id of an ingested interaction: {feedback.ID_RULE}",
-}
-"""OpenAPI schema of the ids POST /interactions stores (contract.feedback validates them)."""
 
 # ---- integers of strict JSON bodies --------------------------------------------------------
 JSON_INT_MAX = 2**53 - 1

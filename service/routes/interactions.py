@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from contract.feedback import FeedbackStore, Interaction, row_problem
 from service.auth import HOW_TO_ENABLE
 from service.errors import AuthError, ErrorStatus, InvalidRequest, ServiceError, error_responses
-from service.schemas import INGEST_ID_SCHEMA
+from service.schemas import ID_SCHEMA
 from service.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="ADMIN_TOKEN or SPECREC_INGEST_TOKEN")
@@ -88,8 +88,8 @@ def request_schema(max_rows: int) -> dict[str, Any]:
         "additionalProperties": False,
         "required": ["user_id", "item_id"],
         "properties": {
-            "user_id": INGEST_ID_SCHEMA,
-            "item_id": INGEST_ID_SCHEMA,
+            "user_id": ID_SCHEMA,
+            "item_id": ID_SCHEMA,
             "timestamp": {
                 "anyOf": [
                     {"type": "number", "minimum": 0, "maximum": MAX_TIMESTAMP},
@@ -137,8 +137,9 @@ def build_router(settings: Settings) -> APIRouter:
     )
     async def ingest(body: Annotated[Any, Body()]) -> dict[str, int]:
         """Body ``{"interactions": [{"user_id", "item_id", "timestamp"?}, ...]}``: ids are
-        1-128 characters from ``A-Za-z0-9_.:@-``; timestamp is unix seconds (default: now).
-        All rows or none: one bad row rejects the batch with every bad row's index."""
+        1-256 characters without control characters (contract.ids); timestamp is unix seconds
+        (default: now). All rows or none: one bad row rejects the batch with every bad row's
+        index."""
         if not isinstance(body, dict) or set(body) != {"interactions"}:
             raise InvalidRequest(
                 'body must be an object with exactly one key, "interactions"',

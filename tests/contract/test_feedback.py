@@ -13,8 +13,8 @@ from contract.feedback import FeedbackSnapshot, FeedbackStore, Interaction, row_
 def test_append_all_or_nothing(tmp_path: Path) -> None:
     store = FeedbackStore(tmp_path / "fb.sqlite")
     assert store.append([Interaction("u1", "i1", 10.0), Interaction("u1", "i2")]) == 2
-    with pytest.raises(ValueError, match=r"^row 1: item_id 'bad,id' is not a valid id"):
-        store.append([Interaction("u2", "i1", 1.0), Interaction("u2", "bad,id", 2.0)])
+    with pytest.raises(ValueError, match=r"^row 1: item_id 'bad\\x00id' is not a valid id"):
+        store.append([Interaction("u2", "i1", 1.0), Interaction("u2", "bad\x00id", 2.0)])
     assert store.count() == 2  # the bad batch left nothing behind
     rows = store.rows()
     assert rows[0] == ("u1", "i1", 10.0)
@@ -25,7 +25,7 @@ def test_append_all_or_nothing(tmp_path: Path) -> None:
     ("row", "reason"),
     [
         (Interaction("", "i"), "user_id '' is not a valid id"),
-        (Interaction("u" * 129, "i"), "is not a valid id"),
+        (Interaction("u" * 257, "i"), "is not a valid id"),
         (Interaction("u", "i\n"), "item_id 'i\\n' is not a valid id"),
         (Interaction("u", "i", float("nan")), "timestamp nan must be a finite number"),
         (Interaction("u", "i", -1.0), "timestamp -1.0 must be a finite number"),
@@ -42,7 +42,7 @@ def test_snapshot_rows_and_high_water_mark(tmp_path: Path) -> None:
     assert store.snapshot() == FeedbackSnapshot([], 0)
     store.append([Interaction("user_0", "item_1", 1.0)])
     with pytest.raises(ValueError):  # a rejected batch adds nothing
-        store.append([Interaction("user_9", "item_9", 1.0), Interaction("bad,id", "item_9")])
+        store.append([Interaction("user_9", "item_9", 1.0), Interaction("bad\x00id", "item_9")])
     store.append([Interaction("user_1", "item_2"), Interaction("new_user", "item_3", 5)])
     with sqlite3.connect(store.path) as db:
         ((stored_ts, ingested_at),) = db.execute(

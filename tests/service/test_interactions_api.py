@@ -52,7 +52,7 @@ def test_bad_rows_reject_the_batch_with_indices(api: TestClient) -> None:
     )
     rows = [
         {"user_id": "ok", "item_id": "fine"},
-        {"user_id": "bad id", "item_id": "x"},
+        {"user_id": "bad\tid", "item_id": "x"},
         {"user_id": "u"},
         {"user_id": "u", "item_id": "i", "rating": 5},
         {"user_id": "u", "item_id": "i", "timestamp": "yesterday"},
@@ -64,7 +64,7 @@ def test_bad_rows_reject_the_batch_with_indices(api: TestClient) -> None:
     assert r.status_code == 422
     err = r.json()["error"]
     assert err["code"] == "validation_error"
-    assert err["message"].startswith("row 1: user_id 'bad id' is not a valid id")
+    assert err["message"].startswith("row 1: user_id 'bad\\tid' is not a valid id")
     assert "nothing was stored" in err["message"]
     assert [d["index"] for d in err["details"]] == [1, 2, 3, 4]
     assert "missing field(s) ['item_id']" in err["details"][1]["reason"]

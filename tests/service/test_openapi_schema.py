@@ -260,9 +260,10 @@ def test_query_integers_are_ascii_digits(client, value: str, status: int) -> Non
         ({"user_id": "u", "item_id": "i", "timestamp": MAX_TIMESTAMP + 1}, False),
         ({"user_id": "u", "item_id": "i", "timestamp": 10**400}, False),
         ({"user_id": "u", "item_id": "i", "timestamp": -1}, False),
-        ({"user_id": "u:1@x.y-z_", "item_id": "i" * 128}, True),
-        ({"user_id": "u", "item_id": "i" * 129}, False),
-        ({"user_id": "u v", "item_id": "i"}, False),
+        ({"user_id": "u:1@x.y-z_ with spaces, é", "item_id": "i" * 256}, True),
+        ({"user_id": "u", "item_id": "i" * 257}, False),
+        ({"user_id": "u\tv", "item_id": "i"}, False),
+        ({"user_id": "u\n", "item_id": "i"}, False),
         ({"user_id": 5, "item_id": "i"}, False),
     ],
 )
