@@ -22,6 +22,9 @@ ExternalId = Annotated[
     str, StringConstraints(strict=True, min_length=1, max_length=ID_MAX_LEN, pattern=ID_PATTERN)
 ]
 
+Verdict = Literal["healthy", "partial collapse", "collapsed"]
+"""The spectrum verdict of one side (service/spectrum_view.py decides it)."""
+
 # ---- integers of strict JSON bodies --------------------------------------------------------
 JSON_INT_MAX = 2**53 - 1
 """The largest integer every JSON reader holds exactly (and JSON Schema validators compare)."""
@@ -148,12 +151,12 @@ class SideSpectrum(SpectrumStats):
     rows: int
     raw: SpectrumStats
     """The same statistics for the raw (un-normalised) embedding table."""
-    verdict: Literal["healthy", "partial collapse", "collapsed"]
+    verdict: Verdict
 
 
 class ModelSpectrum(BaseModel):
     model_version: str
-    verdict: Literal["healthy", "partial collapse", "collapsed"]
+    verdict: Verdict
     """The worse of the users' and items' verdicts."""
     users: SideSpectrum
     items: SideSpectrum

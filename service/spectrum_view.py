@@ -14,12 +14,12 @@ A random Gaussian table has ratio ≈ 0.9 or more; see docs/method.md#spectrum-a
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any
 from xml.sax.saxutils import escape
 
+from service.schemas import Verdict
 from service.serving import SpectrumSnapshot
 
-Verdict = Literal["healthy", "partial collapse", "collapsed"]
 _ORDER: dict[str, int] = {"healthy": 0, "partial collapse": 1, "collapsed": 2}
 
 

@@ -10,7 +10,7 @@ watcher then hot-swaps to the new version.
 import pathlib
 import re
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from contract.config import ConfigError, Encoder, Objective, TrainConfig, field_type
-from contract.jobs import Job, JobStore
+from contract.jobs import Job, JobState, JobStore
 from contract.jobspec import TRAIN_CONFIG_KEY, train_config_for_job
 from service.auth import ADMIN_ERRORS, AdminDep
 from service.errors import InvalidRequest, ServiceError, error_responses
@@ -66,7 +66,7 @@ class JobView(BaseModel):
     model_config = ConfigDict(use_attribute_docstrings=True)
 
     job_id: str
-    state: Literal["queued", "running", "succeeded", "failed", "rejected", "cancelled"]
+    state: JobState
     status_url: str
     params: dict[str, Any]
     """The request as queued (RetrainRequest, nulls left out)."""
