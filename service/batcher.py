@@ -124,9 +124,9 @@ class SearchBatcher:
             except queue.Empty:
                 break
             if isinstance(item, _Job):
-                err = RuntimeError("search worker stopped")
+                failed: list[Outcome] = [(item.future, RuntimeError("search worker stopped"))]
                 try:
-                    item.loop.call_soon_threadsafe(_deliver, [(item.future, err)])
+                    item.loop.call_soon_threadsafe(_deliver, failed)
                 except RuntimeError:
                     pass
 

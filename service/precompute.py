@@ -1,10 +1,12 @@
 """Per-user top-K lists computed when a model loads, so common requests skip the search.
 
 A model is immutable, so each user's best K unseen items are fixed for its lifetime. Computing
-them once (batched, on the loader thread, off the request path) turns
-``GET /recommend/{user}?k<=K`` into an array lookup on the event loop, leaving the CPU to the
-HTTP work (bench/serve_http.py measures both ways). Answers are the same as the search path's:
-the lists come from the same index with the same exclusion and ordering.
+them once (batched, on the loader thread, off the request path) turns a recommendation with
+k <= K and seen items excluded (``GET /recommend/{user}``, and each user of ``POST /recommend``)
+into an array lookup on the event loop, leaving the CPU to the HTTP work (bench/serve_http.py
+measures both ways). ``ServingModel.recommend`` decides when a list answers. Answers are the
+same as the search path's: the lists come from the same index with the same exclusion and
+ordering, and a top-k is a prefix of the top-K (service.topk breaks ties at the cut by row).
 
 A list also answers requests with an extra ``exclude`` as long as k items survive the filter,
 or when the list already holds every unseen item (then nothing else could qualify).

@@ -7,19 +7,68 @@ changes the model under a request that has started.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from contract.artifact import LoadedModel, ModelArrays
 from contract.spectrum import embedding_spectrum
-from service.index import IndexConfig, ItemIndex, build_index
+from service.index import ItemIndex, build_index
 from service.precompute import TopLists, precompute
+from service.schemas import Fallback
+from service.settings import IndexSettings
 from service.topk import Ranked, order
 
 _NO_ROWS = np.empty(0, dtype=np.int64)
+_NO_SCORES = np.empty(0, dtype=np.float32)
+
+Source = Literal["precomputed", "search", "fallback"]
+"""What answered a recommendation: the user's precomputed list (a lookup), an index search, or
+a fallback for a user the model does not know (``Answer.fallback`` says which)."""
+
+Search = Callable[
+    [ItemIndex, np.ndarray, Sequence[int], Sequence[np.ndarray]], Awaitable[list[Ranked]]
+]
+"""``(index, queries (q, d), ks, banned) -> q results``: how the model's searches run, e.g.
+``SearchBatcher.search`` (the service: off the event loop, batched) or ``search_inline``."""
+
+
+async def search_inline(
+    index: ItemIndex, queries: np.ndarray, ks: Sequence[int], banned: Sequence[np.ndarray]
+) -> list[Ranked]:
+    """A ``Search`` on the calling thread (tests, scripts; the service uses its batcher)."""
+    return index.search(queries, ks, banned)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One ranked answer: item rows and scores, best first, and what produced them."""
+
+    rows: np.ndarray  # (<= k,) int64 item rows
+    scores: np.ndarray  # (<= k,) float32: inner products, or interaction counts for "popular"
+    source: Source | None  # None: the user (item) is not in the model and no fallback was asked
+    fallback: Fallback | None = None  # the fallback that answered (source "fallback")
+
+    @property
+    def answered(self) -> bool:
+        return self.source is not None
+
+    @property
+    def ranked(self) -> Ranked:
+        return self.rows, self.scores
+
+
+_UNANSWERED = Answer(_NO_ROWS, _NO_SCORES, None)
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendations:
+    """``ServingModel.recommend``'s result: one answer per requested user, in request order."""
+
+    answers: list[Answer]
+    unknown_exclude: list[str]  # ids of `exclude` not in the catalogue (ignored), in order
 
 
 @dataclass(frozen=True)
@@ -55,7 +104,7 @@ class ServingModel:
 
     @classmethod
     def build(
-        cls, loaded: LoadedModel, config: IndexConfig, version: str | None = None
+        cls, loaded: LoadedModel, config: IndexSettings, version: str | None = None
     ) -> ServingModel:
         """Index the items and compute the spectrum (seconds for big catalogues: off the
         request path). `version`: the registry's name for it (default: the manifest's)."""
@@ -86,6 +135,79 @@ class ServingModel:
             loaded_unix=time.time(),
             build_seconds=time.perf_counter() - t0,
         )
+
+    # ---- answers -------------------------------------------------------------------------
+    async def recommend(
+        self,
+        user_ids: Sequence[str],
+        k: int,
+        *,
+        exclude: Sequence[str] = (),
+        exclude_seen: bool = True,
+        fallback: Fallback | None = None,
+        search: Search,
+    ) -> Recommendations:
+        """Top-k items for each user (one user: a sequence of one), the one place that decides
+        what answers a recommendation:
+
+        - a known user's precomputed list (``top_lists``), when it provably holds the answer:
+          k within the list's K, seen items excluded (the lists hold unseen items only), and
+          k items left after `exclude`, or the list holds every unseen item. A top-k is a
+          prefix of the top-K in the same order (service.topk), so the items are the search's
+          (for an approximate index: its answer for K, which may differ from its answer for k);
+        - else an index search through `search`: one call for all users the lists cannot
+          answer, excluding each user's training items (`exclude_seen`) and `exclude`;
+        - an unknown user gets ``fallback="popular"``'s most popular items not in `exclude`,
+          else an unanswered ``Answer`` (source None): the caller reports it.
+
+        `exclude`: item ids banned for every user; ids not in the catalogue are ignored and
+        listed in ``unknown_exclude``. Like implicit's ``recommend(userid, user_items, N,
+        filter_already_liked_items, filter_items)`` with external ids and async search.
+        """
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        if fallback not in (None, "popular"):
+            raise ValueError(f"unknown fallback {fallback!r}, expected 'popular' or None")
+        excl, unknown = self.item_rows_of(exclude) if exclude else (_NO_ROWS, [])
+        lists = self.top_lists if exclude_seen else None
+        answers: list[Answer] = []
+        to_search: list[tuple[int, int]] = []  # (position in user_ids, user row)
+        for i, user_id in enumerate(user_ids):
+            row = self.user_rows.get(user_id)
+            if row is None:
+                if fallback == "popular":
+                    rows, scores = self.popular(k, excl)
+                    answers.append(Answer(rows, scores, "fallback", "popular"))
+                else:
+                    answers.append(_UNANSWERED)
+                continue
+            found = lists.answer(row, k, excl) if lists is not None else None
+            if found is not None:
+                answers.append(Answer(found[0], found[1], "precomputed"))
+            else:
+                answers.append(_UNANSWERED)  # replaced below
+                to_search.append((i, row))
+        if to_search:
+            rows = np.fromiter((r for _, r in to_search), dtype=np.int64, count=len(to_search))
+            banned = [self.banned_rows(r, exclude_seen, excl) for _, r in to_search]
+            found_all = await search(
+                self.index, self.arrays.user_emb[rows], [k] * len(to_search), banned
+            )
+            for (i, _), (r, sc) in zip(to_search, found_all, strict=True):
+                answers[i] = Answer(r, sc, "search")
+        return Recommendations(answers, unknown)
+
+    async def similar(self, item_id: str, k: int, *, search: Search) -> Answer:
+        """The k items nearest to `item_id` by inner product of item embeddings, never the item
+        itself; unanswered (source None) when the item is not in the catalogue."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        row = self.item_rows.get(item_id)
+        if row is None:
+            return _UNANSWERED
+        query = self.arrays.item_emb[row : row + 1]
+        (found,) = await search(self.index, query, (k,), (np.asarray([row], dtype=np.int64),))
+        return Answer(found[0], found[1], "search")
 
     # ---- lookups -------------------------------------------------------------------------
     def item_rows_of(self, ids: Iterable[str]) -> tuple[np.ndarray, list[str]]:

@@ -1,8 +1,11 @@
 """Top-k selection with excluded rows: pure numpy functions used by every search backend.
 
-Order contract: results are sorted by score descending, ties broken by item row ascending. When
-several items tie at the k-th score, which of them make the cut is unspecified (any of them is a
-correct top-k).
+Order contract of ``select_topk`` (the numpy path): the first k items of the total order
+(score descending, row ascending), so items tied at the k-th score make the cut lowest row first.
+A top-k is then a prefix of any top-K (k <= K) of the same scores, which is what lets a
+precomputed top-K list answer a top-k request with exactly the search's items
+(service.serving.ServingModel.recommend). ``filter_ranked`` (FAISS) sorts what FAISS returns the
+same way, but which of several items tied at the k-th score FAISS returns is up to FAISS.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def select_topk(scores: np.ndarray, k: int, banned: np.ndarray) -> Ranked:
     elif n >= _SAMPLE_STRIDE * 4 * k:
         rows = _topk_by_threshold(scores, k)
     else:
-        rows = np.argpartition(scores, n - k)[n - k :]
+        rows = _top_positions(scores, k)
     return order(rows, scores[rows])
 
 
@@ -55,9 +58,22 @@ def _topk_by_threshold(scores: np.ndarray, k: int) -> np.ndarray:
     m = len(sample)
     bound = np.partition(sample, m - k)[m - k]
     if not np.isfinite(bound):  # the sample is mostly banned rows (-inf): no useful bound
-        return np.argpartition(scores, len(scores) - k)[len(scores) - k :]
-    cand = np.flatnonzero(scores >= bound)
-    return cand[np.argpartition(scores[cand], len(cand) - k)[len(cand) - k :]]
+        return _top_positions(scores, k)
+    cand = np.flatnonzero(scores >= bound)  # ascending, and holds every row tied at the cut
+    return cand[_top_positions(scores[cand], k)]
+
+
+def _top_positions(values: np.ndarray, k: int) -> np.ndarray:
+    """Unordered positions of the k largest values (0 < k < len), the lowest positions first
+    among values tied at the k-th: one comparison over `values` beyond the argpartition."""
+    m = len(values)
+    part = np.argpartition(values, m - k)
+    kth = values[part[m - k]]
+    # more than k values reach the k-th: ties at the cut, which argpartition picks arbitrarily
+    if np.count_nonzero(values >= kth) <= k or kth == -np.inf:  # (<: NaN; -inf: banned rows)
+        return part[m - k :]
+    above = np.flatnonzero(values > kth)
+    return np.concatenate((above, np.flatnonzero(values == kth)[: k - len(above)]))
 
 
 def filter_ranked(rows: np.ndarray, scores: np.ndarray, k: int, banned: np.ndarray) -> Ranked:

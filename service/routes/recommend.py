@@ -3,15 +3,17 @@
 # No `from __future__ import annotations`: FastAPI must see the closure values (settings)
 # used in the parameter annotations.
 
-from typing import Annotated, Any
+from collections import Counter
+from collections.abc import Sequence
+from typing import Annotated, Any, get_args
 
-import numpy as np
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.context import AppContext
 from service.errors import UnknownUser, error_responses
 from service.jsonresp import FastJSONResponse
+from service.metrics import ServiceMetrics
 from service.routes._params import (
     openapi_id_list,
     openapi_path_id,
@@ -23,11 +25,20 @@ from service.routes._params import (
     query_int,
 )
 from service.schemas import BatchRecommendResponse, Fallback, JsonId, RecommendResponse, json_int
-from service.serving import ServingModel
+from service.serving import Answer
 from service.settings import Settings
-from service.topk import Ranked
 
-_NO_ROWS = np.empty(0, dtype=np.int64)
+FALLBACKS: tuple[Fallback, ...] = get_args(Fallback)  # ("popular",)
+
+
+def count_answers(metrics: ServiceMetrics, answers: Sequence[Answer]) -> None:
+    """The one place recommendation answers are counted: by source (precomputed, search,
+    fallback) and by fallback kind. Unanswered users (unknown, no fallback) are not answers."""
+    for (source, fallback), n in Counter((a.source, a.fallback) for a in answers).items():
+        if source is not None:
+            metrics.answers.labels(source).inc(n)
+        if fallback is not None:
+            metrics.fallbacks.labels(fallback).inc(n)
 
 
 def build_router(settings: Settings) -> APIRouter:
@@ -41,21 +52,13 @@ def build_router(settings: Settings) -> APIRouter:
 
         user_ids: Annotated[list[JsonId], Field(min_length=1, max_length=settings.max_batch_users)]
         """Users to answer, in order; unknown ones are reported per user (the batch succeeds)."""
-        k: json_int(1, max_k) = default_k
+        k: json_int(1, max_k) = default_k  # type: ignore[valid-type]  # an Annotated int
         exclude_seen: bool = True
         """Drop each user's training items."""
         exclude: Annotated[list[JsonId], Field(max_length=settings.max_exclude)] = []
         """Item ids excluded for every user; unknown ids are ignored and listed back."""
         fallback: Fallback | None = None
         """``popular``: answer unknown users with the most popular items instead of an error."""
-
-    def _rows_of_exclude(model: ServingModel, ids: list[str]) -> tuple[np.ndarray, list[str]]:
-        return model.item_rows_of(ids) if ids else (_NO_ROWS, [])
-
-    def _fallback(ctx: AppContext, model: ServingModel, k: int, banned: np.ndarray) -> Ranked:
-        ctx.metrics.fallbacks.labels("popular").inc()
-        ctx.metrics.answers.labels("fallback").inc()
-        return model.popular(k, banned)
 
     recommend_params = [
         openapi_query(
@@ -89,38 +92,32 @@ def build_router(settings: Settings) -> APIRouter:
         k = query_int(qp, "k", default_k, 1, max_k)
         exclude_seen = query_bool(qp, "exclude_seen", True)
         exclude = query_id_list(qp, "exclude", settings.max_exclude)
-        fallback = query_choice(qp, "fallback", ("popular",))
+        fallback = query_choice(qp, "fallback", FALLBACKS)
         ctx: AppContext = request.app.state.ctx
         model = ctx.state.require()  # the one read of the serving model for this request
-        excl, unknown_excl = _rows_of_exclude(model, exclude)
-        row = model.user_rows.get(user_id)
-        used_fallback = None
-        if row is None:
-            if fallback != "popular":
-                raise UnknownUser(
-                    f"unknown user_id {user_id!r} (add fallback=popular for popular items)"
-                )
-            ranked, used_fallback = _fallback(ctx, model, k, excl), "popular"
-        else:
-            lists = model.top_lists
-            found = lists.answer(row, k, excl) if lists is not None and exclude_seen else None
-            if found is not None:
-                ranked = found  # a lookup: no search, no thread hop
-                ctx.metrics.answers.labels("precomputed").inc()
-            else:
-                banned = model.banned_rows(row, exclude_seen, excl)
-                query = model.arrays.user_emb[row : row + 1]
-                (ranked,) = await ctx.batcher.search(model.index, query, (k,), (banned,))
-                ctx.metrics.answers.labels("search").inc()
+        recs = await model.recommend(
+            (user_id,),
+            k,
+            exclude=exclude,
+            exclude_seen=exclude_seen,
+            fallback=fallback,
+            search=ctx.batcher.search,
+        )
+        (answer,) = recs.answers
+        if not answer.answered:
+            raise UnknownUser(
+                f"unknown user_id {user_id!r} (add fallback=popular for popular items)"
+            )
+        count_answers(ctx.metrics, recs.answers)
         return FastJSONResponse(
             {
                 "user_id": user_id,
                 "model_version": model.version,
                 "k": k,
-                "items": model.items_json(ranked),
-                "fallback": used_fallback,
+                "items": model.items_json(answer.ranked),
+                "fallback": answer.fallback,
                 "exact": model.index.exact,
-                "unknown_exclude": unknown_excl,
+                "unknown_exclude": recs.unknown_exclude,
             }
         )
 
@@ -135,27 +132,24 @@ def build_router(settings: Settings) -> APIRouter:
         own entry; the other users are answered normally."""
         ctx: AppContext = request.app.state.ctx
         model = ctx.state.require()
-        excl, unknown_excl = _rows_of_exclude(model, body.exclude)
-        rows = [model.user_rows.get(u) for u in body.user_ids]
-        known = [i for i, r in enumerate(rows) if r is not None]
-        answers: dict[int, Ranked] = {}
-        if known:
-            user_rows = np.asarray([rows[i] for i in known], dtype=np.int64)
-            banned = [model.banned_rows(rows[i], body.exclude_seen, excl) for i in known]
-            found = await ctx.batcher.search(
-                model.index, model.arrays.user_emb[user_rows], [body.k] * len(known), banned
-            )
-            answers = dict(zip(known, found, strict=True))
+        recs = await model.recommend(
+            body.user_ids,
+            body.k,
+            exclude=body.exclude,
+            exclude_seen=body.exclude_seen,
+            fallback=body.fallback,
+            search=ctx.batcher.search,
+        )
+        count_answers(ctx.metrics, recs.answers)
         results = []
-        for i, user_id in enumerate(body.user_ids):
-            entry: dict[str, Any] = {"user_id": user_id, "fallback": None, "error": None}
-            if i in answers:
-                entry["items"] = model.items_json(answers[i])
-            elif body.fallback == "popular":
-                entry["items"] = model.items_json(_fallback(ctx, model, body.k, excl))
-                entry["fallback"] = "popular"
-            else:
-                entry["items"] = []
+        for user_id, answer in zip(body.user_ids, recs.answers, strict=True):
+            entry: dict[str, Any] = {
+                "user_id": user_id,
+                "items": model.items_json(answer.ranked),
+                "fallback": answer.fallback,
+                "error": None,
+            }
+            if not answer.answered:
                 entry["error"] = {"code": "unknown_user", "message": f"unknown user_id {user_id!r}"}
             results.append(entry)
         return FastJSONResponse(
@@ -164,7 +158,7 @@ def build_router(settings: Settings) -> APIRouter:
                 "k": body.k,
                 "exact": model.index.exact,
                 "results": results,
-                "unknown_exclude": unknown_excl,
+                "unknown_exclude": recs.unknown_exclude,
             }
         )
 

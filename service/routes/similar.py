@@ -3,7 +3,6 @@
 # No `from __future__ import annotations`: FastAPI must see the closure values (settings)
 # used in the parameter annotations.
 
-import numpy as np
 from fastapi import APIRouter, Request
 
 from service.context import AppContext
@@ -40,19 +39,16 @@ def build_router(settings: Settings) -> APIRouter:
         k = query_int(request.query_params, "k", settings.default_k, 1, settings.max_k)
         ctx: AppContext = request.app.state.ctx
         model = ctx.state.require()
-        row = model.item_rows.get(item_id)
-        if row is None:
+        answer = await model.similar(item_id, k, search=ctx.batcher.search)
+        if not answer.answered:
             raise UnknownItem(f"unknown item_id {item_id!r}")
-        query = model.arrays.item_emb[row : row + 1]
-        banned = np.asarray([row], dtype=np.int64)
-        (ranked,) = await ctx.batcher.search(model.index, query, (k,), (banned,))
         return FastJSONResponse(
             {
                 "item_id": item_id,
                 "model_version": model.version,
                 "k": k,
                 "exact": model.index.exact,
-                "items": model.items_json(ranked),
+                "items": model.items_json(answer.ranked),
             }
         )
 

@@ -8,8 +8,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.index import IndexConfig, NumpyExactIndex, build_index
+from service.index import NumpyExactIndex, build_index
 from service.precompute import precompute
+from service.settings import IndexSettings
 from tests.service.modelkit import make_model, publish
 
 
@@ -55,7 +56,7 @@ def test_a_complete_list_answers_short_when_few_items_remain():
 
 def test_approximate_lists_are_never_complete():
     model = make_model(n_users=10, n_items=400, max_seen=3)
-    index = build_index(model.arrays.item_emb, IndexConfig(kind="ivf", use_gpu=False))
+    index = build_index(model.arrays.item_emb, IndexSettings(index_kind="ivf", use_gpu=False))
     lists = precompute(index, model.arrays, k=400)
     assert not lists.complete.any()
 

@@ -233,8 +233,39 @@ def test_batch_uses_one_search_for_all_users(client, model):
     batcher = client.app.state.ctx.batcher
     before = batcher.batches
     users = [f"u{i}" for i in range(model.arrays.n_users)]
-    assert client.post("/recommend", json={"user_ids": users, "k": 5}).status_code == 200
+    # exclude_seen=false: the precomputed lists (unseen items only) cannot answer, all search
+    body = {"user_ids": users, "k": 5, "exclude_seen": False}
+    assert client.post("/recommend", json=body).status_code == 200
     assert batcher.batches == before + 1
+
+
+def test_batch_answers_from_the_precomputed_lists_with_get_items(client, model):
+    """POST /recommend looks up what the lists answer (no search), with GET's very items, and
+    the answer-source counter counts each user of the batch once."""
+    n = model.arrays.n_users
+    users = [f"u{i}" for i in range(n)]
+    batcher = client.app.state.ctx.batcher
+    before = batcher.batches
+    r = client.post(
+        "/recommend", json={"user_ids": [*users, "ghost"], "k": 10, "fallback": "popular"}
+    )
+    assert r.status_code == 200 and batcher.batches == before
+    results = r.json()["results"]
+    for x, user in zip(results, users, strict=False):
+        assert x["items"] == client.get(f"/recommend/{user}?k=10").json()["items"]
+        assert x["fallback"] is None and x["error"] is None
+    assert results[-1]["fallback"] == "popular"
+    assert batcher.batches == before  # the GETs were lookups too
+    lines = set(client.get("/metrics").text.splitlines())
+    assert f'specrec_recommend_answers_total{{source="precomputed"}} {2.0 * n}' in lines
+    assert 'specrec_recommend_answers_total{source="fallback"} 1.0' in lines
+    assert 'specrec_fallback_total{kind="popular"} 1.0' in lines
+    assert not [ln for ln in lines if 'source="search"' in ln]
+    # the lists hold unseen items only: exclude_seen=false is searched, and counted so
+    body = {"user_ids": users[:3], "k": 10, "exclude_seen": False}
+    assert client.post("/recommend", json=body).status_code == 200
+    assert batcher.batches == before + 1
+    assert 'specrec_recommend_answers_total{source="search"} 3.0' in client.get("/metrics").text
 
 
 def test_batch_fallback_exclude_and_exclude_seen(client, model):
