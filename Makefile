@@ -32,7 +32,8 @@ help:
 	@echo "make run      create .venv, install, build the default model if needed, start API + worker"
 	@echo "make test     create .venv, install dev deps, ruff check + format check + pytest"
 	@echo "make lint     ruff check, ruff format --check, deptry (every import declared),"
-	@echo "              lint-imports (contract <- trainer, contract <- service; no torch in service)"
+	@echo "              lint-imports (contract <- trainer, contract <- service; no torch in service),"
+	@echo "              mypy (contract, trainer, service)"
 	@echo "make format   ruff format and ruff check --fix"
 	@echo "make clean    remove .venv, caches and build outputs (keeps ./var: data and models)"
 
@@ -87,6 +88,7 @@ lint: install
 	"$(VENV)/bin/ruff" format --check .
 	"$(VENV)/bin/deptry" .
 	"$(VENV)/bin/lint-imports"
+	"$(VENV)/bin/mypy"
 
 format: install
 	"$(VENV)/bin/ruff" format .

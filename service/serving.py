@@ -80,10 +80,28 @@ class SpectrumSnapshot:
     rows: dict[str, int]  # {"users": m, "items": n, "all": m + n}
 
     @classmethod
-    def of(cls, version: str, user_emb: np.ndarray, item_emb: np.ndarray) -> SpectrumSnapshot:
-        m, n = len(user_emb), len(item_emb)
-        rows = {"users": m, "items": n, "all": m + n}
-        return cls(version, embedding_spectrum(user_emb, item_emb), rows)
+    def of(cls, loaded: LoadedModel, version: str | None = None) -> SpectrumSnapshot:
+        """The spectrum the trainer computed once and wrote into the manifest; computed here
+        only for an artifact published without one (or an older, incomplete one)."""
+        a = loaded.arrays
+        rows = {"users": a.n_users, "items": a.n_items, "all": a.n_users + a.n_items}
+        stored = loaded.manifest.get("spectrum")
+        if _is_full_spectrum(stored):
+            return cls(version or loaded.version, stored, rows)
+        return cls(version or loaded.version, embedding_spectrum(a.user_emb, a.item_emb), rows)
+
+
+def _is_full_spectrum(spectrum: Any) -> bool:
+    """Whether `spectrum` has embedding_spectrum's shape (what /health/spectrum reads)."""
+    try:
+        return all(
+            {"singular_values_normalized", "effective_rank", "effective_rank_ratio"}
+            <= set(spectrum[part][kind])
+            for part in ("users", "items", "all")
+            for kind in ("raw", "normalized")
+        )
+    except (KeyError, TypeError):
+        return False
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,7 +133,7 @@ class ServingModel:
         pop = a.item_popularity
         popular_order = np.lexsort((np.arange(a.n_items), -pop)).astype(np.int64)
         item_id_list = a.item_ids.tolist()
-        spectrum = SpectrumSnapshot.of(version, a.user_emb, a.item_emb)
+        spectrum = SpectrumSnapshot.of(loaded, version)
         top_lists = None
         if config.precompute_k > 0 and a.n_users * a.n_items <= config.precompute_max_cells:
             top_lists = precompute(index, a, config.precompute_k)

@@ -184,11 +184,11 @@ class ModelState:
         if not prev or prev == version:
             return None
         try:
-            a = self.registry.load(prev).arrays
+            loaded = self.registry.load(prev)
         except (ArtifactInvalid, ModelNotFound) as e:
             log.warning("previous model %s unavailable for /health/spectrum: %s", prev, e)
             return None
-        return SpectrumSnapshot.of(prev, a.user_emb, a.item_emb)
+        return SpectrumSnapshot.of(loaded, prev)
 
 
 class ModelWatcher:

@@ -204,3 +204,27 @@ def test_similar_is_the_reference_over_items_without_the_item(settings):
         assert answer.source == "search" and answer.rows.tolist() == want[:6]
     missing = asyncio.run(serving.similar("nope", 6, search=search_inline))
     assert not missing.answered and len(missing.rows) == 0
+
+
+def test_the_spectrum_is_read_from_the_manifest_not_recomputed(settings):
+    """The trainer computed it once; the service reads it (a marker value proves which)."""
+    from contract.spectrum import embedding_spectrum
+
+    model = make_model()
+    a = model.arrays
+    computed = embedding_spectrum(a.user_emb, a.item_emb)
+    marked = {part: {kind: dict(s) for kind, s in v.items()} for part, v in computed.items()}
+    marked["all"]["normalized"]["effective_rank"] = 12.345
+    config = settings.model_copy(update={"precompute_k": 0})
+    served = ServingModel.build(LoadedModel("v1", {"spectrum": marked}, a), config)
+    assert served.spectrum.spectrum["all"]["normalized"]["effective_rank"] == 12.345
+    # an artifact published without a (complete) spectrum gets one computed here
+    for manifest in ({}, {"spectrum": {}}, {"spectrum": {"users": {"raw": {}}}}):
+        served = ServingModel.build(LoadedModel("v1", manifest, a), config)
+        got = served.spectrum.spectrum["all"]["normalized"]["effective_rank"]
+        assert got == pytest.approx(computed["all"]["normalized"]["effective_rank"])
+    assert served.spectrum.rows == {
+        "users": a.n_users,
+        "items": a.n_items,
+        "all": a.n_users + a.n_items,
+    }
