@@ -85,7 +85,7 @@ class SpectrumSnapshot:
         only for an artifact published without one (or an older, incomplete one)."""
         a = loaded.arrays
         rows = {"users": a.n_users, "items": a.n_items, "all": a.n_users + a.n_items}
-        stored = loaded.manifest.get("spectrum")
+        stored: dict[str, Any] = loaded.manifest.get("spectrum") or {}
         if _is_full_spectrum(stored):
             return cls(version or loaded.version, stored, rows)
         return cls(version or loaded.version, embedding_spectrum(a.user_emb, a.item_emb), rows)
