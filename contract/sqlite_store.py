@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 
@@ -34,10 +34,10 @@ def connect(path: Path) -> Iterator[sqlite3.Connection]:
 
 
 @contextmanager
-def write_transaction(path: Path) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE (the write lock up front), COMMIT on success, ROLLBACK on error."""
+def _transaction(path: Path, begin: str) -> Iterator[sqlite3.Connection]:
+    """`begin`, then COMMIT on success, ROLLBACK on error."""
     with connect(path) as db:
-        db.execute("BEGIN IMMEDIATE")
+        db.execute(begin)
         try:
             yield db
         except BaseException:
@@ -46,15 +46,12 @@ def write_transaction(path: Path) -> Iterator[sqlite3.Connection]:
         db.execute("COMMIT")
 
 
-@contextmanager
-def read_transaction(path: Path) -> Iterator[sqlite3.Connection]:
+def write_transaction(path: Path) -> AbstractContextManager[sqlite3.Connection]:
+    """BEGIN IMMEDIATE (the write lock up front), COMMIT on success, ROLLBACK on error."""
+    return _transaction(path, "BEGIN IMMEDIATE")
+
+
+def read_transaction(path: Path) -> AbstractContextManager[sqlite3.Connection]:
     """BEGIN (deferred): every query inside reads the same committed state, fixed at the first
     read (a WAL snapshot), however many writers commit meanwhile; writers are never blocked."""
-    with connect(path) as db:
-        db.execute("BEGIN")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+    return _transaction(path, "BEGIN")
