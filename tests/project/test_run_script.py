@@ -140,11 +140,23 @@ class RunSh:
         return [json.loads(line) for line in self.log.read_text().splitlines()]
 
     def kill(self) -> None:
-        """Clean-up after a failed assertion: the whole process group, fakes included."""
+        """Clean-up after a failed assertion: run.sh's process group and every descendant
+        (supervisord puts each program in a process group of its own)."""
+        for pid in _descendants(self.proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
         self._reader.join(timeout=10)
+
+
+def _descendants(pid: int) -> list[int]:
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [d for c in map(int, children) for d in (c, *_descendants(c))]
 
 
 def _alive(pid: int) -> bool:
