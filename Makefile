@@ -26,7 +26,7 @@ PYPROJECT_HASH := $(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-16)
 STAMP := $(VENV)/.specrec-installed-$(PYPROJECT_HASH)-$(EXTRAS)-torch$(TORCH_VERSION)
 TORCH_INDEX_ARGS := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 
-.PHONY: help venv install run test lint format clean compose-tool
+.PHONY: help venv install run test lint format clean compose-tool browser-tool
 
 help:
 	@echo "make run      create .venv, install, build the default model if needed, start API + worker"
@@ -83,6 +83,20 @@ compose-tool:
 	  echo "      sudo apt-get install --no-install-recommends docker-compose" >&2; \
 	fi
 
+# Debian's Chromium for the browser tests: tests/browser drive /usr/bin/chromium with Playwright
+# (the dev extra). No browser build is downloaded; `playwright install` is never run.
+browser-tool:
+	@if command -v chromium >/dev/null 2>&1; then \
+	  :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo ">> installing Debian's chromium (headless browser tests of the operator page and /docs)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; \
+	else \
+	  echo "note: chromium is missing; the browser tests need it:" >&2; \
+	  echo "      sudo apt-get install --no-install-recommends chromium fonts-dejavu-core" >&2; \
+	fi
+
 lint: install
 	"$(VENV)/bin/ruff" check .
 	"$(VENV)/bin/ruff" format --check .
@@ -96,7 +110,7 @@ format: install
 
 # pytest exit code 5 ("no tests collected") is a FAILURE here: a green run that tested nothing
 # would hide a broken suite (wrong testpaths, import-mode, a deselect typo).
-test: install compose-tool lint
+test: install compose-tool browser-tool lint
 	@set +e; "$(VENV_PY)" -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests; the suite must not be empty" >&2; fi; \
 	exit $$rc

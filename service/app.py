@@ -27,7 +27,16 @@ from service.context import AppContext
 from service.errors import error_responses, install_error_handlers
 from service.index import HAS_FAISS_GPU
 from service.metrics import MetricsMiddleware, ServiceMetrics
-from service.routes import health, interactions, models, recommend, retrain, similar
+from service.routes import (
+    dashboard,
+    docs,
+    health,
+    interactions,
+    models,
+    recommend,
+    retrain,
+    similar,
+)
 from service.settings import Settings
 from service.state import ModelState, ModelWatcher
 
@@ -104,6 +113,8 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
         responses=error_responses(413),  # BodyLimitMiddleware guards every route
+        docs_url=None,  # /docs and /redoc with local assets: service.routes.docs
+        redoc_url=None,
     )
     app.state.ctx = ctx
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
@@ -111,6 +122,8 @@ def create_app(
     built = [s if isinstance(s, APIRouter) else s(settings) for s in (*BUILTIN_ROUTERS, *routers)]
     for router in built:
         app.include_router(router)
+    docs.install(app)  # /docs, /redoc and their JS/CSS, served offline
+    dashboard.install(app)  # GET /: the operator's page; /static
     install_error_handlers(app, [*app.routes, *(r for router in built for r in router.routes)])
     cached_openapi = app.openapi
 
