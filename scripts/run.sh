@@ -101,9 +101,10 @@ if [ "$ready" -eq 1 ]; then
 ==============================================================================
  specrec is up (supervisord pid $sup_pid runs the API and the worker). Try:
 
+   open  $base/              (the operator page: model, spectrum, jobs, playground)
    curl '$base/recommend/user_0?k=20'
    curl '$base/health/spectrum'
-   open  $base/docs
+   open  $base/docs          (the API, offline)
 
  A process that exits or is killed is started again; the other keeps running.
  Ctrl-C stops both processes.

@@ -197,7 +197,7 @@ def test_first_run_bootstraps_serves_and_a_signal_stops_both(
         assert run.out.count(f"export ADMIN_TOKEN={token}") == 1
         assert serve["home"] == str(home) and serve["host"] == "127.0.0.1"
         base = f"http://127.0.0.1:{free_port}"
-        for url in ("/recommend/user_0?k=20", "/health/spectrum", "/docs"):
+        for url in ("/ ", "/recommend/user_0?k=20", "/health/spectrum", "/docs"):
             assert f"{base}{url}" in run.out
         run.proc.send_signal(sig)
         rc = run.finish()
