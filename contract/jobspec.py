@@ -8,11 +8,15 @@ its reference hyper-parameters explicitly (docs/directspec.md).
 
 POST /retrain derives the config once, with ``train_config_for_job(params)``, and stores it with
 the job as ``params["train_config"]`` (``TrainConfig.to_dict()``); the worker trains with
-``TrainConfig.from_dict(params["train_config"])`` plus its own device.
+``TrainConfig.from_dict(params["train_config"])`` plus its own device. ``job_params`` builds that
+dict, for the API and for the jobs the worker queues by itself (scheduled retraining), which also
+record why under ``params["trigger"]`` (``{"kind": "interactions" | "schedule", ...}``; API jobs
+have none).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from contract.config import ConfigError, TrainConfig, default_synthetic_config
@@ -21,6 +25,8 @@ from contract.config import ConfigError, TrainConfig, default_synthetic_config
 RESERVED_FIELDS = frozenset({"device", "num_threads"})
 #: The key of a job's params under which POST /retrain stores ``train_config_for_job(params)``.
 TRAIN_CONFIG_KEY = "train_config"
+#: The key of a job's params under which the worker records what made it queue the job.
+TRIGGER_KEY = "trigger"
 
 
 def train_config_for_job(params: dict[str, Any], device: str | None = None) -> TrainConfig:
@@ -38,3 +44,16 @@ def train_config_for_job(params: dict[str, Any], device: str | None = None) -> T
     if device:
         overrides["device"] = device
     return TrainConfig.from_dict({**base.to_dict(), **overrides})
+
+
+def job_params(
+    request: Mapping[str, Any], trigger: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The params a job is queued with: ``request`` (a job's parameters, nulls left out) plus
+    ``train_config_for_job(request).to_dict()`` under TRAIN_CONFIG_KEY and, for a job the worker
+    queued by itself, ``trigger`` under TRIGGER_KEY. Raises what train_config_for_job raises."""
+    params = dict(request)
+    params[TRAIN_CONFIG_KEY] = train_config_for_job(params).to_dict()
+    if trigger is not None:
+        params[TRIGGER_KEY] = dict(trigger)
+    return params

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 
 from contract.config import ConfigError, Encoder, Objective, TrainConfig, field_type
 from contract.jobs import Job, JobState, JobStore
-from contract.jobspec import TRAIN_CONFIG_KEY, train_config_for_job
+from contract.jobspec import TRAIN_CONFIG_KEY, TRIGGER_KEY, job_params
 from service.auth import ADMIN_ERRORS, AdminDep
 from service.errors import InvalidRequest, ServiceError, error_responses
 from service.hyperparameters import BPR_NEEDS_PAIRS, Hyperparameters
@@ -70,6 +70,11 @@ class JobView(BaseModel):
     status_url: str
     params: dict[str, Any]
     """The request as queued (RetrainRequest, nulls left out)."""
+    trigger: dict[str, Any] | None = None
+    """Why the worker queued this job by itself (scheduled retraining): ``{"kind":
+    "interactions", "new_rows", "threshold", "max_seq", "model_version"}`` or ``{"kind":
+    "schedule", "age_s", "threshold_s", "max_seq", "model_version"}``; null for a job queued
+    through POST /retrain."""
     train_config: TrainConfig | None
     """The TrainConfig derived from the request when it was queued, which the worker trains
     with (plus its device); null for a job queued without one."""
@@ -142,7 +147,8 @@ def _view(job: Job) -> dict[str, Any]:
         "job_id": job.id,
         "state": job.state,
         "status_url": f"/retrain/{job.id}",
-        "params": {k: v for k, v in job.params.items() if k != TRAIN_CONFIG_KEY},
+        "params": {k: v for k, v in job.params.items() if k not in (TRAIN_CONFIG_KEY, TRIGGER_KEY)},
+        "trigger": job.params.get(TRIGGER_KEY),
         "train_config": _stored_config(job.params),
         "progress": job.progress,
         "created_at": _iso(job.created_at),
@@ -188,12 +194,12 @@ def build_router(settings: Settings) -> APIRouter:
                 [{"loc": ["body", "dataset"], "msg": "unknown dataset", "type": "value_error"}],
             )
         try:
-            cfg = train_config_for_job(params)  # the one derivation: the worker reads it back
+            params = job_params(params)  # the one derivation: the worker reads it back
         except (ConfigError, TypeError) as e:
             raise InvalidRequest(
                 f"body: {e}", [{"loc": ["body"], "msg": str(e), "type": "value_error"}]
             ) from e
-        params[TRAIN_CONFIG_KEY] = cfg.to_dict()
+        cfg = TrainConfig.from_dict(params[TRAIN_CONFIG_KEY])
         job, created = await run_in_threadpool(store().enqueue, params)
         if not created:
             return JSONResponse(

@@ -195,3 +195,19 @@ def test_queued_job_survives_an_api_restart(settings: Settings) -> None:
     with TestClient(create_app(settings)) as second:
         assert second.get(f"/retrain/{job_id}").json()["state"] == "queued"
         assert second.post("/retrain", headers=AUTH).status_code == 409
+
+
+def test_a_job_the_worker_queued_shows_its_trigger(api: TestClient, settings: Settings) -> None:
+    from contract.jobspec import job_params
+
+    trigger = {"kind": "interactions", "new_rows": 12, "threshold": 10, "max_seq": 12}
+    job, _ = JobStore(settings.jobs_db).enqueue(job_params({"dataset": "default"}, trigger))
+    status = api.get(f"/retrain/{job.id}").json()
+    assert status["trigger"] == trigger
+    assert status["params"] == {"dataset": "default"}  # neither trigger nor train_config
+    assert status["train_config"] == train_config_for_job({}).to_dict()
+    assert api.get("/retrain").json()["jobs"][0]["trigger"] == trigger
+    api.post(f"/retrain/{job.id}/cancel", headers=AUTH)
+    r = api.post("/retrain", headers=AUTH)  # an API job: no trigger
+    assert r.status_code == 202
+    assert api.get(r.json()["status_url"]).json()["trigger"] is None
