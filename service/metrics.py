@@ -56,7 +56,7 @@ class ServiceMetrics:
         )
         self.answers = Counter(
             "specrec_recommend_answers",
-            "Recommendation answers by source (precomputed list, search, popular fallback)",
+            "Recommendation answers by source (precomputed list, search, include set, fallback)",
             ["source"],
             registry=r,
         )

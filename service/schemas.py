@@ -66,7 +66,7 @@ class RecommendedItem(BaseModel):
     """Inner product of user and item embeddings; for the popular fallback, the number of
     training interactions of the item."""
     rank: int
-    """1 for the best item."""
+    """1 for the best item (offset + 1 for the first item of a page)."""
 
 
 class RecommendResponse(BaseModel):
@@ -74,13 +74,21 @@ class RecommendResponse(BaseModel):
     model_version: str
     k: int
     items: list[RecommendedItem]
-    """At most k items, best first; fewer when the catalogue minus excluded items is smaller."""
+    """At most k items, best first (ranks continue after ``offset``); fewer only with a
+    ``short`` reason."""
     fallback: Fallback | None = None
     """``popular`` when the user is unknown and ``fallback=popular`` was asked for."""
     exact: bool
     """True when the index is exact (flat); False for IVF/HNSW."""
     unknown_exclude: list[str] = []
     """Ids in ``exclude`` that are not in the catalogue (ignored)."""
+    unknown_include: list[str] | None = None
+    """Ids in ``include`` that are not in the catalogue (ignored); present only when
+    ``include`` was given."""
+    short: str | None = None
+    """Present only when fewer than k items came back, saying why: the ``include`` set or the
+    catalogue has fewer rankable items after exclusions (e.g. ``include has 3 rankable items
+    after exclusions``), ``offset`` is past them, or the ranking stops at depth max_k."""
 
 
 class BatchUserResult(BaseModel):
@@ -91,6 +99,10 @@ class BatchUserResult(BaseModel):
     error: ErrorBody | None = None
     """Set (code ``unknown_user``) for an unknown user without fallback; the batch still
     succeeds."""
+    short: str | None = None
+    """Present only when fewer than k items came back, saying why: the ``include`` set or the
+    catalogue has fewer rankable items after exclusions (e.g. ``include has 3 rankable items
+    after exclusions``), ``offset`` is past them, or the ranking stops at depth max_k."""
 
 
 class BatchRecommendResponse(BaseModel):
@@ -100,6 +112,9 @@ class BatchRecommendResponse(BaseModel):
     results: list[BatchUserResult]
     """One entry per requested user id, in request order (duplicates answered twice)."""
     unknown_exclude: list[str] = []
+    unknown_include: list[str] | None = None
+    """Ids in ``include`` that are not in the catalogue (ignored); present only when
+    ``include`` was given."""
 
 
 class SimilarResponse(BaseModel):
@@ -108,7 +123,15 @@ class SimilarResponse(BaseModel):
     k: int
     exact: bool
     items: list[RecommendedItem]
-    """Nearest items by inner product of item embeddings; never the item itself."""
+    """Nearest items by inner product of item embeddings; never the item itself, nor the
+    ``user_id``'s training items when given."""
+    unknown_include: list[str] | None = None
+    """Ids in ``include`` that are not in the catalogue (ignored); present only when
+    ``include`` was given."""
+    short: str | None = None
+    """Present only when fewer than k items came back, saying why: the ``include`` set or the
+    catalogue has fewer rankable items after exclusions (e.g. ``include has 3 rankable items
+    after exclusions``), ``offset`` is past them, or the ranking stops at depth max_k."""
 
 
 class HealthResponse(BaseModel):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -24,9 +24,10 @@ from service.topk import Ranked, order
 _NO_ROWS = np.empty(0, dtype=np.int64)
 _NO_SCORES = np.empty(0, dtype=np.float32)
 
-Source = Literal["precomputed", "search", "fallback"]
-"""What answered a recommendation: the user's precomputed list (a lookup), an index search, or
-a fallback for a user the model does not know (``Answer.fallback`` says which)."""
+Source = Literal["precomputed", "search", "include", "fallback"]
+"""What answered a recommendation: the user's precomputed list (a lookup), an index search, a
+direct scoring of the ``include`` rows (exact, no index), or a fallback for a user the model
+does not know (``Answer.fallback`` says which)."""
 
 Search = Callable[
     [ItemIndex, np.ndarray, Sequence[int], Sequence[np.ndarray]], Awaitable[list[Ranked]]
@@ -50,6 +51,7 @@ class Answer:
     scores: np.ndarray  # (<= k,) float32: inner products, or interaction counts for "popular"
     source: Source | None  # None: the user (item) is not in the model and no fallback was asked
     fallback: Fallback | None = None  # the fallback that answered (source "fallback")
+    short: str | None = None  # why fewer than k items came back (None: k items, or unanswered)
 
     @property
     def answered(self) -> bool:
@@ -69,6 +71,7 @@ class Recommendations:
 
     answers: list[Answer]
     unknown_exclude: list[str]  # ids of `exclude` not in the catalogue (ignored), in order
+    unknown_include: list[str] = field(default_factory=list)  # the same for `include`
 
 
 @dataclass(frozen=True)
@@ -163,69 +166,153 @@ class ServingModel:
         exclude: Sequence[str] = (),
         exclude_seen: bool = True,
         fallback: Fallback | None = None,
+        include: Sequence[str] | None = None,
+        offset: int = 0,
+        max_depth: int | None = None,
         search: Search,
     ) -> Recommendations:
-        """Top-k items for each user (one user: a sequence of one), the one place that decides
-        what answers a recommendation:
+        """Items ``offset + 1 .. offset + k`` of each user's ranking (one user: a sequence of
+        one), the one place that decides what answers a recommendation. The ranking is to
+        depth ``offset + k`` (capped at `max_depth`, e.g. the service's max_k), then the first
+        `offset` items are dropped: page 2 of k = 20 is items 21-40 of k = 40, whatever
+        answers it, because every source ranks by (score desc, row asc):
 
+        - `include` given (even empty): only those items are ranked, minus the user's seen
+          items (`exclude_seen`) and `exclude`, scored directly (one GEMV over the include
+          rows, exact even for an approximate index; source ``include``), never the lists or
+          the index. Unknown include ids are ignored and listed in ``unknown_include``;
         - a known user's precomputed list (``top_lists``), when it provably holds the answer:
-          k within the list's K, seen items excluded (the lists hold unseen items only), and
-          k items left after `exclude`, or the list holds every unseen item. A top-k is a
-          prefix of the top-K in the same order (service.topk), so the items are the search's
-          (for an approximate index: its answer for K, which may differ from its answer for k);
+          depth within the list's K, seen items excluded (the lists hold unseen items only),
+          and depth items left after `exclude`, or the list holds every unseen item. A top-k
+          is a prefix of the top-K in the same order (service.topk), so the items are the
+          search's (for an approximate index: its answer for K, which may differ from its
+          answer for k);
         - else an index search through `search`: one call for all users the lists cannot
           answer, excluding each user's training items (`exclude_seen`) and `exclude`;
-        - an unknown user gets ``fallback="popular"``'s most popular items not in `exclude`,
-          else an unanswered ``Answer`` (source None): the caller reports it.
+        - an unknown user gets ``fallback="popular"``'s most popular items not in `exclude`
+          (within `include` when given), else an unanswered ``Answer`` (source None): the
+          caller reports it.
+
+        Fewer than k items is never an error: ``Answer.short`` says why (the include set or
+        the catalogue has fewer rankable items, the offset is past them, or `max_depth`).
 
         `exclude`: item ids banned for every user; ids not in the catalogue are ignored and
         listed in ``unknown_exclude``. Like implicit's ``recommend(userid, user_items, N,
-        filter_already_liked_items, filter_items)`` with external ids and async search.
+        filter_already_liked_items, filter_items, items)`` with external ids and async search.
         """
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
+        if offset < 0:
+            raise ValueError(f"offset must be at least 0, got {offset}")
         if fallback not in (None, "popular"):
             raise ValueError(f"unknown fallback {fallback!r}, expected 'popular' or None")
+        depth = offset + k if max_depth is None else min(offset + k, max_depth)
         excl, unknown = self.item_rows_of(exclude) if exclude else (_NO_ROWS, [])
-        lists = self.top_lists if exclude_seen else None
+        incl, unknown_incl = (None, []) if include is None else self.item_rows_of(include)
+        lists = self.top_lists if exclude_seen and incl is None else None
         answers: list[Answer] = []
         to_search: list[tuple[int, int]] = []  # (position in user_ids, user row)
         for i, user_id in enumerate(user_ids):
             row = self.user_rows.get(user_id)
             if row is None:
                 if fallback == "popular":
-                    rows, scores = self.popular(k, excl)
-                    answers.append(Answer(rows, scores, "fallback", "popular"))
+                    found = self.popular(depth, excl, incl)
+                    answers.append(self._page(found, k, offset, depth, incl, "fallback"))
                 else:
                     answers.append(_UNANSWERED)
                 continue
-            found = lists.answer(row, k, excl) if lists is not None else None
-            if found is not None:
-                answers.append(Answer(found[0], found[1], "precomputed"))
+            if incl is not None:
+                banned = self.banned_rows(row, exclude_seen, excl)
+                found = self.score_rows(self.arrays.user_emb[row], incl, banned, depth)
+                answers.append(self._page(found, k, offset, depth, incl, "include"))
+                continue
+            found_list = lists.answer(row, depth, excl) if lists is not None else None
+            if found_list is not None:
+                answers.append(self._page(found_list, k, offset, depth, None, "precomputed"))
             else:
                 answers.append(_UNANSWERED)  # replaced below
                 to_search.append((i, row))
         if to_search:
             rows = np.fromiter((r for _, r in to_search), dtype=np.int64, count=len(to_search))
-            banned = [self.banned_rows(r, exclude_seen, excl) for _, r in to_search]
+            banned_all = [self.banned_rows(r, exclude_seen, excl) for _, r in to_search]
             found_all = await search(
-                self.index, self.arrays.user_emb[rows], [k] * len(to_search), banned
+                self.index, self.arrays.user_emb[rows], [depth] * len(to_search), banned_all
             )
-            for (i, _), (r, sc) in zip(to_search, found_all, strict=True):
-                answers[i] = Answer(r, sc, "search")
-        return Recommendations(answers, unknown)
+            for (i, _), found in zip(to_search, found_all, strict=True):
+                answers[i] = self._page(found, k, offset, depth, None, "search")
+        return Recommendations(answers, unknown, unknown_incl)
 
-    async def similar(self, item_id: str, k: int, *, search: Search) -> Answer:
-        """The k items nearest to `item_id` by inner product of item embeddings, never the item
-        itself; unanswered (source None) when the item is not in the catalogue."""
+    async def similar(
+        self,
+        item_id: str,
+        k: int,
+        *,
+        include: Sequence[str] | None = None,
+        offset: int = 0,
+        user_id: str | None = None,
+        max_depth: int | None = None,
+        search: Search,
+    ) -> Answer:
+        """Items ``offset + 1 .. offset + k`` nearest to `item_id` by inner product of item
+        embeddings, never the item itself, nor `user_id`'s training items when given; only
+        the `include` items when given (scored directly, like ``recommend``; unknown ids are
+        ignored: ``item_rows_of`` names them). Unanswered (source None) when the item, or the
+        given user, is not in the model (the caller checks ``user_rows`` to say which).
+        ``Answer.short`` says why fewer than k items came back."""
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
+        if offset < 0:
+            raise ValueError(f"offset must be at least 0, got {offset}")
         row = self.item_rows.get(item_id)
-        if row is None:
+        user_row = self.user_rows.get(user_id) if user_id is not None else None
+        if row is None or (user_id is not None and user_row is None):
             return _UNANSWERED
-        query = self.arrays.item_emb[row : row + 1]
-        (found,) = await search(self.index, query, (k,), (np.asarray([row], dtype=np.int64),))
-        return Answer(found[0], found[1], "search")
+        depth = offset + k if max_depth is None else min(offset + k, max_depth)
+        banned = self.banned_rows(user_row, True, np.asarray([row], dtype=np.int64))
+        query = self.arrays.item_emb[row]
+        if include is not None:
+            incl, _ = self.item_rows_of(include)
+            found = self.score_rows(query, incl, banned, depth)
+            return self._page(found, k, offset, depth, incl, "include")
+        (found,) = await search(self.index, query[None, :], (depth,), (banned,))
+        return self._page(found, k, offset, depth, None, "search")
+
+    @staticmethod
+    def _page(
+        found: Ranked,
+        k: int,
+        offset: int,
+        depth: int,
+        include: np.ndarray | None,
+        source: Source,
+    ) -> Answer:
+        """The page ``[offset, offset + k)`` of a ranking to `depth`, and why it is short."""
+        rows, scores = found[0][offset:], found[1][offset:]
+        short = None
+        if len(rows) < k:
+            ranked = len(found[0])
+            if ranked < depth:
+                short = (
+                    f"include has {ranked} rankable items"
+                    if include is not None
+                    else f"only {ranked} rankable items"
+                ) + " after exclusions"
+            else:
+                short = f"ranking stops at depth {depth} (max_k)"
+            if offset:
+                short += f"; offset {offset} leaves {len(rows)}"
+        return Answer(rows, scores, source, "popular" if source == "fallback" else None, short)
+
+    def score_rows(self, query: np.ndarray, rows: np.ndarray, banned: np.ndarray, k: int) -> Ranked:
+        """Top-k of `rows` (unique item rows) by inner product with `query` (d,), banned rows
+        left out: one GEMV over those rows, ordered like every search (score desc, row asc)."""
+        if len(banned):
+            rows = rows[~np.isin(rows, banned, assume_unique=True)]
+        if len(rows) == 0:
+            return _NO_ROWS, _NO_SCORES
+        scores = self.arrays.item_emb[rows] @ np.asarray(query, dtype=np.float32)
+        ranked_rows, ranked_scores = order(rows, scores)
+        return ranked_rows[:k], ranked_scores[:k]
 
     # ---- lookups -------------------------------------------------------------------------
     def item_rows_of(self, ids: Iterable[str]) -> tuple[np.ndarray, list[str]]:
@@ -252,19 +339,27 @@ class ServingModel:
             return seen
         return np.union1d(seen, exclude) if len(seen) else exclude
 
-    def popular(self, k: int, banned: np.ndarray) -> Ranked:
-        """Top-k by training popularity (score = interaction count), banned rows skipped."""
+    def popular(self, k: int, banned: np.ndarray, include: np.ndarray | None = None) -> Ranked:
+        """Top-k by training popularity (score = interaction count), banned rows skipped;
+        only `include` rows (unique) when given."""
+        if include is not None:
+            cand = (
+                include[~np.isin(include, banned, assume_unique=True)] if len(banned) else include
+            )
+            pop = self.arrays.item_popularity[cand].astype(np.float32)
+            ranked_rows, ranked_scores = order(cand, pop)
+            return ranked_rows[:k], ranked_scores[:k]
         cand = self.popular_order[: k + len(banned)]
         if len(banned):
             cand = cand[~np.isin(cand, banned)]
         cand = cand[:k]
         return order(cand, self.arrays.item_popularity[cand].astype(np.float32))
 
-    def items_json(self, ranked: Ranked) -> list[dict[str, Any]]:
-        """[{"item_id", "score", "rank"}] for one ranked answer."""
+    def items_json(self, ranked: Ranked, offset: int = 0) -> list[dict[str, Any]]:
+        """[{"item_id", "score", "rank"}] for one ranked answer; ranks start at offset + 1."""
         rows, scores = ranked
         ids = self.item_id_list
         return [  # scores stay np.float32: service.jsonresp writes their shortest form
             {"item_id": ids[r], "score": s, "rank": i}
-            for i, (r, s) in enumerate(zip(rows.tolist(), scores, strict=True), 1)
+            for i, (r, s) in enumerate(zip(rows.tolist(), scores, strict=True), offset + 1)
         ]

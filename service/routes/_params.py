@@ -74,6 +74,25 @@ def path_id(request: Request, name: str) -> str:
     return value
 
 
+def query_id(qp: QueryParams, name: str) -> str | None:
+    """An optional external id from the query (1-256 printable characters), else 422."""
+    value = qp.get(name)
+    if value is None:
+        return None
+    if len(value) > ID_MAX_LEN:
+        raise _invalid(
+            name,
+            f"String should have at most {ID_MAX_LEN} characters",
+            "string_too_long",
+            value,
+        )
+    if not _ID_RE.fullmatch(value):
+        raise _invalid(
+            name, f"String should match pattern '{ID_PATTERN}'", "string_pattern_mismatch", value
+        )
+    return value
+
+
 def query_int(qp: QueryParams, name: str, default: int, low: int, high: int) -> int:
     raw = qp.get(name)
     if raw is None:
@@ -125,7 +144,7 @@ def query_choice(qp: QueryParams, name: str, choices: tuple[_Choice, ...]) -> _C
 
 def query_id_list(qp: QueryParams, name: str, max_len: int) -> list[str]:
     """``a,b,c`` -> ["a", "b", "c"] (ID_LIST_PATTERN); entries are stripped and blank ones
-    dropped; 422 for a malformed entry or more than ``max_len`` ids."""
+    dropped; 422 for a malformed entry or more than ``max_len`` ids. Absent: []."""
     raw = qp.get(name)
     if not raw:
         return []
@@ -143,6 +162,14 @@ def query_id_list(qp: QueryParams, name: str, max_len: int) -> list[str]:
     if len(ids) > max_len:
         raise _invalid(name, f"at most {max_len} ids allowed, got {len(ids)}", "too_long", None)
     return ids
+
+
+def query_id_set(qp: QueryParams, name: str, max_len: int) -> list[str] | None:
+    """``query_id_list`` for a list whose absence differs from an empty list (``include``):
+    None when the parameter is absent, [] when it is present but blank."""
+    if name not in qp:
+        return None
+    return query_id_list(qp, name, max_len)
 
 
 def openapi_id_list(name: str, max_len: int, description: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from service.routes._params import (
     query_bool,
     query_choice,
     query_id_list,
+    query_id_set,
     query_int,
 )
 from service.schemas import BatchRecommendResponse, Fallback, JsonId, RecommendResponse, json_int
@@ -39,6 +40,37 @@ def count_answers(metrics: ServiceMetrics, answers: Sequence[Answer]) -> None:
             metrics.answers.labels(source).inc(n)
         if fallback is not None:
             metrics.fallbacks.labels(fallback).inc(n)
+
+
+def candidate_params(settings: Settings) -> list[dict[str, Any]]:
+    """OpenAPI objects of ``include`` and ``offset`` (GET /recommend and GET /similar)."""
+    return [
+        openapi_id_list(
+            "include",
+            settings.max_exclude,
+            "Rank only these item ids (seen and excluded items are still left out). Unknown "
+            "ids are ignored and listed in `unknown_include`; present but blank ranks nothing.",
+        ),
+        openapi_query(
+            "offset",
+            {"type": "integer", "minimum": 0, "maximum": settings.max_k - 1},
+            "Items skipped before the k returned (pagination; ranks continue at offset + 1). "
+            f"The ranking stops at depth max_k = {settings.max_k}: beyond it the answer is "
+            "short and `short` says so.",
+            0,
+        ),
+    ]
+
+
+def add_candidate_fields(
+    body: dict[str, Any], short: str | None, include: list[str] | None, unknown: list[str]
+) -> None:
+    """``short`` (only for a short answer) and ``unknown_include`` (only when ``include`` was
+    given): responses without the new parameters keep their fields."""
+    if short is not None:
+        body["short"] = short
+    if include is not None:
+        body["unknown_include"] = unknown
 
 
 def build_router(settings: Settings) -> APIRouter:
@@ -59,6 +91,12 @@ def build_router(settings: Settings) -> APIRouter:
         """Item ids excluded for every user; unknown ids are ignored and listed back."""
         fallback: Fallback | None = None
         """``popular``: answer unknown users with the most popular items instead of an error."""
+        include: Annotated[list[JsonId], Field(max_length=settings.max_exclude)] | None = None
+        """Rank only these item ids (seen and excluded items still left out); unknown ids are
+        ignored and listed back in ``unknown_include``. An empty list ranks nothing."""
+        offset: json_int(0, max_k - 1) = 0  # type: ignore[valid-type]  # an Annotated int
+        """Items skipped before the k returned (pagination): ranks continue at offset + 1.
+        The ranking stops at depth max_k: beyond it the answer is short (``short`` says so)."""
 
     recommend_params = [
         openapi_query(
@@ -75,6 +113,7 @@ def build_router(settings: Settings) -> APIRouter:
             {"type": "string", "enum": ["popular"]},
             "`popular`: answer an unknown user with the most popular items",
         ),
+        *candidate_params(settings),
     ]
 
     @router.get(
@@ -93,6 +132,8 @@ def build_router(settings: Settings) -> APIRouter:
         exclude_seen = query_bool(qp, "exclude_seen", True)
         exclude = query_id_list(qp, "exclude", settings.max_exclude)
         fallback = query_choice(qp, "fallback", FALLBACKS)
+        include = query_id_set(qp, "include", settings.max_exclude)
+        offset = query_int(qp, "offset", 0, 0, max_k - 1)
         ctx: AppContext = request.app.state.ctx
         model = ctx.state.require()  # the one read of the serving model for this request
         recs = await model.recommend(
@@ -101,6 +142,9 @@ def build_router(settings: Settings) -> APIRouter:
             exclude=exclude,
             exclude_seen=exclude_seen,
             fallback=fallback,
+            include=include,
+            offset=offset,
+            max_depth=max_k,
             search=ctx.batcher.search,
         )
         (answer,) = recs.answers
@@ -109,17 +153,17 @@ def build_router(settings: Settings) -> APIRouter:
                 f"unknown user_id {user_id!r} (add fallback=popular for popular items)"
             )
         count_answers(ctx.metrics, recs.answers)
-        return FastJSONResponse(
-            {
-                "user_id": user_id,
-                "model_version": model.version,
-                "k": k,
-                "items": model.items_json(answer.ranked),
-                "fallback": answer.fallback,
-                "exact": model.index.exact,
-                "unknown_exclude": recs.unknown_exclude,
-            }
-        )
+        body: dict[str, Any] = {
+            "user_id": user_id,
+            "model_version": model.version,
+            "k": k,
+            "items": model.items_json(answer.ranked, offset),
+            "fallback": answer.fallback,
+            "exact": model.index.exact,
+            "unknown_exclude": recs.unknown_exclude,
+        }
+        add_candidate_fields(body, answer.short, include, recs.unknown_include)
+        return FastJSONResponse(body)
 
     @router.post(
         "/recommend",
@@ -138,6 +182,9 @@ def build_router(settings: Settings) -> APIRouter:
             exclude=body.exclude,
             exclude_seen=body.exclude_seen,
             fallback=body.fallback,
+            include=body.include,
+            offset=body.offset,
+            max_depth=max_k,
             search=ctx.batcher.search,
         )
         count_answers(ctx.metrics, recs.answers)
@@ -145,21 +192,24 @@ def build_router(settings: Settings) -> APIRouter:
         for user_id, answer in zip(body.user_ids, recs.answers, strict=True):
             entry: dict[str, Any] = {
                 "user_id": user_id,
-                "items": model.items_json(answer.ranked),
+                "items": model.items_json(answer.ranked, body.offset),
                 "fallback": answer.fallback,
                 "error": None,
             }
+            if answer.short is not None:
+                entry["short"] = answer.short
             if not answer.answered:
                 entry["error"] = {"code": "unknown_user", "message": f"unknown user_id {user_id!r}"}
             results.append(entry)
-        return FastJSONResponse(
-            {
-                "model_version": model.version,
-                "k": body.k,
-                "exact": model.index.exact,
-                "results": results,
-                "unknown_exclude": recs.unknown_exclude,
-            }
-        )
+        out: dict[str, Any] = {
+            "model_version": model.version,
+            "k": body.k,
+            "exact": model.index.exact,
+            "results": results,
+            "unknown_exclude": recs.unknown_exclude,
+        }
+        if body.include is not None:
+            out["unknown_include"] = recs.unknown_include
+        return FastJSONResponse(out)
 
     return router

@@ -189,7 +189,21 @@ def test_openapi_documents_the_hot_path_query_parameters(client):
     spec = client.get("/openapi.json").json()
     params = spec["paths"]["/recommend/{user_id}"]["get"]["parameters"]
     by_name = {p["name"]: p for p in params}
-    assert set(by_name) == {"user_id", "k", "exclude_seen", "exclude", "fallback"}
+    assert set(by_name) == {
+        "user_id",
+        "k",
+        "exclude_seen",
+        "exclude",
+        "fallback",
+        "include",
+        "offset",
+    }
+    assert by_name["offset"]["schema"] == {
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 999,
+        "default": 0,
+    }
     assert by_name["k"]["schema"] == {
         "type": "integer",
         "minimum": 1,
@@ -198,7 +212,7 @@ def test_openapi_documents_the_hot_path_query_parameters(client):
     }
     assert by_name["fallback"]["schema"]["enum"] == ["popular"]
     similar = spec["paths"]["/similar/{item_id}"]["get"]["parameters"]
-    assert {p["name"] for p in similar} == {"item_id", "k"}
+    assert {p["name"] for p in similar} == {"item_id", "k", "user_id", "include", "offset"}
     assert "ErrorResponse" in spec["components"]["schemas"]
 
 
