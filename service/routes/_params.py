@@ -52,16 +52,15 @@ def _invalid(name: str, msg: str, type_: str, value: Any, where: str = "query") 
     return InvalidRequest(f"{where}.{name}: {msg}", [detail])
 
 
-def path_id(request: Request, name: str) -> str:
-    """An external id from the path: 1-256 printable characters, else 422."""
-    value: str = request.path_params[name]
+def _checked_id(value: str, name: str, where: str) -> str:
+    """`value` if it is an external id (1-256 characters, no control characters), else 422."""
     if len(value) > ID_MAX_LEN:
         raise _invalid(
             name,
             f"String should have at most {ID_MAX_LEN} characters",
             "string_too_long",
             value,
-            where="path",
+            where=where,
         )
     if not _ID_RE.fullmatch(value):
         raise _invalid(
@@ -69,28 +68,20 @@ def path_id(request: Request, name: str) -> str:
             f"String should match pattern '{ID_PATTERN}'",
             "string_pattern_mismatch",
             value,
-            where="path",
+            where=where,
         )
     return value
+
+
+def path_id(request: Request, name: str) -> str:
+    """An external id from the path, else 422."""
+    return _checked_id(request.path_params[name], name, "path")
 
 
 def query_id(qp: QueryParams, name: str) -> str | None:
-    """An optional external id from the query (1-256 printable characters), else 422."""
+    """An optional external id from the query, else 422."""
     value = qp.get(name)
-    if value is None:
-        return None
-    if len(value) > ID_MAX_LEN:
-        raise _invalid(
-            name,
-            f"String should have at most {ID_MAX_LEN} characters",
-            "string_too_long",
-            value,
-        )
-    if not _ID_RE.fullmatch(value):
-        raise _invalid(
-            name, f"String should match pattern '{ID_PATTERN}'", "string_pattern_mismatch", value
-        )
-    return value
+    return None if value is None else _checked_id(value, name, "query")
 
 
 def query_int(qp: QueryParams, name: str, default: int, low: int, high: int) -> int:
