@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -123,3 +124,40 @@ class FeedbackSnapshot:
     """(user_id, item_id, timestamp) of every row with seq <= max_seq, in seq order."""
     max_seq: int
     """Highest seq included (0: none); rows ingested later have a larger seq."""
+
+
+class FeedbackWatcher:
+    """A long-lived read connection to the store that says cheaply (one ``PRAGMA
+    data_version``, ~3 us) whether any other connection committed since it last asked, so a
+    reader can follow the log without querying it per request. Other processes' commits
+    count too (several API workers share one file). Thread-safe; never writes."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        init_db(self.path, _SCHEMA)
+        self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._lock = threading.Lock()
+        self._version: int | None = None
+
+    def changed(self) -> bool:
+        """True on the first call and whenever rows may have been committed since the last."""
+        with self._lock:
+            version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
+            changed, self._version = version != self._version, version
+            return changed
+
+    def rows_after(self, after_seq: int) -> list[tuple[int, str, str]]:
+        """(seq, user_id, item_id) of the rows with seq > `after_seq`, in seq order."""
+        with self._lock:
+            return [
+                (int(seq), u, i)
+                for seq, u, i in self._db.execute(
+                    "SELECT seq, user_id, item_id FROM interactions WHERE seq > ? ORDER BY seq",
+                    (after_seq,),
+                )
+            ]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

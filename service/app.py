@@ -25,6 +25,7 @@ from service.batcher import SearchBatcher
 from service.body_limit import BodyLimitMiddleware
 from service.context import AppContext
 from service.errors import error_responses, install_error_handlers
+from service.fresh import FreshInteractions
 from service.index import HAS_FAISS_GPU
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.routes import (
@@ -63,6 +64,9 @@ def build_context(settings: Settings) -> AppContext:
     state.failure_listeners.append(metrics.on_load_failure)
     batcher = SearchBatcher(settings.max_batch_queries, settings.faiss_threads)
     metrics.watch_searches(lambda: (batcher.batches, batcher.queries))
+    fresh = FreshInteractions(settings.feedback_db) if settings.fold_in else None
+    if fresh is not None:  # build the new model's view off the event loop, right after a swap
+        state.listeners.append(lambda model: fresh.prime(model.trained_seq))
     return AppContext(
         settings=settings,
         registry=registry,
@@ -70,6 +74,7 @@ def build_context(settings: Settings) -> AppContext:
         watcher=ModelWatcher(state, settings.watch_interval_s),
         batcher=batcher,
         metrics=metrics,
+        fresh=fresh,
     )
 
 

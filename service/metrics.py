@@ -56,7 +56,8 @@ class ServiceMetrics:
         )
         self.answers = Counter(
             "specrec_recommend_answers",
-            "Recommendation answers by source (precomputed list, search, include set, fallback)",
+            "Recommendation answers by source (precomputed list, search, include set, fold-in, "
+            "fallback)",
             ["source"],
             registry=r,
         )

@@ -59,6 +59,11 @@ JsonId = Annotated[
 
 Fallback = Literal["popular"]
 
+AnswerSource = Literal["model", "fold-in", "popular"]
+"""How a user was answered: ``model`` (the trained vector), ``fold-in`` (a vector folded in from
+interactions the model was not trained on: a new user's, a known user's newest, or a
+``history``; docs/method.md, "Fold-in") or ``popular`` (the fallback)."""
+
 
 class RecommendedItem(BaseModel):
     item_id: str
@@ -76,6 +81,9 @@ class RecommendResponse(BaseModel):
     items: list[RecommendedItem]
     """At most k items, best first (ranks continue after ``offset``); fewer only with a
     ``short`` reason."""
+    source: AnswerSource
+    """``model``, ``fold-in`` (the user's ingested interactions the model was not trained on
+    are folded in) or ``popular`` (the fallback)."""
     fallback: Fallback | None = None
     """``popular`` when the user is unknown and ``fallback=popular`` was asked for."""
     exact: bool
@@ -92,13 +100,16 @@ class RecommendResponse(BaseModel):
 
 
 class BatchUserResult(BaseModel):
-    user_id: str
+    user_id: str | None
+    """The requested user; null for the anonymous user of a ``history`` request."""
     items: list[RecommendedItem]
     """Empty when ``error`` is set."""
+    source: AnswerSource | None = None
+    """``model``, ``fold-in`` or ``popular``; null when ``error`` is set."""
     fallback: Fallback | None = None
     error: ErrorBody | None = None
-    """Set (code ``unknown_user``) for an unknown user without fallback; the batch still
-    succeeds."""
+    """Set for an unknown user without fallback (code ``unknown_user``), or a ``history``
+    without a catalogue item (code ``unknown_history``); the batch still succeeds."""
     short: str | None = None
     """Present only when fewer than k items came back, saying why: the ``include`` set or the
     catalogue has fewer rankable items after exclusions (e.g. ``include has 3 rankable items
@@ -115,6 +126,9 @@ class BatchRecommendResponse(BaseModel):
     unknown_include: list[str] | None = None
     """Ids in ``include`` that are not in the catalogue (ignored); present only when
     ``include`` was given."""
+    unknown_history: list[str] | None = None
+    """Ids in ``history`` that are not in the catalogue (ignored); present only when
+    ``history`` was given."""
 
 
 class SimilarResponse(BaseModel):

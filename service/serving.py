@@ -7,7 +7,7 @@ changes the model under a request that has started.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -15,6 +15,8 @@ import numpy as np
 
 from contract.artifact import LoadedModel, ModelArrays
 from contract.spectrum import embedding_spectrum
+from service.foldin import FoldIn, rule_for
+from service.fresh import trained_seq
 from service.index import ItemIndex, build_index
 from service.precompute import TopLists, precompute
 from service.schemas import Fallback
@@ -24,10 +26,23 @@ from service.topk import Ranked, order
 _NO_ROWS = np.empty(0, dtype=np.int64)
 _NO_SCORES = np.empty(0, dtype=np.float32)
 
-Source = Literal["precomputed", "search", "include", "fallback"]
+Source = Literal["precomputed", "search", "include", "fold-in", "fallback"]
 """What answered a recommendation: the user's precomputed list (a lookup), an index search, a
-direct scoring of the ``include`` rows (exact, no index), or a fallback for a user the model
-does not know (``Answer.fallback`` says which)."""
+direct scoring of the ``include`` rows (exact, no index), a vector folded in from an item
+history (service.foldin; searched, or scored within ``include``), or a fallback for a user the
+model does not know (``Answer.fallback`` says which)."""
+
+Kind = Literal["model", "fold-in", "popular"]
+"""What a response's ``source`` field says: the user's trained vector, a folded-in one, or the
+popular fallback."""
+
+_KIND: dict[Source, Kind] = {
+    "precomputed": "model",
+    "search": "model",
+    "include": "model",
+    "fold-in": "fold-in",
+    "fallback": "popular",
+}
 
 Search = Callable[
     [ItemIndex, np.ndarray, Sequence[int], Sequence[np.ndarray]], Awaitable[list[Ranked]]
@@ -61,8 +76,22 @@ class Answer:
     def ranked(self) -> Ranked:
         return self.rows, self.scores
 
+    @property
+    def kind(self) -> Kind | None:
+        """The response's ``source``: model, fold-in or popular (None: unanswered)."""
+        return None if self.source is None else _KIND[self.source]
+
 
 _UNANSWERED = Answer(_NO_ROWS, _NO_SCORES, None)
+
+
+def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Sorted unique union of two unique int64 row arrays (either may be empty)."""
+    if len(b) == 0:
+        return a
+    if len(a) == 0:
+        return b
+    return np.union1d(a, b)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +101,7 @@ class Recommendations:
     answers: list[Answer]
     unknown_exclude: list[str]  # ids of `exclude` not in the catalogue (ignored), in order
     unknown_include: list[str] = field(default_factory=list)  # the same for `include`
+    unknown_history: list[str] = field(default_factory=list)  # the same for `history`
 
 
 @dataclass(frozen=True)
@@ -119,6 +149,8 @@ class ServingModel:
     popular_order: np.ndarray  # (n,) item rows by popularity desc, row asc
     spectrum: SpectrumSnapshot
     top_lists: TopLists | None  # per-user precomputed answers (service.precompute)
+    foldin: FoldIn  # how an item history becomes a user vector (service.foldin)
+    trained_seq: int  # highest feedback seq the model was trained on (service.fresh)
     created_unix: float
     loaded_unix: float
     build_seconds: float
@@ -141,6 +173,8 @@ class ServingModel:
         if config.precompute_k > 0 and a.n_users * a.n_items <= config.precompute_max_cells:
             top_lists = precompute(index, a, config.precompute_k)
         created = loaded.manifest.get("created_unix")
+        train_cfg = loaded.manifest.get("config")
+        rule = rule_for(train_cfg.get("encoder") if isinstance(train_cfg, dict) else None)
         return cls(
             version=version,
             manifest=loaded.manifest,
@@ -152,6 +186,8 @@ class ServingModel:
             popular_order=popular_order,
             spectrum=spectrum,
             top_lists=top_lists,
+            foldin=FoldIn.fit(a.item_emb, a.user_emb, a.seen_indptr, a.seen_indices, rule),
+            trained_seq=trained_seq(loaded.manifest),
             created_unix=float(created) if isinstance(created, int | float) else time.time(),
             loaded_unix=time.time(),
             build_seconds=time.perf_counter() - t0,
@@ -169,13 +205,20 @@ class ServingModel:
         include: Sequence[str] | None = None,
         offset: int = 0,
         max_depth: int | None = None,
+        new_items: Mapping[str, Sequence[str]] | None = None,
         search: Search,
     ) -> Recommendations:
         """Items ``offset + 1 .. offset + k`` of each user's ranking (one user: a sequence of
         one), the one place that decides what answers a recommendation. The ranking is to
         depth ``offset + k`` (capped at `max_depth`, e.g. the service's max_k), then the first
         `offset` items are dropped: page 2 of k = 20 is items 21-40 of k = 40, whatever
-        answers it, because every source ranks by (score desc, row asc):
+        answers it, because every source ranks by (score desc, row asc).
+
+        The user's vector: the trained one; or, when `new_items` (item ids each user
+        interacted with after the model was trained, service.fresh) holds catalogue items the
+        model has not seen for that user, a fold-in (service.foldin): the trained vector moved
+        by those items for a known user, the fold-in of those items for a user the model does
+        not know (source ``fold-in``; the new items count as seen). Then:
 
         - `include` given (even empty): only those items are ranked, minus the user's seen
           items (`exclude_seen`) and `exclude`, scored directly (one GEMV over the include
@@ -188,10 +231,10 @@ class ServingModel:
           search's (for an approximate index: its answer for K, which may differ from its
           answer for k);
         - else an index search through `search`: one call for all users the lists cannot
-          answer, excluding each user's training items (`exclude_seen`) and `exclude`;
-        - an unknown user gets ``fallback="popular"``'s most popular items not in `exclude`
-          (within `include` when given), else an unanswered ``Answer`` (source None): the
-          caller reports it.
+          answer, excluding each user's seen items (`exclude_seen`) and `exclude`;
+        - a user with neither a trained vector nor a new catalogue item gets
+          ``fallback="popular"``'s most popular items not in `exclude` (within `include` when
+          given), else an unanswered ``Answer`` (source None): the caller reports it.
 
         Fewer than k items is never an error: ``Answer.short`` says why (the include set or
         the catalogue has fewer rankable items, the offset is past them, or `max_depth`).
@@ -210,11 +253,29 @@ class ServingModel:
         excl, unknown = self.item_rows_of(exclude) if exclude else (_NO_ROWS, [])
         incl, unknown_incl = (None, []) if include is None else self.item_rows_of(include)
         lists = self.top_lists if exclude_seen and incl is None else None
+        fresh = new_items or {}
         answers: list[Answer] = []
-        to_search: list[tuple[int, int]] = []  # (position in user_ids, user row)
+        to_search: list[tuple[int, np.ndarray, np.ndarray, Source]] = []  # (i, query, banned)
         for i, user_id in enumerate(user_ids):
             row = self.user_rows.get(user_id)
-            if row is None:
+            new = fresh.get(user_id)
+            folded = self.fold_in_user(row, new) if new else None
+            if folded is not None:
+                vec, seen = folded
+                banned = _union(seen, excl) if exclude_seen else excl
+                source: Source = "fold-in"
+            elif row is not None:
+                if incl is None and lists is not None:
+                    found_list = lists.answer(row, depth, excl)
+                    if found_list is not None:
+                        answers.append(
+                            self._page(found_list, k, offset, depth, None, "precomputed")
+                        )
+                        continue
+                vec = self.arrays.user_emb[row]
+                banned = self.banned_rows(row, exclude_seen, excl)
+                source = "search"
+            else:
                 if fallback == "popular":
                     found = self.popular(depth, excl, incl)
                     answers.append(self._page(found, k, offset, depth, incl, "fallback"))
@@ -222,25 +283,74 @@ class ServingModel:
                     answers.append(_UNANSWERED)
                 continue
             if incl is not None:
-                banned = self.banned_rows(row, exclude_seen, excl)
-                found = self.score_rows(self.arrays.user_emb[row], incl, banned, depth)
-                answers.append(self._page(found, k, offset, depth, incl, "include"))
+                found = self.score_rows(vec, incl, banned, depth)
+                answers.append(
+                    self._page(
+                        found, k, offset, depth, incl, "include" if source == "search" else source
+                    )
+                )
                 continue
-            found_list = lists.answer(row, depth, excl) if lists is not None else None
-            if found_list is not None:
-                answers.append(self._page(found_list, k, offset, depth, None, "precomputed"))
-            else:
-                answers.append(_UNANSWERED)  # replaced below
-                to_search.append((i, row))
+            answers.append(_UNANSWERED)  # replaced below
+            to_search.append((i, vec, banned, source))
         if to_search:
-            rows = np.fromiter((r for _, r in to_search), dtype=np.int64, count=len(to_search))
-            banned_all = [self.banned_rows(r, exclude_seen, excl) for _, r in to_search]
+            queries = np.stack([q for _, q, _, _ in to_search]).astype(np.float32, copy=False)
             found_all = await search(
-                self.index, self.arrays.user_emb[rows], [depth] * len(to_search), banned_all
+                self.index, queries, [depth] * len(to_search), [b for _, _, b, _ in to_search]
             )
-            for (i, _), found in zip(to_search, found_all, strict=True):
-                answers[i] = self._page(found, k, offset, depth, None, "search")
+            for (i, _, _, source), found in zip(to_search, found_all, strict=True):
+                answers[i] = self._page(found, k, offset, depth, None, source)
         return Recommendations(answers, unknown, unknown_incl)
+
+    async def recommend_history(
+        self,
+        history: Sequence[str],
+        k: int,
+        *,
+        exclude: Sequence[str] = (),
+        exclude_seen: bool = True,
+        fallback: Fallback | None = None,
+        include: Sequence[str] | None = None,
+        offset: int = 0,
+        max_depth: int | None = None,
+        search: Search,
+    ) -> Recommendations:
+        """``recommend`` for one anonymous user given by an item history (nothing stored):
+        the history's catalogue items are folded in (source ``fold-in``) and count as seen;
+        ids not in the catalogue are ignored and listed in ``unknown_history``. A history
+        without a catalogue item is answered like an unknown user (`fallback`, or
+        unanswered)."""
+        anonymous = "\x00history"  # not a valid id (contract.ids): never a real user
+        recs = await self.recommend(
+            (anonymous,),
+            k,
+            exclude=exclude,
+            exclude_seen=exclude_seen,
+            fallback=fallback,
+            include=include,
+            offset=offset,
+            max_depth=max_depth,
+            new_items={anonymous: history},
+            search=search,
+        )
+        _, unknown_hist = self.item_rows_of(history)
+        return Recommendations(
+            recs.answers, recs.unknown_exclude, recs.unknown_include, unknown_hist
+        )
+
+    def fold_in_user(
+        self, row: int | None, new_items: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(vector (d,), seen rows) of a user with items new to the model: a known user's
+        trained vector moved by them (FoldIn.update), an unknown user's fold-in.
+        None when no new item is in the catalogue and unseen: the trained vector stands."""
+        rows, _ = self.item_rows_of(new_items)
+        if row is None:
+            return (self.foldin.vector(rows), rows) if len(rows) else None
+        seen = self.arrays.seen(row).astype(np.int64)
+        new = np.setdiff1d(rows, seen, assume_unique=True)
+        if len(new) == 0:
+            return None
+        return self.foldin.update(self.arrays.user_emb[row], new), _union(seen, new)
 
     async def similar(
         self,
@@ -250,14 +360,17 @@ class ServingModel:
         include: Sequence[str] | None = None,
         offset: int = 0,
         user_id: str | None = None,
+        user_new_items: Sequence[str] = (),
         max_depth: int | None = None,
         search: Search,
     ) -> Answer:
         """Items ``offset + 1 .. offset + k`` nearest to `item_id` by inner product of item
         embeddings, never the item itself, nor `user_id`'s training items when given; only
         the `include` items when given (scored directly, like ``recommend``; unknown ids are
-        ignored: ``item_rows_of`` names them). Unanswered (source None) when the item, or the
-        given user, is not in the model (the caller checks ``user_rows`` to say which).
+        ignored: ``item_rows_of`` names them). `user_new_items`: that user's items ingested
+        after the model was trained (service.fresh), left out too; a user with such items in
+        the catalogue counts as known. Unanswered (source None) when the item, or the given
+        user, is not known (the caller checks ``user_rows`` to say which).
         ``Answer.short`` says why fewer than k items came back."""
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
@@ -265,10 +378,11 @@ class ServingModel:
             raise ValueError(f"offset must be at least 0, got {offset}")
         row = self.item_rows.get(item_id)
         user_row = self.user_rows.get(user_id) if user_id is not None else None
-        if row is None or (user_id is not None and user_row is None):
+        new_rows = self.item_rows_of(user_new_items)[0] if user_new_items else _NO_ROWS
+        if row is None or (user_id is not None and user_row is None and not len(new_rows)):
             return _UNANSWERED
         depth = offset + k if max_depth is None else min(offset + k, max_depth)
-        banned = self.banned_rows(user_row, True, np.asarray([row], dtype=np.int64))
+        banned = self.banned_rows(user_row, True, _union(np.asarray([row]), new_rows))
         query = self.arrays.item_emb[row]
         if include is not None:
             incl, _ = self.item_rows_of(include)

@@ -108,6 +108,10 @@ class Settings(HomeSettings, IndexSettings):
     """Bearer token accepted by POST /interactions besides ADMIN_TOKEN (for ingest pipelines)."""
     max_ingest_batch: PositiveInt = 10_000
     """Largest POST /interactions batch in rows (413 beyond)."""
+    fold_in: bool = True
+    """Fold ingested interactions the serving model has not seen into answers at once: a
+    new user is answered from them (``source: fold-in``), a known user's vector moves by them
+    (docs/method.md, "Fold-in"). Off: they count only from the next retrain on."""
 
     # ---- spectrum verdict ----------------------------------------------------------------
     healthy_erank_ratio: float = Field(0.5, gt=0, le=1)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.context import AppContext
 from service.errors import UnknownUser, error_responses
@@ -78,15 +78,27 @@ def build_router(settings: Settings) -> APIRouter:
     max_k, default_k = settings.max_k, settings.default_k
 
     class BatchRecommendRequest(BaseModel):
-        """Recommendations for many users with one index search."""
+        """Recommendations for many users with one index search (``user_ids``), or for one
+        anonymous user folded in from an item history (``history``): exactly one of them."""
 
-        model_config = ConfigDict(extra="forbid", strict=True)
+        model_config = ConfigDict(
+            extra="forbid",
+            strict=True,
+            json_schema_extra={"oneOf": [{"required": ["user_ids"]}, {"required": ["history"]}]},
+        )
 
-        user_ids: Annotated[list[JsonId], Field(min_length=1, max_length=settings.max_batch_users)]
+        # None marks an absent field; it is never validated, so `null` stays a 422
+        user_ids: Annotated[
+            list[JsonId], Field(min_length=1, max_length=settings.max_batch_users)
+        ] = None  # type: ignore[assignment]
         """Users to answer, in order; unknown ones are reported per user (the batch succeeds)."""
+        history: Annotated[list[JsonId], Field(max_length=settings.max_exclude)] = None  # type: ignore[assignment]
+        """Instead of ``user_ids``: the item ids of one anonymous user, answered by folding
+        them in (``source: fold-in``; nothing is stored). They count as seen; ids not in the
+        catalogue are ignored and listed in ``unknown_history``."""
         k: json_int(1, max_k) = default_k  # type: ignore[valid-type]  # an Annotated int
         exclude_seen: bool = True
-        """Drop each user's training items."""
+        """Drop each user's seen items (training items, and fold-in items)."""
         exclude: Annotated[list[JsonId], Field(max_length=settings.max_exclude)] = []
         """Item ids excluded for every user; unknown ids are ignored and listed back."""
         fallback: Fallback | None = None
@@ -97,6 +109,13 @@ def build_router(settings: Settings) -> APIRouter:
         offset: json_int(0, max_k - 1) = 0  # type: ignore[valid-type]  # an Annotated int
         """Items skipped before the k returned (pagination): ranks continue at offset + 1.
         The ranking stops at depth max_k: beyond it the answer is short (``short`` says so)."""
+
+        @model_validator(mode="before")
+        @classmethod
+        def _exactly_one(cls, data: Any) -> Any:
+            if isinstance(data, dict) and ("user_ids" in data) == ("history" in data):
+                raise ValueError("give exactly one of user_ids and history")
+            return data
 
     recommend_params = [
         openapi_query(
@@ -145,6 +164,7 @@ def build_router(settings: Settings) -> APIRouter:
             include=include,
             offset=offset,
             max_depth=max_k,
+            new_items=ctx.new_items(model.trained_seq),
             search=ctx.batcher.search,
         )
         (answer,) = recs.answers
@@ -158,6 +178,7 @@ def build_router(settings: Settings) -> APIRouter:
             "model_version": model.version,
             "k": k,
             "items": model.items_json(answer.ranked, offset),
+            "source": answer.kind,
             "fallback": answer.fallback,
             "exact": model.index.exact,
             "unknown_exclude": recs.unknown_exclude,
@@ -173,33 +194,49 @@ def build_router(settings: Settings) -> APIRouter:
     )
     async def recommend_batch(request: Request, body: BatchRecommendRequest) -> FastJSONResponse:
         """Unknown users get ``error: {code: unknown_user}`` (or the popular fallback) in their
-        own entry; the other users are answered normally."""
+        own entry; the other users are answered normally. With ``history`` instead of
+        ``user_ids``: one anonymous user folded in from those items (``user_id`` null)."""
         ctx: AppContext = request.app.state.ctx
         model = ctx.state.require()
-        recs = await model.recommend(
-            body.user_ids,
-            body.k,
-            exclude=body.exclude,
-            exclude_seen=body.exclude_seen,
-            fallback=body.fallback,
-            include=body.include,
-            offset=body.offset,
-            max_depth=max_k,
-            search=ctx.batcher.search,
-        )
+        options: dict[str, Any] = {
+            "exclude": body.exclude,
+            "exclude_seen": body.exclude_seen,
+            "fallback": body.fallback,
+            "include": body.include,
+            "offset": body.offset,
+            "max_depth": max_k,
+            "search": ctx.batcher.search,
+        }
+        if body.history is not None:
+            recs = await model.recommend_history(body.history, body.k, **options)
+            user_ids: list[str | None] = [None]
+        else:
+            recs = await model.recommend(
+                body.user_ids, body.k, new_items=ctx.new_items(model.trained_seq), **options
+            )
+            user_ids = list(body.user_ids)
         count_answers(ctx.metrics, recs.answers)
         results = []
-        for user_id, answer in zip(body.user_ids, recs.answers, strict=True):
+        for user_id, answer in zip(user_ids, recs.answers, strict=True):
             entry: dict[str, Any] = {
                 "user_id": user_id,
                 "items": model.items_json(answer.ranked, body.offset),
+                "source": answer.kind,
                 "fallback": answer.fallback,
                 "error": None,
             }
             if answer.short is not None:
                 entry["short"] = answer.short
             if not answer.answered:
-                entry["error"] = {"code": "unknown_user", "message": f"unknown user_id {user_id!r}"}
+                entry["error"] = (
+                    {"code": "unknown_user", "message": f"unknown user_id {user_id!r}"}
+                    if user_id is not None
+                    else {
+                        "code": "unknown_history",
+                        "message": "no item of the history is in the catalogue "
+                        "(add fallback=popular for popular items)",
+                    }
+                )
             results.append(entry)
         out: dict[str, Any] = {
             "model_version": model.version,
@@ -210,6 +247,8 @@ def build_router(settings: Settings) -> APIRouter:
         }
         if body.include is not None:
             out["unknown_include"] = recs.unknown_include
+        if body.history is not None:
+            out["unknown_history"] = recs.unknown_history
         return FastJSONResponse(out)
 
     return router

@@ -46,7 +46,8 @@ def build_router(settings: Settings) -> APIRouter:
                 openapi_query(
                     "user_id",
                     ID_SCHEMA,
-                    "Leave out this user's training items (404 `unknown_user` if unknown)",
+                    "Leave out this user's training items and those ingested since "
+                    "(404 `unknown_user` if neither is known)",
                 ),
                 *candidate_params(settings),
             ]
@@ -62,12 +63,14 @@ def build_router(settings: Settings) -> APIRouter:
         offset = query_int(qp, "offset", 0, 0, max_k - 1)
         ctx: AppContext = request.app.state.ctx
         model = ctx.state.require()
+        fresh = ctx.new_items(model.trained_seq) if user_id is not None else None
         answer = await model.similar(
             item_id,
             k,
             include=include,
             offset=offset,
             user_id=user_id,
+            user_new_items=(fresh.get(user_id, ()) if user_id and fresh else ()),
             max_depth=max_k,
             search=ctx.batcher.search,
         )

@@ -227,19 +227,22 @@ def test_get_and_post_include_with_unknown_ids_and_exclusions(client, model):
 
 
 def test_responses_without_the_new_parameters_keep_their_fields(client):
+    """Only ``source`` (model / fold-in / popular) is always added."""
     body = client.get("/recommend/u0?k=5").json()
     assert set(body) == {
         "user_id",
         "model_version",
         "k",
         "items",
+        "source",
         "fallback",
         "exact",
         "unknown_exclude",
     }
+    assert body["source"] == "model"
     batch = client.post("/recommend", json={"user_ids": ["u0"], "k": 5}).json()
     assert set(batch) == {"model_version", "k", "exact", "results", "unknown_exclude"}
-    assert set(batch["results"][0]) == {"user_id", "items", "fallback", "error"}
+    assert set(batch["results"][0]) == {"user_id", "items", "source", "fallback", "error"}
     assert set(client.get("/similar/i0?k=5").json()) == {
         "item_id",
         "model_version",

@@ -313,7 +313,9 @@ def test_batch_fallback_exclude_and_exclude_seen(client, model):
         ({"user_ids": ["u0"], "colour": "red"}, ["body", "colour"], "extra_forbidden"),
         ({"user_ids": [""]}, ["body", "user_ids", 0], "string_too_short"),
         ({"user_ids": [None]}, ["body", "user_ids", 0], "string_type"),
-        ({}, ["body", "user_ids"], "missing"),
+        ({}, ["body"], "value_error"),
+        ({"user_ids": ["u0"], "history": ["i0"]}, ["body"], "value_error"),
+        ({"history": None}, ["body", "history"], "list_type"),
     ],
 )
 def test_batch_validation_errors_are_422(client, payload, loc, type_):

@@ -1,0 +1,72 @@
+"""Interactions ingested after the serving model was trained, per user, kept current.
+
+The serving model's manifest says up to which feedback ``seq`` it was trained
+(``ingested.max_seq``; 0 for a model trained without the store). Rows beyond it are what the
+model has not seen: ``FreshInteractions.since(seq)`` returns them by user (item ids, first
+occurrence order, no repeats), for ServingModel.recommend to fold in. Each call costs one
+``PRAGMA data_version`` (contract.feedback.FeedbackWatcher) and reads the store only when
+something was committed, by this process or another API worker; the view is rebuilt when the
+model's seq changes (a new model), which happens on the model watcher's thread first
+(``prime``) so requests rarely pay for it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from contract.feedback import FeedbackWatcher
+
+_EMPTY: Mapping[str, Sequence[str]] = {}
+
+
+def trained_seq(manifest: Mapping[str, object]) -> int:
+    """The highest feedback seq a model was trained on (its manifest's ``ingested.max_seq``)."""
+    ingested = manifest.get("ingested")
+    if isinstance(ingested, Mapping):
+        seq = ingested.get("max_seq")
+        if isinstance(seq, int) and not isinstance(seq, bool):
+            return seq
+    return 0
+
+
+class FreshInteractions:
+    """Per-user item ids ingested after a given seq, following the store as it grows."""
+
+    def __init__(self, feedback_db: Path | str) -> None:
+        self._watcher = FeedbackWatcher(feedback_db)
+        self._lock = threading.Lock()
+        self._after: int | None = None  # the seq the view starts after
+        self._last = 0  # highest seq read so far
+        self._by_user: dict[str, list[str]] = {}
+        self._seen: set[tuple[str, str]] = set()
+
+    def since(self, seq: int) -> Mapping[str, Sequence[str]]:
+        """{user_id: item ids} of the rows with seq > `seq` (read-only view; empty when none)."""
+        with self._lock:
+            if seq != self._after:
+                self._rebuild(seq)
+            elif self._watcher.changed():
+                self._extend()
+            return self._by_user or _EMPTY
+
+    def prime(self, seq: int) -> None:
+        """Build the view for `seq` now (the model watcher's thread, after a swap)."""
+        self.since(seq)
+
+    def close(self) -> None:
+        self._watcher.close()
+
+    def _rebuild(self, seq: int) -> None:
+        self._watcher.changed()  # reset: rows committed from here on are seen by _extend
+        self._after, self._last = seq, seq
+        self._by_user, self._seen = {}, set()
+        self._extend()
+
+    def _extend(self) -> None:
+        for seq, user, item in self._watcher.rows_after(self._last):
+            self._last = seq
+            if (user, item) not in self._seen:
+                self._seen.add((user, item))
+                self._by_user.setdefault(user, []).append(item)

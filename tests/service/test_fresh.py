@@ -1,0 +1,36 @@
+"""service.fresh and contract.feedback.FeedbackWatcher: rows newer than a model, per user."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from contract.feedback import FeedbackStore, FeedbackWatcher, Interaction
+from service.fresh import FreshInteractions, trained_seq
+
+
+def test_the_watcher_notices_other_connections_commits(tmp_path: Path) -> None:
+    db = tmp_path / "feedback.db"
+    watcher, store = FeedbackWatcher(db), FeedbackStore(db)
+    assert watcher.changed() is True  # first call
+    assert watcher.changed() is False
+    store.append([Interaction("u", "a"), Interaction("v", "b")])
+    assert watcher.changed() is True and watcher.changed() is False
+    assert watcher.rows_after(0) == [(1, "u", "a"), (2, "v", "b")]
+    assert watcher.rows_after(1) == [(2, "v", "b")]
+
+
+def test_fresh_rows_are_per_user_after_the_models_seq(tmp_path: Path) -> None:
+    db = tmp_path / "feedback.db"
+    store = FeedbackStore(db)
+    store.append([Interaction("u", "a"), Interaction("u", "b"), Interaction("v", "a")])  # 1-3
+    fresh = FreshInteractions(db)
+    assert fresh.since(0) == {"u": ["a", "b"], "v": ["a"]}
+    assert fresh.since(2) == {"v": ["a"]}  # a newer model trained on seq 1-2
+    store.append([Interaction("u", "c"), Interaction("v", "a"), Interaction("w", "z")])
+    assert fresh.since(2) == {"v": ["a"], "u": ["c"], "w": ["z"]}  # repeats once, in order
+    assert fresh.since(6) == {}
+
+
+def test_trained_seq_reads_the_manifest() -> None:
+    assert trained_seq({"ingested": {"rows": 9, "max_seq": 41}}) == 41
+    assert trained_seq({}) == trained_seq({"ingested": {"max_seq": True}}) == 0
