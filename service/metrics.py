@@ -61,6 +61,7 @@ class ServiceMetrics:
             ["source"],
             registry=r,
         )
+        self._answer_children: dict[str, Any] = {}
         self.model_info = Gauge(
             "specrec_model_info", "Serving model version (value 1)", ["version"], registry=r
         )
@@ -86,6 +87,16 @@ class ServiceMetrics:
             return time.time() - m.created_unix if m is not None else float("nan")
 
         self.model_age.set_function(age)
+
+    def count_answer(self, source: str, fallback: str | None, n: int = 1) -> None:
+        """Count `n` recommendation answers from `source` (and `fallback`): label children
+        are looked up once per label (``labels()`` takes a lock; this is the hot path)."""
+        child = self._answer_children.get(source)
+        if child is None:
+            child = self._answer_children[source] = self.answers.labels(source)
+        child.inc(n)
+        if fallback is not None:
+            self.fallbacks.labels(fallback).inc(n)
 
     def watch_searches(self, counts: Callable[[], tuple[int, int]]) -> None:
         """Export the search thread's counters (called once by create_app)."""

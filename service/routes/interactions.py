@@ -135,7 +135,7 @@ def build_router(settings: Settings) -> APIRouter:
             }
         },
     )
-    async def ingest(body: Annotated[Any, Body()]) -> dict[str, int]:
+    async def ingest(request: Request, body: Annotated[Any, Body()]) -> dict[str, int]:
         """Body ``{"interactions": [{"user_id", "item_id", "timestamp"?}, ...]}``: ids are
         1-256 characters without control characters (contract.ids); timestamp is unix seconds
         (default: now). All rows or none: one bad row rejects the batch with every bad row's
@@ -183,6 +183,9 @@ def build_router(settings: Settings) -> APIRouter:
                 f"row {bad[0]['index']}: {bad[0]['reason']}{more}; nothing was stored", bad
             )
         total = await run_in_threadpool(FeedbackStore(settings.feedback_db).append, parsed)
+        fresh = request.app.state.ctx.fresh
+        if fresh is not None:  # fold the rows in from the next request on
+            fresh.invalidate()
         return {"accepted": len(parsed), "total": total}
 
     return router

@@ -17,6 +17,7 @@ from service.routes._params import (
     query_id,
     query_id_set,
     query_int,
+    query_params,
 )
 from service.routes.recommend import add_candidate_fields, candidate_params
 from service.schemas import ID_SCHEMA, SimilarResponse
@@ -56,7 +57,7 @@ def build_router(settings: Settings) -> APIRouter:
     async def similar(request: Request) -> FastJSONResponse:
         """The item itself is never returned."""
         item_id = path_id(request, "item_id")
-        qp = request.query_params
+        qp = query_params(request)
         k = query_int(qp, "k", settings.default_k, 1, max_k)
         user_id = query_id(qp, "user_id")
         include = query_id_set(qp, "include", settings.max_exclude)

@@ -4,6 +4,7 @@ of a numpy reference (source ``fold-in``)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from contract.artifact import ModelRegistry
 from contract.feedback import FeedbackStore, Interaction
 from service.app import create_app
 from service.foldin import FoldIn, fit_map, history_sum, history_sums, item_weights, rule_for
+from service.fresh import CHECK_INTERVAL_S
 from service.settings import Settings
 from tests.service.modelkit import ADMIN_TOKEN, Model, auth, make_model
 
@@ -249,6 +251,7 @@ def test_rows_written_by_another_process_are_seen(tmp_path: Path) -> None:
     with TestClient(create_app(settings)) as c:
         assert c.get("/recommend/ghost?k=3").status_code == 404
         FeedbackStore(settings.feedback_db).append([Interaction("ghost", "i5")])
+        time.sleep(2 * CHECK_INTERVAL_S)  # another writer: seen at the next check
         body = c.get("/recommend/ghost?k=3").json()
         assert body["source"] == "fold-in"
         assert ids_of(body) == ranked(reference_fold_in(model, [5]), model.arrays.item_emb, [5], 3)
