@@ -77,6 +77,10 @@ class Settings(HomeSettings, IndexSettings):
     """Bearer token for admin endpoints (env ``ADMIN_TOKEN``). Unset: admin endpoints answer 503."""
     log_level: str = "info"
     """uvicorn / service log level."""
+    workers: PositiveInt = 1
+    """uvicorn worker processes on the one port. Each loads the serving model itself (memory
+    per worker: docs/benchmarks.md, "Several workers"); ingested interactions reach every
+    worker's fold-in through the shared SQLite store within about a millisecond."""
 
     # ---- model watcher -------------------------------------------------------------------
     watch_interval_s: float = Field(2.0, gt=0)
