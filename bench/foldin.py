@@ -14,6 +14,7 @@ writes a markdown table to --out.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -84,7 +85,15 @@ def trained(ds: Dataset, cfg: TrainConfig, cache: Path | None) -> tuple[Trained,
         z = np.load(path)
         return Trained(z["user_emb"], z["item_emb"], str(z["device"])), float(z["seconds"])
     t0 = time.perf_counter()
-    res = fit(ds, cfg, progress_bar=False)
+
+    def progress(info: dict[str, Any]) -> None:
+        if info["epoch"] % 10 == 0 or info["epoch"] == 1:
+            print(
+                f"{ds.name}: epoch {info['epoch']}/{info['epochs']} {info['seconds']:.2f} s",
+                flush=True,
+            )
+
+    res = fit(ds, cfg, progress=progress, progress_bar=False)
     seconds = time.perf_counter() - t0
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--encoder", default="mf", choices=["mf", "lightgcn"])
     p.add_argument("--objective", default="directspec+")
     p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--name", help="dataset name in the results (default: the loader's)")
     p.add_argument("--holdout", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="config overrides")
@@ -131,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         args.objective, args.encoder, epochs=args.epochs, eval_every=args.epochs, **overrides
     )
     ds = load_dataset(args.data)
+    if args.name:
+        ds = dataclasses.replace(ds, name=args.name)
     held = split_users(ds, args.holdout, args.seed)
     rest = without_users(ds, held)
     train_h, test_h = ds.train_matrix()[held], ds.test_matrix()[held]

@@ -64,7 +64,8 @@ def free_port() -> int:
 
 @contextmanager
 def uvicorn_server(home: Path, **env_extra: str) -> Iterator[str]:
-    """`python -m service.main` on a free loopback port; yields the base URL once /readyz is 200."""
+    """`python -m service.main` on a free loopback port; yields the base URL once /readyz is 200
+    (and, with SPECREC_WORKERS=N, once N workers run). The server's pid is SERVER_PIDS[base]."""
     import httpx
 
     port = free_port()
@@ -74,13 +75,17 @@ def uvicorn_server(home: Path, **env_extra: str) -> Iterator[str]:
     env.pop("ADMIN_TOKEN", None)
     proc = subprocess.Popen([sys.executable, "-m", "service.main"], cwd=REPO, env=env)
     base = f"http://127.0.0.1:{port}"
+    SERVER_PIDS[base] = proc.pid
+    want_workers = int(env.get("SPECREC_WORKERS", "1"))
     try:
         deadline = time.monotonic() + 300
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited with {proc.returncode}")
             try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                ready = httpx.get(f"{base}/readyz", timeout=1).status_code == 200
+                if ready and (want_workers == 1 or len(worker_pids(proc.pid)) >= want_workers):
+                    time.sleep(1.0 if want_workers > 1 else 0.0)  # the last one's model
                     break
             except httpx.TransportError:
                 pass
@@ -94,6 +99,34 @@ def uvicorn_server(home: Path, **env_extra: str) -> Iterator[str]:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+SERVER_PIDS: dict[str, int] = {}
+
+
+def worker_pids(pid: int) -> list[int]:
+    """uvicorn's worker processes under supervisor `pid` (Linux /proc; not its resource
+    tracker)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    found = []
+    for child in path.read_text().split() if path.exists() else ():
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+            found.append(int(child))
+    return sorted(found)
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """RSS and PSS (shared pages split between the processes sharing them) in MB."""
+    out = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("Rss", "Pss"):
+            out[key.lower() + "_mb"] = int(rest.split()[0]) / 1024
+    return out
 
 
 WRK_LUA_GET = """

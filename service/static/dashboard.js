@@ -13,6 +13,8 @@ const FINAL_STATES = new Set(["succeeded", "failed", "rejected", "cancelled"]);
 const SOURCE_TEXT = {
   precomputed: "precomputed top-k list",
   search: "index search",
+  include: "scored within include",
+  "fold-in": "fold-in (interactions newer than the model)",
   fallback: "fallback (unknown user)",
 };
 const FAST_MS = 1000; // while a job is queued or running
@@ -578,7 +580,7 @@ function renderTraffic(metrics, jobs) {
   if (!changed("traffic", data)) return;
   const kv = (rows) => h("table", { class: "grid compact" }, h("tbody", {},
     rows.map(([k, v, id]) => h("tr", {}, h("td", { text: k }), h("td", { class: "num", id, text: fmt(v) })))));
-  const sourceRows = ["precomputed", "search", "fallback", ...Object.keys(sources)]
+  const sourceRows = ["precomputed", "search", "fold-in", "fallback", ...Object.keys(sources)]
     .filter((k, i, all) => all.indexOf(k) === i)
     .map((k) => [SOURCE_TEXT[k] || k, sources[k] || 0, `answers-${k}`]);
   fill(body, h("div", { class: "traffic" },
@@ -637,7 +639,9 @@ async function recommend(event) {
   }
   const origin = b.fallback
     ? `${b.fallback} fallback: the user is unknown; scores are interaction counts`
-    : "the user's embedding; scores are inner products";
+    : b.source === "fold-in"
+      ? "a vector folded in from interactions the model was not trained on; scores are inner products"
+      : "the user's embedding; scores are inner products";
   fill(facts,
     h("dt", { text: "model" }), h("dd", { class: "mono", id: "play-version", text: b.model_version }),
     h("dt", { text: "answered from" }), h("dd", { id: "play-origin", text: origin }),

@@ -5,11 +5,9 @@ cluster (the generator's ground truth for "close") first."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 from fastapi.testclient import TestClient
 
 from contract.artifact import ModelRegistry
@@ -22,13 +20,6 @@ from trainer.train import fit, publish_result
 
 TOKEN = "e2e-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("SPECREC_") or name in ("ADMIN_TOKEN", "PORT", "HOST"):
-            monkeypatch.delenv(name)
 
 
 def test_a_new_user_is_answered_from_their_interactions_without_a_retrain(tmp_path: Path) -> None:

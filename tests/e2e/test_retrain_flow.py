@@ -32,13 +32,6 @@ TOKEN = "e2e-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("SPECREC_") or name in ("ADMIN_TOKEN", "PORT", "HOST"):
-            monkeypatch.delenv(name)
-
-
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     write_dataset(tmp_path / "data" / "default")
