@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from contract.feedback import FeedbackStore, FeedbackWatcher, Interaction
-from service.fresh import FreshInteractions, trained_seq
+from service.fresh import CHECK_INTERVAL_S, FreshInteractions, trained_seq
 
 
 def test_the_watcher_notices_other_connections_commits(tmp_path: Path) -> None:
@@ -27,8 +28,12 @@ def test_fresh_rows_are_per_user_after_the_models_seq(tmp_path: Path) -> None:
     assert fresh.since(0) == {"u": ["a", "b"], "v": ["a"]}
     assert fresh.since(2) == {"v": ["a"]}  # a newer model trained on seq 1-2
     store.append([Interaction("u", "c"), Interaction("v", "a"), Interaction("w", "z")])
+    time.sleep(2 * CHECK_INTERVAL_S)  # another writer's rows: seen at the next check
     assert fresh.since(2) == {"v": ["a"], "u": ["c"], "w": ["z"]}  # repeats once, in order
-    assert fresh.since(6) == {}
+    store.append([Interaction("x", "y")])
+    fresh.invalidate()  # this process's own write: seen at once
+    assert fresh.since(2)["x"] == ["y"]
+    assert fresh.since(7) == {}
 
 
 def test_trained_seq_reads_the_manifest() -> None:
