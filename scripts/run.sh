@@ -62,7 +62,11 @@ mkdir -p "$SPECREC_HOME/run"
 sup_args=(-c scripts/supervisord.conf)
 # as root, say so (supervisord otherwise logs a CRIT line about not dropping privileges)
 [ "$(id -u)" -eq 0 ] && sup_args+=(-u root)
-supervisord "${sup_args[@]}" &
+# In a session of its own: the terminal's signals (Ctrl-C's SIGINT, the SIGHUP of a closed
+# window) reach this script, which stops supervisord with SIGTERM below. supervisord itself would
+# take SIGHUP as "reload and restart everything" and, its terminal gone, could die leaving the
+# API and the worker running.
+setsid supervisord "${sup_args[@]}" &
 sup_pid=$!
 
 stop_supervisor() {
@@ -72,14 +76,15 @@ stop_supervisor() {
   fi
 }
 on_signal() {
-  trap - INT TERM
-  echo
-  echo ">> stopping specrec-serve and specrec-worker"
+  trap - INT TERM HUP
+  # (after a hangup the terminal is gone and echo fails: stop the processes all the same)
+  { echo; echo ">> stopping specrec-serve and specrec-worker"; } 2>/dev/null || true
   stop_supervisor
   exit "$1"
 }
 trap 'on_signal 130' INT
 trap 'on_signal 143' TERM
+trap 'on_signal 129' HUP
 trap stop_supervisor EXIT
 
 base="http://$HOST:$PORT"
@@ -107,7 +112,7 @@ if [ "$ready" -eq 1 ]; then
    open  $base/docs          (the API, offline)
 
  A process that exits or is killed is started again; the other keeps running.
- Ctrl-C stops both processes.
+ Ctrl-C (or closing this terminal) stops both processes.
 ==============================================================================
 EOF
 else

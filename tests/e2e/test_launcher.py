@@ -3,8 +3,9 @@ fresh SPECREC_HOME, with the real bootstrap (progress bar), supervisord, API and
 
 Then the faults a running installation meets, each asserting what survives: the worker killed
 mid-training, a job's training process killed (what the OOM killer does), the API killed while a
-job is queued or running; and Ctrl-C at the end stops every process. The tests share one
-launcher and run in file order.
+job is queued or running; and Ctrl-C at the end stops every process, as does closing the
+terminal (a second launcher on the same home). The tests share one launcher and run in file
+order.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class Launcher:
     """`make run` on a pty; a thread drains the terminal so no process blocks on a full pty."""
 
     def __init__(self, home: Path) -> None:
+        self.home = home
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {
@@ -315,3 +317,18 @@ def test_ctrl_c_stops_every_process(launcher: Launcher) -> None:
     assert "Error 130" in launcher.out
     assert ">> stopping specrec-serve and specrec-worker" in launcher.out
     wait_for(lambda: not any(_alive(p) for p in pids), 10, "every process to stop")
+
+
+def test_closing_the_terminal_stops_every_process(launcher: Launcher) -> None:
+    """The hangup of a closed terminal window: SIGHUP to make's process group (what the kernel
+    sends when the pty goes away), on a second `make run` over the first one's home."""
+    again = Launcher(launcher.home)
+    try:
+        again.wait_output("specrec is up", timeout=300)
+        assert ">> reusing the published model" in again.out
+        pids = [again.supervisord, *_descendants(again.supervisord)]
+        assert len(pids) >= 3 and again.program("serve") and again.program("worker")
+        os.killpg(os.getpgid(again.child.pid), signal.SIGHUP)
+        wait_for(lambda: not any(_alive(p) for p in pids), 30, "every process to stop")
+    finally:
+        again.kill_all()

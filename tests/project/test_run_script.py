@@ -174,14 +174,16 @@ def _wait_gone(pids: list[int], timeout_s: float = 5.0) -> list[int]:
     return [p for p in pids if _alive(p)]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"]
+)
 def test_first_run_bootstraps_serves_and_a_signal_stops_both(
     repo, fake_bin, tmp_path, free_port, sig
 ):
     home = tmp_path / "home"
     run = RunSh(repo, fake_bin, home, free_port)
     try:
-        run.wait_for("Ctrl-C stops both processes.")
+        run.wait_for("Ctrl-C (or closing this terminal) stops both processes.")
         events = run.events()
         assert [(e["who"], e["event"]) for e in events][0] == ("worker", "bootstrap")
         assert {(e["who"], e["event"]) for e in events[1:]} == {
@@ -218,7 +220,7 @@ def test_second_run_reuses_the_model_and_a_given_token_is_not_printed(
     (home / "models" / "CURRENT").write_text('{"version": "v0", "previous": null}')
     run = RunSh(repo, fake_bin, home, free_port, ADMIN_TOKEN="my-own-token-0123456789")
     try:
-        run.wait_for("Ctrl-C stops both processes.")
+        run.wait_for("Ctrl-C (or closing this terminal) stops both processes.")
         assert "reusing the published model" in run.out
         assert "my-own-token-0123456789" not in run.out
         events = run.events()
@@ -248,7 +250,7 @@ def test_a_dying_worker_is_started_again_while_the_api_keeps_running(
         FAKE_WORKER_EXIT_ONCE="1",
     )
     try:
-        run.wait_for("Ctrl-C stops both processes.")
+        run.wait_for("Ctrl-C (or closing this terminal) stops both processes.")
         run.wait_for("exited: worker (exit status 3; not expected)", timeout_s=30)
         deadline = time.monotonic() + 30
         while len(_starts(run, "worker")) < 2 and time.monotonic() < deadline:
@@ -271,7 +273,7 @@ def test_a_worker_that_keeps_failing_at_start_is_retried_with_growing_delays(
     # exits 0.5 s after every start (within startsecs): supervisord's backoff, 1 s more each try
     run = RunSh(repo, fake_bin, tmp_path / "home", free_port, FAKE_WORKER_EXIT="0.5")
     try:
-        run.wait_for("Ctrl-C stops both processes.")
+        run.wait_for("Ctrl-C (or closing this terminal) stops both processes.")
         deadline = time.monotonic() + 40
         while len(_starts(run, "worker")) < 5 and time.monotonic() < deadline:
             time.sleep(0.1)
