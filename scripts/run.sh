@@ -69,11 +69,29 @@ sup_args=(-c scripts/supervisord.conf)
 setsid supervisord "${sup_args[@]}" &
 sup_pid=$!
 
+tty_watch=""
+program_pids() {  # supervisord's children, the API and the worker (Linux /proc)
+  cat "/proc/$sup_pid/task/$sup_pid/children" 2>/dev/null || true
+}
 stop_supervisor() {
+  if [ -n "$tty_watch" ]; then kill "$tty_watch" 2>/dev/null || true; fi
+  local programs pid alive
+  programs="$(program_pids)"
   if kill -0 "$sup_pid" 2>/dev/null; then
     kill -TERM "$sup_pid" 2>/dev/null || true
     wait "$sup_pid" 2>/dev/null || true
   fi
+  # supervisord stops both; should it die instead (after a hangup its writes to the closed
+  # terminal can fail), stop what it left: SIGTERM to each program's process group, SIGKILL
+  # after 20 s (supervisord's own stopwaitsecs are 10 and 15 s)
+  for pid in $programs; do kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true; done
+  for _ in $(seq 1 40); do
+    alive=""
+    for pid in $programs; do if kill -0 "$pid" 2>/dev/null; then alive=1; fi; done
+    [ -z "$alive" ] && return 0
+    sleep 0.5
+  done
+  for pid in $programs; do kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true; done
 }
 on_signal() {
   trap - INT TERM HUP
@@ -86,6 +104,15 @@ trap 'on_signal 130' INT
 trap 'on_signal 143' TERM
 trap 'on_signal 129' HUP
 trap stop_supervisor EXIT
+
+# A closed terminal sends SIGHUP to its session leader: from an interactive shell that reaches
+# this script too, but when make itself leads the session (`tmux new 'make run'`, `script -c`)
+# only make gets it, and make then waits for this script forever. So, at a terminal, watch it
+# and stop as on SIGHUP once it is gone.
+if { : </dev/tty; } 2>/dev/null; then
+  ( while { : </dev/tty; } 2>/dev/null; do sleep 1; done; kill -HUP $$ 2>/dev/null ) &
+  tty_watch=$!
+fi
 
 base="http://$HOST:$PORT"
 ready=0
