@@ -70,31 +70,42 @@ setsid supervisord "${sup_args[@]}" &
 sup_pid=$!
 
 tty_watch=""
-program_pids() {  # supervisord's children, the API and the worker (Linux /proc)
-  cat "/proc/$sup_pid/task/$sup_pid/children" 2>/dev/null || true
+session_pids() {  # supervisord's session: it and all it started, even once it is gone (/proc)
+  local stat pid rest
+  for stat in /proc/[0-9]*/stat; do
+    pid="${stat#/proc/}"; pid="${pid%/stat}"
+    { read -r rest <"$stat"; } 2>/dev/null || continue
+    rest="${rest##*) }"  # after "pid (comm) ": state ppid pgrp session ...
+    # shellcheck disable=SC2086
+    set -- $rest
+    if [ "${4:-}" = "$sup_pid" ] && [ "${1:-}" != Z ]; then echo "$pid"; fi
+  done
+  return 0
 }
 stop_supervisor() {
   if [ -n "$tty_watch" ]; then kill "$tty_watch" 2>/dev/null || true; fi
-  local programs pid alive
-  programs="$(program_pids)"
+  local pid left
   if kill -0 "$sup_pid" 2>/dev/null; then
     kill -TERM "$sup_pid" 2>/dev/null || true
     wait "$sup_pid" 2>/dev/null || true
   fi
-  # supervisord stops both; should it die instead (after a hangup its writes to the closed
-  # terminal can fail), stop what it left: SIGTERM to each program's process group, SIGKILL
-  # after 20 s (supervisord's own stopwaitsecs are 10 and 15 s)
-  for pid in $programs; do kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true; done
+  # supervisord stops both programs; should it die instead (after a hangup its writes to the
+  # closed terminal fail), stop what is left of its session: SIGTERM, SIGKILL after 20 s
+  # (supervisord's own stopwaitsecs are 10 and 15 s)
+  left="$(session_pids)"
+  [ -z "$left" ] && return 0
+  for pid in $left; do kill -TERM "$pid" 2>/dev/null || true; done
   for _ in $(seq 1 40); do
-    alive=""
-    for pid in $programs; do if kill -0 "$pid" 2>/dev/null; then alive=1; fi; done
-    [ -z "$alive" ] && return 0
+    [ -z "$(session_pids)" ] && return 0
     sleep 0.5
   done
-  for pid in $programs; do kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true; done
+  for pid in $(session_pids); do kill -KILL "$pid" 2>/dev/null || true; done
 }
 on_signal() {
-  trap - INT TERM HUP
+  # ignore further signals while stopping: a closed terminal can deliver SIGHUP twice (the
+  # terminal's and the watcher's below), and the default action would end this script with the
+  # programs still running
+  trap '' INT TERM HUP
   # (after a hangup the terminal is gone and echo fails: stop the processes all the same)
   { echo; echo ">> stopping specrec-serve and specrec-worker"; } 2>/dev/null || true
   stop_supervisor

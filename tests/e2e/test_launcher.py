@@ -319,23 +319,23 @@ def test_ctrl_c_stops_every_process(launcher: Launcher) -> None:
     wait_for(lambda: not any(_alive(p) for p in pids), 10, "every process to stop")
 
 
-@pytest.mark.parametrize("how", ["shell-forwards-sighup", "pty-closed"])
+@pytest.mark.parametrize("how", ["shell-forwards-sighup", "pty-closed", "both"])
 def test_closing_the_terminal_stops_every_process(launcher: Launcher, how: str) -> None:
     """A closed terminal window, on a second `make run` over the first one's home. From an
     interactive shell the hangup reaches make's whole process group (the shell forwards SIGHUP
     to its jobs); when make leads the session itself (here: pexpect's pty, like `tmux new
     'make run'`), closing the pty's master only signals make, which then waits for run.sh:
-    run.sh notices the terminal is gone."""
+    run.sh notices the terminal is gone; `tmux kill-session` does both."""
     again = Launcher(launcher.home)
     try:
         again.wait_output("specrec is up", timeout=300)
         assert ">> reusing the published model" in again.out
         pids = [again.supervisord, *_descendants(again.supervisord)]
         assert len(pids) >= 3 and again.program("serve") and again.program("worker")
-        if how == "pty-closed":
-            os.close(again.child.child_fd)  # the kernel hangs the terminal up
-        else:
+        if how in ("shell-forwards-sighup", "both"):
             os.killpg(os.getpgid(again.child.pid), signal.SIGHUP)
+        if how in ("pty-closed", "both"):
+            os.close(again.child.child_fd)  # the kernel hangs the terminal up
         wait_for(lambda: not any(_alive(p) for p in pids), 60, "every process to stop")
         wait_for(lambda: not _alive(again.child.pid), 30, "make to end")
     finally:
