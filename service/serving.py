@@ -302,36 +302,16 @@ class ServingModel:
         return Recommendations(answers, unknown, unknown_incl)
 
     async def recommend_history(
-        self,
-        history: Sequence[str],
-        k: int,
-        *,
-        exclude: Sequence[str] = (),
-        exclude_seen: bool = True,
-        fallback: Fallback | None = None,
-        include: Sequence[str] | None = None,
-        offset: int = 0,
-        max_depth: int | None = None,
-        search: Search,
+        self, history: Sequence[str], k: int, **options: Any
     ) -> Recommendations:
-        """``recommend`` for one anonymous user given by an item history (nothing stored):
-        the history's catalogue items are folded in (source ``fold-in``) and count as seen;
-        ids not in the catalogue are ignored and listed in ``unknown_history``. A history
-        without a catalogue item is answered like an unknown user (`fallback`, or
-        unanswered)."""
+        """``recommend`` for one anonymous user given by an item history (nothing stored),
+        with the same keyword `options` (exclude, exclude_seen, fallback, include, offset,
+        max_depth, search): the history's catalogue items are folded in (source ``fold-in``)
+        and count as seen; ids not in the catalogue are ignored and listed in
+        ``unknown_history``. A history without a catalogue item is answered like an unknown
+        user (`fallback`, or unanswered)."""
         anonymous = "\x00history"  # not a valid id (contract.ids): never a real user
-        recs = await self.recommend(
-            (anonymous,),
-            k,
-            exclude=exclude,
-            exclude_seen=exclude_seen,
-            fallback=fallback,
-            include=include,
-            offset=offset,
-            max_depth=max_depth,
-            new_items={anonymous: history},
-            search=search,
-        )
+        recs = await self.recommend((anonymous,), k, new_items={anonymous: history}, **options)
         _, unknown_hist = self.item_rows_of(history)
         return Recommendations(
             recs.answers, recs.unknown_exclude, recs.unknown_include, unknown_hist
