@@ -150,13 +150,7 @@ class FeedbackWatcher:
     def rows_after(self, after_seq: int) -> list[tuple[int, str, str]]:
         """(seq, user_id, item_id) of the rows with seq > `after_seq`, in seq order."""
         with self._lock:
-            return [
-                (int(seq), u, i)
-                for seq, u, i in self._db.execute(
-                    "SELECT seq, user_id, item_id FROM interactions WHERE seq > ? ORDER BY seq",
-                    (after_seq,),
-                )
-            ]
+            return [(seq, u, i) for seq, u, i, _ in _rows_after(self._db, after_seq)]
 
     def close(self) -> None:
         with self._lock:

@@ -429,9 +429,7 @@ class ServingModel:
             if exclude_seen and user_row is not None
             else _NO_ROWS
         )
-        if len(exclude) == 0:
-            return seen
-        return np.union1d(seen, exclude) if len(seen) else exclude
+        return _union(seen, exclude)
 
     def popular(self, k: int, banned: np.ndarray, include: np.ndarray | None = None) -> Ranked:
         """Top-k by training popularity (score = interaction count), banned rows skipped;
