@@ -38,7 +38,7 @@ from pydantic.fields import FieldInfo
 
 Encoder = Literal["mf", "lightgcn"]
 Objective = Literal["directspec", "directspec+", "bpr", "directau", "align"]
-Optimizer = Literal["sgd", "adam"]
+Optimizer = Literal["sgd", "adam", "sparse_adam"]
 Sampler = Literal["user", "pair"]
 Init = Literal["xavier", "normal"]
 RecallConvention = Literal["lightgcn", "reference"]
@@ -114,7 +114,9 @@ class TrainConfig(BaseModel):
     """"user": B users uniformly with replacement, one random training item each (reference);
     "pair": B training pairs uniformly (BPR/DirectAU); bpr needs "pair"."""
     optimizer: Optimizer = "sgd"
-    """"sgd" (plain SGD on the raw tables, the reference) or "adam"."""
+    """"sgd" (plain SGD on the raw tables, the reference), "adam", or "sparse_adam" (MF only:
+    Adam on the rows a batch touches, as torch's SparseAdam; several times faster on large
+    tables, other rows and their moments stay as they are)."""
     lr: float = Field(180.0, gt=0)
     """Learning rate (per step; SGD lr is huge because the loss sees normalised vectors)."""
     lr_decay: float = Field(0.9995, gt=0, le=1)
@@ -194,6 +196,16 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 f"early_stop_metric: {self.early_stop_metric!r}, expected recall@K or ndcg@K "
                 f"with K in ks {list(self.ks)}"
+            )
+        if self.optimizer == "sparse_adam" and self.encoder != "mf":
+            raise ValueError(
+                f"optimizer: 'sparse_adam' needs encoder 'mf' ({self.encoder!r} updates every "
+                "row at each step), use 'adam'"
+            )
+        if self.optimizer == "sparse_adam" and self.weight_decay:
+            raise ValueError(
+                "weight_decay: sparse_adam takes no weight decay (it would touch every row), "
+                "use reg"
             )
         if self.objective == "bpr" and self.sampler != "pair":
             raise ValueError(f"sampler: {self.sampler!r} is not supported for bpr, expected 'pair'")

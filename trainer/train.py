@@ -83,8 +83,11 @@ def build_encoder(
     m, n = train.shape
     if cfg.encoder == "mf":
         # With plain SGD and no weight decay, updating only the batch's rows is exactly the
-        # dense update (the other rows' gradient is zero), and much cheaper.
-        sparse = cfg.optimizer == "sgd" and cfg.weight_decay == 0
+        # dense update (the other rows' gradient is zero), and much cheaper; sparse_adam is
+        # defined on the batch's rows.
+        sparse = cfg.optimizer == "sparse_adam" or (
+            cfg.optimizer == "sgd" and cfg.weight_decay == 0
+        )
         enc = MF(m, n, cfg.dim, sparse=sparse, init=cfg.init, std=cfg.init_std, generator=generator)
         return enc.to(device)
     return LightGCN(

@@ -90,7 +90,10 @@ def test_validation_names_the_field(overrides, field):
         ({"ks": (0, 20)}, "ks: (0, 20), expected one or more integers in [1, 1000]"),
         ({"ks": ()}, "ks: (), expected one or more integers in [1, 1000]"),
         ({"tau0": 0.0}, "tau0: 0.0, expected a finite number > 0 or None"),
-        ({"optimizer": "rmsprop"}, "optimizer: 'rmsprop', expected one of ['sgd', 'adam']"),
+        (
+            {"optimizer": "rmsprop"},
+            "optimizer: 'rmsprop', expected one of ['sgd', 'adam', 'sparse_adam']",
+        ),
         ({"adaptive_tau": 1}, "adaptive_tau: 1, expected true or false"),
         ({"adaptive_tau": True, "tau": 0.5}, "tau0: defaults to tau - 0.5 = 0.0, must be > 0"),
         ({"objective": "bpr"}, "sampler: 'user' is not supported for bpr, expected 'pair'"),

@@ -19,7 +19,7 @@ from trainer.data import Dataset, load_dataset
 from trainer.encoders import MF, LightGCN
 from trainer.evaluate import evaluate, evaluate_popularity
 from trainer.objectives import BatchLoss
-from trainer.optim import PlainSGD
+from trainer.optim import PlainSGD, RowAdam
 from trainer.sampling import CSR, UserItemSampler
 from trainer.synthetic import write_dataset
 from trainer.train import (
@@ -206,6 +206,71 @@ def test_sparse_rows_with_plain_sgd_equal_dense_torch_sgd():
         torch.testing.assert_close(a.weight, b.weight, rtol=1e-5, atol=1e-6)
     start = MF(40, 30, 8, generator=torch.Generator().manual_seed(5)).user.weight
     assert (fast.user.weight - start).abs().max() > 1e-2  # the tables did move
+
+
+def test_sparse_adam_is_lazy_adam_and_leaves_untouched_rows():
+    """RowAdam (optimizer "sparse_adam") over several BPR steps with repeated rows == a numpy
+    "lazy" Adam: the touched rows' moments and values follow torch Adam's formula (one step
+    counter per table), every other row and its moments stay as they are. A row no batch
+    touched keeps its initial value exactly."""
+    rng = np.random.default_rng(1)
+    r = sp.csr_matrix((rng.random((40, 30)) < 0.2).astype(np.float32))
+    lr, b1, b2, eps = 0.05, 0.9, 0.999, 1e-8
+    cfg = TrainConfig.defaults("bpr", "mf", dim=8, batch_size=16, optimizer="sparse_adam", lr=lr)
+    fast = MF(41, 31, 8, sparse=True, generator=torch.Generator().manual_seed(5))
+    probe = MF(41, 31, 8, sparse=True, generator=torch.Generator().manual_seed(5))
+    opt = build_optimizer(cfg, fast)
+    assert isinstance(opt, RowAdam)
+    loss, probe_loss = (BatchLoss(cfg, e, CSR(r, CPU), None) for e in (fast, probe))
+    tables = {
+        "user": probe.user.weight.detach().double().numpy().copy(),
+        "item": probe.item.weight.detach().double().numpy().copy(),
+    }
+    moments = {k: (np.zeros_like(t), np.zeros_like(t)) for k, t in tables.items()}
+    g = np.random.default_rng(2)
+    for step in range(1, 13):  # user 40 and item 30 are never drawn
+        batch = tuple(torch.as_tensor(g.integers(0, hi, 16)) for hi in (40, 30, 30))
+        with torch.no_grad():  # the probe holds the reference's current values
+            probe.user.weight.copy_(torch.from_numpy(tables["user"]))
+            probe.item.weight.copy_(torch.from_numpy(tables["item"]))
+        probe.zero_grad()
+        probe_loss(batch).backward()
+        for name, emb in (("user", probe.user), ("item", probe.item)):
+            grad = emb.weight.grad.coalesce()
+            rows, gr = grad.indices()[0].numpy(), grad.values().double().numpy()
+            m, v = moments[name]
+            m[rows] = b1 * m[rows] + (1 - b1) * gr
+            v[rows] = b2 * v[rows] + (1 - b2) * gr**2
+            denom = np.sqrt(v[rows]) / np.sqrt(1 - b2**step) + eps
+            tables[name][rows] -= lr / (1 - b1**step) * m[rows] / denom
+        train_step(loss, opt, batch)
+    for name, emb in (("user", fast.user), ("item", fast.item)):
+        np.testing.assert_allclose(emb.weight.detach().numpy(), tables[name], rtol=0, atol=1e-5)
+    start = MF(41, 31, 8, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(fast.user.weight[40], start.user.weight[40])
+    assert torch.equal(fast.item.weight[30], start.item.weight[30])
+    assert (fast.user.weight[:40] - start.user.weight[:40]).abs().max() > 0.1
+
+
+def test_sparse_adam_first_step_is_the_adam_formula():
+    """Step 1 of Adam moves each touched entry by -lr * g / (|g| + eps) (bias-corrected moments)."""
+    cfg = TrainConfig.defaults("bpr", "mf", dim=4, optimizer="sparse_adam", lr=0.01, reg=0.0)
+    enc = MF(6, 5, 4, sparse=True, generator=torch.Generator().manual_seed(0))
+    u0, i0 = enc.user.weight.detach().clone(), enc.item.weight.detach().clone()
+    users, pos, neg = torch.tensor([0, 0, 3]), torch.tensor([1, 2, 1]), torch.tensor([4, 4, 0])
+    train_step(
+        BatchLoss(cfg, enc, CSR(sp.csr_matrix((6, 5)), CPU), None),
+        build_optimizer(cfg, enc),
+        (users, pos, neg),
+    )
+    x = (u0[users] * i0[pos]).sum(-1) - (u0[users] * i0[neg]).sum(-1)
+    w = -torch.sigmoid(-x) / 3  # d loss / d x of mean(-log sigmoid(x))
+    gu = torch.zeros_like(u0).index_add_(0, users, w[:, None] * (i0[pos] - i0[neg]))
+    gi = torch.zeros_like(i0).index_add_(0, pos, w[:, None] * u0[users])
+    gi.index_add_(0, neg, -w[:, None] * u0[users])
+    for new, old, grad in ((enc.user.weight, u0, gu), (enc.item.weight, i0, gi)):
+        expected = old - 0.01 * grad / (grad.abs() + 1e-8)
+        torch.testing.assert_close(new.detach(), expected, rtol=0, atol=2e-6)
 
 
 # ----------------------------------------------------------------------------- the loop
