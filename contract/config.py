@@ -109,7 +109,12 @@ class TrainConfig(BaseModel):
     epochs: Int = Field(300, ge=1, le=100_000)
     """Passes over the data; one epoch = n_train // batch_size steps."""
     batch_size: Int = Field(256, ge=2, le=1 << 20)
-    """Rows per step B (users for the DirectSpec family, pairs otherwise)."""
+    """Rows per batch B (users for the DirectSpec family, pairs otherwise); the loss (and the
+    balancing) is computed per batch."""
+    sub_batches: Int = Field(1, ge=1, le=1024)
+    """Batches per optimiser step: their losses are summed into one step. LightGCN propagates
+    once per step, so S batches cost about one propagation instead of S (an epoch still
+    sees n_train // B batches, in n_train // (B * S) steps)."""
     sampler: Sampler = "user"
     """"user": B users uniformly with replacement, one random training item each (reference);
     "pair": B training pairs uniformly (BPR/DirectAU); bpr needs "pair"."""
@@ -170,8 +175,9 @@ class TrainConfig(BaseModel):
     """"cpu", "cuda", "cuda:N", "mps" or None/"auto" (SPECREC_DEVICE, else CUDA if present,
     else CPU)."""
     num_threads: Int = Field(0, ge=0, le=1024)
-    """CPU threads for torch during fit (0 = auto: 1 on CPU, which is fastest for B = 256 and
-    robust when the CPU is shared)."""
+    """CPU threads for torch during fit (0 = auto: for MF on CPU 1, which is fastest for
+    B = 256 and robust when the CPU is shared; for LightGCN torch's default, all cores: its
+    sparse propagation runs ~2x faster on 2)."""
 
     def __init__(self, /, **data: Any) -> None:
         """Validate ``data``; ConfigError (one line per problem, "; "-joined) if invalid."""
@@ -238,9 +244,10 @@ class TrainConfig(BaseModel):
 
         DirectSpec family: the reference CiteULike set (d 64, B 256, SGD lr 180 decayed x0.9995
         per epoch for MF / x0.9999 for LightGCN, Xavier init, alpha 1.0, tau 3.0, shrink_norm
-        0.03; LightGCN adds reg 0.01); "align" is the same with alpha 0, the linear
-        "directspec" uses alpha 0.01 (alpha is not scale-free there). BPR: Adam lr 1e-3,
-        L2 1e-4, B 2048, N(0, 0.1) init (LightGCN's). DirectAU: Adam lr 1e-3, gamma 1, t 2.
+        0.03; LightGCN adds reg 0.01 and 16 batches per propagation); "align" is the same with
+        alpha 0, the linear "directspec" uses alpha 0.01 (alpha is not scale-free there). BPR:
+        Adam lr 1e-3, L2 1e-4, B 2048, N(0, 0.1) init (LightGCN's). DirectAU: Adam lr 1e-3,
+        gamma 1, t 2. MF's Adam is sparse_adam (the same updates, on the batch's rows).
         """
         base: dict[str, Any] = {"objective": objective, "encoder": encoder}
         gcn = encoder == "lightgcn"
@@ -260,10 +267,14 @@ class TrainConfig(BaseModel):
                 "shrink_norm": 0.03,
                 "reg": 0.01 if gcn else 0.0,
                 "epochs": 200 if gcn else 300,
+                # one propagation per 16 batches of 256: same Recall@20 at equal epochs on
+                # CiteULike (docs/benchmarks.md), ~12x fewer propagations
+                "sub_batches": 16 if gcn else 1,
             }
         elif objective == "bpr":
             base |= {
-                "optimizer": "adam",
+                # sparse_adam: dense Adam's result on the batch's rows only (MF)
+                "optimizer": "adam" if gcn else "sparse_adam",
                 "sampler": "pair",
                 "init": "normal",
                 "init_std": 0.1,
@@ -275,7 +286,7 @@ class TrainConfig(BaseModel):
             }
         elif objective == "directau":
             base |= {
-                "optimizer": "adam",
+                "optimizer": "adam" if gcn else "sparse_adam",
                 "sampler": "pair",
                 "init": "xavier",
                 "batch_size": 256,

@@ -54,13 +54,8 @@ def init_table(
     return t
 
 
-class Encoder(Protocol):
-    """What the training loop, the objectives and the evaluation need from an encoder (MF,
-    LightGCN). Row lookups keep the batch order; all tensors are on the encoder's device."""
-
-    def final(self) -> tuple[Tensor, Tensor]:
-        """Scoring embeddings: users (m, d), items (n, d)."""
-        ...
+class RowLookup(Protocol):
+    """What a batch loss needs: row lookups, in batch order, on the encoder's device."""
 
     def rows(self, users: Tensor, *items: Tensor) -> tuple[Tensor, ...]:
         """Scoring rows of a batch: (B, d) for `users`, then (B, d) for each item index tensor."""
@@ -68,6 +63,18 @@ class Encoder(Protocol):
 
     def ego_rows(self, users: Tensor, *items: Tensor) -> tuple[Tensor, ...]:
         """Layer-0 (trainable table) rows of a batch, for L2 penalties; MF: same as rows."""
+        ...
+
+
+class Encoder(RowLookup, Protocol):
+    """What the training loop, the objectives and the evaluation need from an encoder (MF,
+    LightGCN). ``propagates``: rows() computes the final embeddings of all rows (LightGCN),
+    so batches of one step should share one computation (objectives.PropagatedOnce)."""
+
+    propagates: bool
+
+    def final(self) -> tuple[Tensor, Tensor]:
+        """Scoring embeddings: users (m, d), items (n, d)."""
         ...
 
     def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
@@ -79,6 +86,8 @@ class Encoder(Protocol):
 
 class MF(nn.Module):
     """Two embedding tables: users (m, d) and items (n, d). Score = u^T v."""
+
+    propagates = False
 
     def __init__(
         self,
@@ -171,6 +180,8 @@ def propagate(adj: Tensor, e0: Tensor, n_layers: int) -> Tensor:
 
 class LightGCN(nn.Module):
     """One (m + n, d) table propagated K layers over the normalised bipartite graph."""
+
+    propagates = True
 
     def __init__(
         self,

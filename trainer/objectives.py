@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from contract.config import DIRECTSPEC_FAMILY, TrainConfig
-from trainer.encoders import Encoder
+from trainer.encoders import Encoder, RowLookup
 from trainer.losses import (
     adaptive_tau,
     alignment_loss,
@@ -22,6 +22,21 @@ from trainer.losses import (
 from trainer.sampling import CSR, shared_neighbors
 
 Tensor = torch.Tensor
+
+
+class PropagatedOnce:
+    """An encoder's rows looked up in one computation of its final embeddings (LightGCN: one
+    propagation), so that several batches of one step share it."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+        self.users, self.items = encoder.final()
+
+    def rows(self, users: Tensor, *items: Tensor) -> tuple[Tensor, ...]:
+        return (self.users.index_select(0, users), *(self.items.index_select(0, i) for i in items))
+
+    def ego_rows(self, users: Tensor, *items: Tensor) -> tuple[Tensor, ...]:
+        return self.encoder.ego_rows(users, *items)
 
 
 class BatchLoss:
@@ -54,10 +69,22 @@ class BatchLoss:
         return adaptive_tau(shared, cfg.tau_related, cfg.tau_unrelated, dtype)
 
     def __call__(self, batch: tuple[Tensor, ...]) -> Tensor:
+        """The loss of one batch (one propagation for LightGCN)."""
+        return self.loss(self.encoder, batch)
+
+    def summed(self, batches: tuple[tuple[Tensor, ...], ...]) -> Tensor:
+        """The sum of the batches' losses, all from one propagation of the encoder."""
+        if len(batches) == 1:
+            return self(batches[0])
+        view = PropagatedOnce(self.encoder) if self.encoder.propagates else self.encoder
+        return torch.stack([self.loss(view, b) for b in batches]).sum()
+
+    def loss(self, encoder: RowLookup, batch: tuple[Tensor, ...]) -> Tensor:
+        """The loss of `batch` with rows looked up in `encoder` (an encoder or a view)."""
         cfg = self.cfg
         if cfg.objective in DIRECTSPEC_FAMILY:
             users, items = batch[0], batch[1]
-            e = torch.stack(self.encoder.rows(users, items))  # (2, B, d): users, items
+            e = torch.stack(encoder.rows(users, items))  # (2, B, d): users, items
             if cfg.balancing == "directspec+" and cfg.alpha != 0:
                 z = balance_plus(e, cfg.alpha, self.tau(users, items, e.dtype), cfg.shrink_norm)
             else:
@@ -69,16 +96,16 @@ class BatchLoss:
             return loss
         if cfg.objective == "bpr":
             users, pos, neg = batch
-            u, p, n = self.encoder.rows(users, pos, neg)
+            u, p, n = encoder.rows(users, pos, neg)
             loss = bpr_loss((u * p).sum(-1), (u * n).sum(-1))
             if cfg.reg:
-                loss = loss + cfg.reg * l2_penalty(*self.encoder.ego_rows(users, pos, neg))
+                loss = loss + cfg.reg * l2_penalty(*encoder.ego_rows(users, pos, neg))
             return loss
         if cfg.objective == "directau":
             users, items = batch[0], batch[1]
-            u, i = self.encoder.rows(users, items)
+            u, i = encoder.rows(users, items)
             loss = directau_loss(u, i, cfg.gamma, cfg.uniformity_t)
             if cfg.reg:
-                loss = loss + cfg.reg * l2_penalty(*self.encoder.ego_rows(users, items))
+                loss = loss + cfg.reg * l2_penalty(*encoder.ego_rows(users, items))
             return loss
         raise ValueError(f"unknown objective {cfg.objective!r}")

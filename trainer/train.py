@@ -1,21 +1,23 @@
 """The training loop: fit() a TrainConfig on a Dataset, publish_result() to a ModelRegistry.
 
-One epoch = ``n_train // batch_size`` steps; the sampler draws a whole epoch of indices on the
-device at once and the loss is accumulated on the device, so a step does no host round trip
-(one ``.item()`` per epoch). Evaluation (full ranking + embedding spectrum) runs every
-``eval_every`` epochs and after the last; with early stopping it runs on a validation split
-carved from the training pairs and the test split is scored once, at the end, with the best
-embeddings.
+One epoch = ``n_train // batch_size`` batches, ``sub_batches`` of them per optimiser step
+(their losses summed; LightGCN propagates once per step); the sampler draws a whole epoch of
+indices on the device at once and the loss is accumulated on the device, so a step does no
+host round trip (one ``.item()`` per epoch). Evaluation (full ranking + embedding spectrum)
+runs every ``eval_every`` epochs and after the last; with early stopping it runs on a
+validation split carved from the training pairs and the test split is scored once, at the
+end, with the best embeddings.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -30,10 +32,12 @@ from trainer.device import pick_device
 from trainer.encoders import MF, Encoder, LightGCN
 from trainer.evaluate import evaluate
 from trainer.objectives import BatchLoss
-from trainer.optim import build_optimizer
+from trainer.optim import RowAdam, build_optimizer
 from trainer.sampling import CSR, PairSampler, UserItemSampler
 
 ProgressFn = Callable[[dict[str, Any]], None]
+T = TypeVar("T")
+B = TypeVar("B")
 
 
 class TrainingCancelled(Exception):
@@ -118,12 +122,40 @@ def _evaluate(
         return evaluate(u, i, train, test, ks=cfg.ks, recall_convention=cfg.recall_convention)
 
 
+def groups(items: Iterable[T], size: int) -> Iterator[tuple[T, ...]]:
+    """Consecutive tuples of `size` items (the last may be shorter)."""
+    it = iter(items)
+    while chunk := tuple(itertools.islice(it, size)):
+        yield chunk
+
+
+def row_catch_up(
+    optimizer: torch.optim.Optimizer, encoder: Encoder
+) -> Callable[[tuple[tuple[torch.Tensor, ...], ...]], None] | None:
+    """For RowAdam on MF: a hook that brings a group of batches' rows up to date before
+    their forward pass (users: batch[0], items: batch[1:]); None for other optimisers."""
+    if not isinstance(optimizer, RowAdam):
+        return None
+    assert isinstance(encoder, MF)
+    user, item = encoder.user.weight, encoder.item.weight
+
+    def hook(group: tuple[tuple[torch.Tensor, ...], ...]) -> None:
+        optimizer.bring_up_to_date(user, torch.cat([b[0] for b in group]))
+        optimizer.bring_up_to_date(item, torch.cat([t for b in group for t in b[1:]]))
+
+    return hook
+
+
 def train_step(
-    batch_loss: Callable[[tuple[torch.Tensor, ...]], torch.Tensor],
+    batch_loss: Callable[[B], torch.Tensor],
     optimizer: torch.optim.Optimizer,
-    batch: tuple[torch.Tensor, ...],
+    batch: B,
+    before: Callable[[B], None] | None = None,
 ) -> torch.Tensor:
-    """One optimiser step on one batch; returns the batch loss (detached, on the device)."""
+    """One optimiser step on one batch (or group of batches, for a loss that sums them);
+    `before(batch)` runs first (row_catch_up). Returns the loss (detached, on the device)."""
+    if before is not None:
+        before(batch)
     loss = batch_loss(batch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -153,9 +185,11 @@ def fit(
     """
     device = pick_device(cfg.device)
     old_threads = torch.get_num_threads()
-    # auto (0) = 1 thread on CPU: a step's kernels (B x B x d) are too small to gain from
-    # intra-op threads, and OpenMP threads slow down ~9x when the cores are shared.
-    torch.set_num_threads(cfg.num_threads or (1 if device.type == "cpu" else old_threads))
+    # auto (0) = 1 thread for MF on CPU: a step's kernels (B x B x d) are too small to gain
+    # from intra-op threads, and OpenMP threads slow down ~9x when the cores are shared.
+    # LightGCN's propagation (sparse (m+n)^2 @ (m+n, d)) is large enough: all of torch's.
+    one = device.type == "cpu" and cfg.encoder == "mf"
+    torch.set_num_threads(cfg.num_threads or (1 if one else old_threads))
     try:
         return _fit(ds, cfg, device, progress, should_stop, progress_bar)
     finally:
@@ -196,6 +230,7 @@ def _fit(
             user_graph, cfg.batch_size, sample_gen, negatives=cfg.objective == "bpr"
         )
     batch_loss = BatchLoss(cfg, encoder, user_graph, item_graph)
+    catch_up = row_catch_up(optimizer, encoder)
 
     bar = _progress_bar(cfg.epochs, progress_bar)
     history: list[dict[str, Any]] = []
@@ -215,9 +250,9 @@ def _fit(
                 raise TrainingCancelled(f"cancelled before epoch {epoch}")
             t0 = time.perf_counter()
             total = torch.zeros((), device=device)
-            for batch in sampler.epoch():
-                total += train_step(batch_loss, optimizer, batch)
-            mean_loss = total.item() / sampler.steps_per_epoch  # the epoch's one host sync
+            for group in groups(sampler.epoch(), cfg.sub_batches):
+                total += train_step(batch_loss.summed, optimizer, group, catch_up)
+            mean_loss = total.item() / sampler.steps_per_epoch  # per batch; one host sync
             scheduler.step()
             seconds = time.perf_counter() - t0
             train_seconds += seconds
@@ -228,6 +263,8 @@ def _fit(
                 )
 
             if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                if isinstance(optimizer, RowAdam):
+                    optimizer.flush()  # the deferred steps, before the tables are read
                 u_np, i_np = _final_numpy(encoder)
                 if not (np.isfinite(u_np).all() and np.isfinite(i_np).all()):
                     raise TrainingDiverged(f"embeddings became NaN/inf at epoch {epoch}")

@@ -35,9 +35,11 @@ def test_reference_defaults_for_the_directspec_family():
     align = TrainConfig.defaults("align", "mf")
     assert align.alpha == 0.0 and align.lr == 180.0 and align.balancing == "none"
     bpr = TrainConfig.defaults("bpr", "mf")
-    assert (bpr.optimizer, bpr.lr, bpr.reg, bpr.sampler) == ("adam", 1e-3, 1e-4, "pair")
+    assert (bpr.optimizer, bpr.lr, bpr.reg, bpr.sampler) == ("sparse_adam", 1e-3, 1e-4, "pair")
     au = TrainConfig.defaults("directau", "mf")
-    assert (au.optimizer, au.gamma, au.uniformity_t) == ("adam", 1.0, 2.0)
+    assert (au.optimizer, au.gamma, au.uniformity_t) == ("sparse_adam", 1.0, 2.0)
+    assert TrainConfig.defaults("bpr", "lightgcn").optimizer == "adam"  # every row moves
+    assert (gcn.sub_batches, TrainConfig.defaults("directspec+", "mf").sub_batches) == (16, 1)
 
 
 def test_overrides_apply_on_top_of_defaults():
@@ -170,7 +172,7 @@ def test_default_synthetic_config_is_short_for_every_objective():
     assert (cfg.lr, cfg.shrink_norm, cfg.tau, cfg.alpha) == (500.0, 0.1, 6.0, 0.5)
     assert default_synthetic_config("align").alpha == 0.0
     assert default_synthetic_config("directspec").alpha == 0.01  # the linear step needs a small one
-    assert default_synthetic_config("bpr").optimizer == "adam"
+    assert default_synthetic_config("bpr").optimizer == "sparse_adam"
     assert default_synthetic_config("directspec+", "lightgcn").epochs == 4
     assert default_synthetic_config(epochs=3).epochs == 3
     with pytest.raises(ConfigError, match="objective"):

@@ -61,7 +61,7 @@ def test_objective_defaults_apply(data_dir, tmp_path, capsys):
     rc = main(small_args(data_dir, "--models-dir", str(models), "--objective", "bpr"))
     assert rc == 0
     cfg = ModelRegistry(models).load().manifest["config"]
-    assert (cfg["optimizer"], cfg["lr"], cfg["reg"]) == ("adam", 1e-3, 1e-4)
+    assert (cfg["optimizer"], cfg["lr"], cfg["reg"]) == ("sparse_adam", 1e-3, 1e-4)
 
 
 def test_missing_dataset_exits_2_with_message(tmp_path, capsys):
@@ -152,7 +152,7 @@ def test_help_lists_every_trainconfig_field_with_its_docstring():
         (["--ks", "5", "20"], {"ks": (5, 20)}),
         (["--ks", "5,20,50"], {"ks": (5, 20, 50)}),
         (["--tau0", "auto", "--device", "auto"], {"tau0": None, "device": None}),
-        (["--objective", "bpr", "--early-stop-patience", "3"], {"optimizer": "adam"}),
+        (["--objective", "bpr", "--early-stop-patience", "3"], {"optimizer": "sparse_adam"}),
     ],
 )
 def test_options_parse_onto_the_objective_defaults(args, expect):

@@ -28,6 +28,7 @@ from trainer.train import (
     build_optimizer,
     fit,
     publish_result,
+    row_catch_up,
     train_step,
 )
 
@@ -154,10 +155,53 @@ def test_one_lightgcn_step_with_reg_equals_numpy():
     assert np.abs(delta).max() > 1e-4  # not trivially small (max ~2e-4 vs atol 1e-6)
 
 
+def test_one_lightgcn_step_over_two_batches_sums_them_and_propagates_once(monkeypatch):
+    """sub_batches: one step on batches b1, b2 moves by -lr * (g1 + g2) (numpy), from one
+    propagation."""
+    r = tiny_train()
+    cfg = TrainConfig.defaults(
+        "directspec+", "lightgcn", dim=3, lr=5.0, n_layers=2, shrink_norm=0.5, sub_batches=2
+    )
+    enc = LightGCN(r, 3, n_layers=2, generator=torch.Generator().manual_seed(1))
+    e0 = enc.embedding.detach().numpy().astype(np.float64)
+    m = 6
+    a = np.zeros((11, 11))
+    a[:m, m:] = r.toarray()
+    a[m:, :m] = r.toarray().T
+    d = a.sum(1)
+    a = a / np.sqrt(np.outer(d, d))
+    prop = (np.eye(11) + a + a @ a) / 3
+    batches = [
+        (np.array([1, 4, 4]), np.array([0, 4, 2])),
+        (np.array([0, 2, 5]), np.array([1, 3, 3])),
+    ]
+
+    def loss(e):
+        f = prop @ e
+        total = 0.0
+        for users, items in batches:
+            z = np_balance(f[users], 1.0, 3.0, 0.5)
+            w = np_balance(f[m + items], 1.0, 3.0, 0.5)
+            total += np_alignment(z, w) + 0.01 * ((z**2).sum(1) + (w**2).sum(1)).mean()
+        return total
+
+    g = numeric_grad(loss, e0)
+    calls = []
+    real_final = LightGCN.final
+    monkeypatch.setattr(LightGCN, "final", lambda self: calls.append(1) or real_final(self))
+    group = tuple((torch.tensor(u), torch.tensor(i)) for u, i in batches)
+    bl = BatchLoss(cfg, enc, CSR(r, CPU), None)
+    train_step(bl.summed, build_optimizer(cfg, enc), group)
+    assert len(calls) == 1
+    delta = enc.embedding.detach().numpy() - e0
+    np.testing.assert_allclose(delta, -5.0 * g, rtol=2e-3, atol=1e-6)
+    assert np.abs(delta).max() > 1e-4
+
+
 def test_one_bpr_adam_step_equals_numpy():
     # Adam's first step is -lr * g / (|g| + eps) elementwise (bias corrections cancel)
     r = tiny_train()
-    cfg = TrainConfig.defaults("bpr", "mf", dim=3, lr=0.01, reg=0.1)
+    cfg = TrainConfig.defaults("bpr", "mf", dim=3, lr=0.01, reg=0.1, optimizer="adam")
     enc = MF(6, 5, 3, init="normal", std=0.1, generator=torch.Generator().manual_seed(2))
     u0 = enc.user.weight.detach().numpy().astype(np.float64)
     i0 = enc.item.weight.detach().numpy().astype(np.float64)
@@ -208,48 +252,58 @@ def test_sparse_rows_with_plain_sgd_equal_dense_torch_sgd():
     assert (fast.user.weight - start).abs().max() > 1e-2  # the tables did move
 
 
-def test_sparse_adam_is_lazy_adam_and_leaves_untouched_rows():
-    """RowAdam (optimizer "sparse_adam") over several BPR steps with repeated rows == a numpy
-    "lazy" Adam: the touched rows' moments and values follow torch Adam's formula (one step
-    counter per table), every other row and its moments stay as they are. A row no batch
-    touched keeps its initial value exactly."""
+@pytest.mark.parametrize("flush_midway", [False, True])
+def test_sparse_adam_equals_dense_adam(flush_midway):
+    """RowAdam (optimizer "sparse_adam") on sparse row gradients == torch.optim.Adam on the
+    dense ones, over 40 BPR steps where most rows skip many steps and the lr decays: the
+    skipped momentum steps are applied when a row comes back and at flush(). A flush in the
+    middle changes nothing; a row no batch touched keeps its initial value exactly."""
     rng = np.random.default_rng(1)
     r = sp.csr_matrix((rng.random((40, 30)) < 0.2).astype(np.float32))
-    lr, b1, b2, eps = 0.05, 0.9, 0.999, 1e-8
-    cfg = TrainConfig.defaults("bpr", "mf", dim=8, batch_size=16, optimizer="sparse_adam", lr=lr)
+    cfg = TrainConfig.defaults("bpr", "mf", dim=8, batch_size=6, optimizer="sparse_adam", lr=0.02)
     fast = MF(41, 31, 8, sparse=True, generator=torch.Generator().manual_seed(5))
-    probe = MF(41, 31, 8, sparse=True, generator=torch.Generator().manual_seed(5))
-    opt = build_optimizer(cfg, fast)
-    assert isinstance(opt, RowAdam)
-    loss, probe_loss = (BatchLoss(cfg, e, CSR(r, CPU), None) for e in (fast, probe))
-    tables = {
-        "user": probe.user.weight.detach().double().numpy().copy(),
-        "item": probe.item.weight.detach().double().numpy().copy(),
-    }
-    moments = {k: (np.zeros_like(t), np.zeros_like(t)) for k, t in tables.items()}
+    dense = MF(41, 31, 8, sparse=False, generator=torch.Generator().manual_seed(5))
+    assert isinstance(build_optimizer(cfg, fast), RowAdam)
+    # eps 1e-12: RowAdam leaves eps out of the deferred steps (1e-8 moves them by ~1e-4
+    # relative on this tiny problem's small gradients)
+    opt = RowAdam(list(fast.parameters()), lr=0.02, eps=1e-12)
+    ref = torch.optim.Adam(list(dense.parameters()), lr=0.02, eps=1e-12)
+    scheds = [torch.optim.lr_scheduler.ExponentialLR(o, gamma=0.97) for o in (opt, ref)]
+    losses = [BatchLoss(cfg, e, CSR(r, CPU), None) for e in (fast, dense)]
     g = np.random.default_rng(2)
-    for step in range(1, 13):  # user 40 and item 30 are never drawn
-        batch = tuple(torch.as_tensor(g.integers(0, hi, 16)) for hi in (40, 30, 30))
-        with torch.no_grad():  # the probe holds the reference's current values
-            probe.user.weight.copy_(torch.from_numpy(tables["user"]))
-            probe.item.weight.copy_(torch.from_numpy(tables["item"]))
-        probe.zero_grad()
-        probe_loss(batch).backward()
-        for name, emb in (("user", probe.user), ("item", probe.item)):
-            grad = emb.weight.grad.coalesce()
-            rows, gr = grad.indices()[0].numpy(), grad.values().double().numpy()
-            m, v = moments[name]
-            m[rows] = b1 * m[rows] + (1 - b1) * gr
-            v[rows] = b2 * v[rows] + (1 - b2) * gr**2
-            denom = np.sqrt(v[rows]) / np.sqrt(1 - b2**step) + eps
-            tables[name][rows] -= lr / (1 - b1**step) * m[rows] / denom
-        train_step(loss, opt, batch)
-    for name, emb in (("user", fast.user), ("item", fast.item)):
-        np.testing.assert_allclose(emb.weight.detach().numpy(), tables[name], rtol=0, atol=1e-5)
+    hook = row_catch_up(opt, fast)
+    for step in range(40):  # 6 of 40 users per batch: rows skip ~7 steps on average
+        batch = tuple(torch.as_tensor(g.integers(0, hi, 6)) for hi in (40, 30, 30))
+        train_step(losses[0].summed, opt, (batch,), hook)
+        train_step(losses[1], ref, batch)
+        for sch in scheds:
+            sch.step()
+        if flush_midway and step == 19:
+            opt.flush()
+    opt.flush()
+    for a, b in ((fast.user, dense.user), (fast.item, dense.item)):
+        torch.testing.assert_close(a.weight.detach(), b.weight.detach(), rtol=0, atol=2e-6)
     start = MF(41, 31, 8, generator=torch.Generator().manual_seed(5))
     assert torch.equal(fast.user.weight[40], start.user.weight[40])
     assert torch.equal(fast.item.weight[30], start.item.weight[30])
-    assert (fast.user.weight[:40] - start.user.weight[:40]).abs().max() > 0.1
+    assert (fast.user.weight[:40] - start.user.weight[:40]).abs().max() > 0.05
+
+
+def test_sparse_adam_without_flush_differs_by_the_deferred_steps():
+    """Before flush() the rows not in the last batch lag dense Adam (their momentum steps are
+    deferred): the flush is what makes the tables right, so the loop must call it."""
+    rng = np.random.default_rng(1)
+    r = sp.csr_matrix((rng.random((40, 30)) < 0.2).astype(np.float32))
+    cfg = TrainConfig.defaults("bpr", "mf", dim=8, batch_size=6, optimizer="sparse_adam", lr=0.02)
+    fast = MF(41, 31, 8, sparse=True, generator=torch.Generator().manual_seed(5))
+    opt = build_optimizer(cfg, fast)
+    bl = BatchLoss(cfg, fast, CSR(r, CPU), None)
+    g = np.random.default_rng(2)
+    for _ in range(10):
+        train_step(bl, opt, tuple(torch.as_tensor(g.integers(0, hi, 6)) for hi in (40, 30, 30)))
+    before = fast.user.weight.detach().clone()
+    opt.flush()
+    assert (fast.user.weight - before).abs().max() > 1e-3
 
 
 def test_sparse_adam_first_step_is_the_adam_formula():
@@ -332,6 +386,28 @@ def test_every_objective_trains_and_lowers_its_loss(small_ds, objective, encoder
     assert all(math.isfinite(x) for x in losses)
     assert losses[-1] < losses[0]
     assert np.isfinite(res.user_emb).all() and np.isfinite(res.item_emb).all()
+
+
+def test_sub_batches_take_one_step_per_group_and_see_every_batch(small_ds, monkeypatch):
+    """An epoch of n_train // B batches in groups of 3: ceil(batches / 3) optimiser steps."""
+    steps = []
+    real_step = PlainSGD.step
+    monkeypatch.setattr(
+        PlainSGD, "step", lambda self, closure=None: steps.append(1) or real_step(self)
+    )
+    seen_batches = []
+    real_summed = BatchLoss.summed
+    monkeypatch.setattr(
+        BatchLoss,
+        "summed",
+        lambda self, group: seen_batches.append(len(group)) or real_summed(self, group),
+    )
+    cfg = quick(epochs=1, sub_batches=3)
+    res = fit(small_ds, cfg, progress_bar=False)
+    batches = small_ds.train_matrix().nnz // cfg.batch_size
+    assert sum(seen_batches) == batches and max(seen_batches) == 3
+    assert len(steps) == -(-batches // 3)
+    assert res.metrics["recall@20"] > 0
 
 
 def test_early_stopping_uses_validation_and_stops(small_ds):
