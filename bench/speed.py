@@ -25,7 +25,7 @@ from trainer.device import pick_device
 from trainer.objectives import BatchLoss
 from trainer.optim import build_optimizer
 from trainer.sampling import CSR, PairSampler, UserItemSampler
-from trainer.train import build_encoder, train_step
+from trainer.train import build_encoder, groups, row_catch_up, train_step
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "citeulike-directspec"
 
@@ -35,7 +35,7 @@ def time_epoch(ds, cfg: TrainConfig, max_steps: int | None = None) -> tuple[floa
     steps per epoch. With one thread and a shared CPU, CPU seconds approximate the wall time
     on an idle machine."""
     device = pick_device(cfg.device)
-    torch.set_num_threads(cfg.num_threads or 1)
+    torch.set_num_threads(cfg.num_threads or (1 if cfg.encoder == "mf" else os.cpu_count() or 1))
     train = ds.train_matrix()
     enc = build_encoder(cfg, train, device, torch.Generator().manual_seed(0))
     opt = build_optimizer(cfg, enc)
@@ -47,26 +47,27 @@ def time_epoch(ds, cfg: TrainConfig, max_steps: int | None = None) -> tuple[floa
     else:
         sampler = PairSampler(graph, cfg.batch_size, gen, negatives=cfg.objective == "bpr")
     loss_fn = BatchLoss(cfg, enc, graph, items)
+    hook = row_catch_up(opt, enc)
+    per_epoch = -(-sampler.steps_per_epoch // cfg.sub_batches)  # optimiser steps
     # warm-up: one short pass so that lazy initialisation is not timed
-    for k, batch in enumerate(sampler.epoch()):
-        train_step(loss_fn, opt, batch)
-        if k == 5:
+    for k, group in enumerate(groups(sampler.epoch(), cfg.sub_batches)):
+        train_step(loss_fn.summed, opt, group, hook)
+        if k == 2:
             break
-    steps = (
-        sampler.steps_per_epoch if max_steps is None else min(max_steps, sampler.steps_per_epoch)
-    )
+    steps = per_epoch if max_steps is None else min(max_steps, per_epoch)
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0, c0 = time.perf_counter(), time.process_time()
     total = torch.zeros((), device=device)
-    for k, batch in enumerate(sampler.epoch()):  # includes drawing the epoch's samples
+    # includes drawing the epoch's samples
+    for k, group in enumerate(groups(sampler.epoch(), cfg.sub_batches)):
         if k == steps:
             break
-        total += train_step(loss_fn, opt, batch)
+        total += train_step(loss_fn.summed, opt, group, hook)
     total.item()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    scale = sampler.steps_per_epoch / steps
-    return wall * scale, cpu * scale, steps, sampler.steps_per_epoch
+    scale = per_epoch / steps
+    return wall * scale, cpu * scale, steps, per_epoch
 
 
 def main(argv: list[str] | None = None) -> int:

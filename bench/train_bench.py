@@ -1,0 +1,192 @@
+"""Train one method on one dataset, evaluate by full ranking, record a row in a results file.
+
+The row ({dataset, method, label, encoder, objective, config, epochs, recall@20, ndcg@20,
+erank_normalized, seconds_per_epoch, device, threads, command, commit, ...} plus the curve and
+the normalised singular values) replaces the row with the same (dataset, method, label) in
+``--out`` (default docs/results/training.json), or is appended; ``bench/report.py`` turns the
+file into the tables and plots of docs/benchmarks.md.
+
+    .venv/bin/python bench/train_bench.py --data ../shared/data/gowalla --method MF-BPR \\
+        --label tuned --epochs 300 --eval-every 25 --set lr=0.005 reg=1e-5
+
+Methods name an objective and encoder; ``--preset`` adds a named hyper-parameter set (e.g.
+the DirectSpec reference set for Gowalla), ``--set field=value`` overrides any TrainConfig
+field (JSON values: numbers, true/false, null, strings). The command, the commit and the load
+average before and after are recorded, as the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from citeulike_reference import cpu_name  # sibling script: one /proc/cpuinfo reader
+
+from contract.config import TrainConfig
+from contract.spectrum import singular_values
+from trainer.data import load_dataset
+from trainer.train import fit
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+METHODS: dict[str, tuple[str, str]] = {
+    "MF-BPR": ("bpr", "mf"),
+    "LightGCN-BPR": ("bpr", "lightgcn"),
+    "MF-DirectAU": ("directau", "mf"),
+    "MF-align": ("align", "mf"),
+    "MF-DirectSpec": ("directspec", "mf"),
+    "MF-DirectSpec+": ("directspec+", "mf"),
+    "LightGCN-DirectSpec+": ("directspec+", "lightgcn"),
+}
+PRESETS: dict[str, dict[str, Any]] = {
+    # the DirectSpec reference hyper-parameters for Gowalla (the defaults are CiteULike's)
+    "gowalla-reference": {"lr": 200.0, "alpha": 0.7, "tau": 4.0, "shrink_norm": 0.02},
+}
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """["lr=0.005", "device=\"cpu\""] -> {"lr": 0.005, "device": "cpu"} (JSON, else string)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set {item!r}: expected field=value")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def machine() -> str:
+    return f"{os.cpu_count()} CPUs ({cpu_name()}), Python {platform.python_version()}"
+
+
+def record(out: Path, row: dict[str, Any]) -> None:
+    """Replace the row with row's (dataset, method, label) in `out`, or append it; the file is
+    written to a temporary name and renamed (never half-written)."""
+    rows: list[dict[str, Any]] = json.loads(out.read_text()) if out.exists() else []
+    key = (row["dataset"], row["method"], row["label"])
+    rows = [r for r in rows if (r["dataset"], r["method"], r["label"]) != key] + [row]
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(rows, indent=1) + "\n")
+    tmp.replace(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, required=True, help="dataset directory")
+    p.add_argument("--method", required=True, choices=list(METHODS))
+    p.add_argument("--label", default="default", help="names this variant in the tables")
+    p.add_argument("--preset", choices=list(PRESETS), default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--eval-every", type=int, default=None)
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "training.json")
+    args = p.parse_args(argv)
+    given = argv if argv is not None else sys.argv[1:]
+    command = shlex.join(["python", "bench/train_bench.py", *given])
+
+    objective, encoder = METHODS[args.method]
+    overrides = dict(PRESETS.get(args.preset, {})) | parse_sets(args.set)
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.eval_every is not None:
+        overrides["eval_every"] = args.eval_every
+    cfg = TrainConfig.defaults(objective, encoder, **overrides)
+    ds = load_dataset(args.data)
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+
+    def progress(info: dict[str, Any]) -> None:
+        m = info["metrics"]
+        r = f" R@20 {m['recall@20']:.4f}" if m else ""
+        print(
+            f"[{args.method} {args.label}] epoch {info['epoch']} {info['seconds']:.1f}s{r}",
+            flush=True,
+        )
+
+    res = fit(ds, cfg, progress=progress, progress_bar=False)
+    wall = time.perf_counter() - t0
+    sv = singular_values(np.vstack([res.user_emb, res.item_emb]), normalize_rows=True)
+    spec = res.spectrum["all"]["normalized"]
+    row = {
+        "benchmark": "training",
+        "dataset": args.data.resolve().name,
+        "method": args.method,
+        "label": args.label,
+        "encoder": encoder,
+        "objective": objective,
+        "preset": args.preset,
+        "epochs": res.epochs_run,
+        "best_epoch": res.best_epoch,
+        "recall@20": res.metrics["recall@20"],
+        "ndcg@20": res.metrics["ndcg@20"],
+        "erank_normalized": spec["effective_rank"],
+        "erank_ratio": spec["effective_rank"] / cfg.dim,
+        "seconds_per_epoch": res.seconds_per_epoch,
+        "wall_seconds": wall,
+        "device": res.device,
+        "threads": cfg.num_threads
+        or (1 if res.device == "cpu" and encoder == "mf" else os.cpu_count()),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "loadavg_before": round(load_before[0], 2),
+        "loadavg_after": round(os.getloadavg()[0], 2),
+        "machine": machine(),
+        "started": started,
+        "command": command,
+        "commit": git_commit(),
+        "config": cfg.model_dump(mode="json"),
+        "curve": [
+            {
+                "epoch": h["epoch"],
+                "seconds": h["seconds"],
+                "split": h["split"],
+                "recall@20": h["metrics"]["recall@20"],
+                "ndcg@20": h["metrics"]["ndcg@20"],
+                "erank_normalized": h["spectrum"]["all"]["normalized"]["effective_rank"],
+            }
+            for h in res.history
+        ],
+        "singular_values_normalized": [float(s) for s in sv / sv[0]],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    record(args.out, row)
+    print(
+        f"{args.method} [{args.label}] {row['dataset']}: R@20 {row['recall@20']:.4f} "
+        f"NDCG@20 {row['ndcg@20']:.4f} erank {row['erank_normalized']:.1f} "
+        f"{row['seconds_per_epoch']:.2f} s/epoch, {res.epochs_run} epochs -> {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

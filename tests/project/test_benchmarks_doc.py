@@ -1,0 +1,91 @@
+"""docs/benchmarks.md is generated: bench/report.py renders the template with the result rows
+that bench/train_bench.py records."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import report  # noqa: E402  (bench/ scripts are not a package)
+import train_bench  # noqa: E402
+
+
+def row(**kw):
+    base = {
+        "dataset": "gowalla",
+        "method": "MF-BPR",
+        "label": "tuned",
+        "epochs": 300,
+        "best_epoch": None,
+        "recall@20": 0.15234,
+        "ndcg@20": 0.12871,
+        "erank_normalized": 61.04,
+        "erank_ratio": 61.04 / 64,
+        "seconds_per_epoch": 2.345,
+        "threads": 1,
+        "device": "cpu",
+        "wall_seconds": 900.0,
+        "loadavg_before": 1.0,
+        "loadavg_after": 2.04,
+        "machine": "2 CPUs (x), Python 3.11.7",
+        "commit": "abc1234",
+        "command": "python bench/train_bench.py --method MF-BPR",
+        "curve": [{"epoch": 150, "seconds": 330.0, "recall@20": 0.14, "erank_normalized": 60.0}],
+    }
+    return base | kw
+
+
+def test_committed_benchmarks_md_is_what_the_template_and_results_give():
+    text = report.render(report.TEMPLATE.read_text(), report.load_rows())
+    assert report.OUTPUT.read_text() == text, "run .venv/bin/python bench/report.py"
+
+
+def test_directives_become_tables_of_the_selected_rows_in_method_order():
+    rows = [
+        row(method="MF-DirectSpec+", label="reference", **{"recall@20": 0.1779}),
+        row(),
+        row(label="check-adam"),
+        row(dataset="citeulike-directspec"),
+    ]
+    text = report.render("intro\n<!-- training: dataset=gowalla exclude=check-* -->\nend", rows)
+    lines = text.splitlines()
+    assert lines[1] == "intro" and lines[-1] == "end"
+    body = [ln for ln in lines if ln.startswith("| MF")]
+    assert body == [
+        "| MF-BPR | tuned | 300 | 0.1523 | 0.1287 | 61.0 | 0.95 | 2.35 | 1 | cpu | 15 min "
+        "| 1.0 / 2.0 |",
+        "| MF-DirectSpec+ | reference | 300 | 0.1779 | 0.1287 | 61.0 | 0.95 | 2.35 | 1 | cpu "
+        "| 15 min | 1.0 / 2.0 |",
+    ]
+    assert "- MF-BPR / tuned: `python bench/train_bench.py --method MF-BPR`" in lines
+    curves = report.render("<!-- curves: dataset=gowalla labels=tuned -->", rows)
+    assert "- MF-BPR / tuned: 150: 0.1400, 60.0, 5.5 min" in curves
+    with pytest.raises(ValueError, match="dataset"):
+        report.render("<!-- training: labels=x -->", rows)
+
+
+def test_record_replaces_the_row_of_the_same_variant(tmp_path):
+    out = tmp_path / "training.json"
+    train_bench.record(out, row())
+    train_bench.record(out, row(label="other"))
+    train_bench.record(out, row(**{"recall@20": 0.2}))
+    rows = json.loads(out.read_text())
+    assert [(r["label"], r["recall@20"]) for r in rows] == [("other", 0.15234), ("tuned", 0.2)]
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_sets_parse_as_json_with_strings_as_they_are():
+    assert train_bench.parse_sets(["lr=0.005", "adaptive_tau=true", "device=cpu", "tau0=null"]) == {
+        "lr": 0.005,
+        "adaptive_tau": True,
+        "device": "cpu",
+        "tau0": None,
+    }
+    with pytest.raises(SystemExit, match="field=value"):
+        train_bench.parse_sets(["lr"])
