@@ -4,6 +4,7 @@ The template is prose with directive lines, each replaced by what the results fi
 
     <!-- training: dataset=gowalla [labels=GLOB] [exclude=GLOB] -->   table of training rows
     <!-- curves: dataset=gowalla [labels=GLOB] [exclude=GLOB] -->     Recall@20 / erank curves
+    <!-- speed: dataset=gowalla -->                                    bench/speed.py's rows
 
 ``--check`` exits 1 when docs/benchmarks.md is not what the template and the results give
 (the test suite runs it). ``--plots`` also draws, per dataset, the normalised singular values
@@ -28,8 +29,9 @@ DOCS = ROOT / "docs"
 TEMPLATE = DOCS / "benchmarks.template.md"
 OUTPUT = DOCS / "benchmarks.md"
 TRAINING = DOCS / "results" / "training.json"
+SPEED = DOCS / "results" / "speed.json"
 IMG = DOCS / "img"
-DIRECTIVE = re.compile(r"^<!-- (training|curves): (.*?) -->$")
+DIRECTIVE = re.compile(r"^<!-- (training|curves|speed): (.*?) -->$")
 # table order: baselines first, then the DirectSpec family, MF before LightGCN
 ORDER = [
     "MF-align",
@@ -131,8 +133,38 @@ def curves(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def render(template: str, rows: list[dict[str, Any]]) -> str:
-    """The template with every directive line replaced by its generated lines."""
+def speed_table(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return ["(no rows recorded yet)"]
+    lines = [
+        "| case | B | batches/step | optimizer | steps/epoch | threads | s/epoch (wall) "
+        "| CPU s/epoch | steps timed | load before/after |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        timed = "all" if r["steps_timed"] == r["steps_per_epoch"] else str(r["steps_timed"])
+        lines.append(
+            f"| {r['case']} | {r['batch_size']} | {r['sub_batches']} | {r['optimizer']} | "
+            f"{r['steps_per_epoch']} | {r['threads']} | {r['seconds_per_epoch']:.2f} | "
+            f"{r['cpu_seconds_per_epoch']:.2f} | {timed} | "
+            f"{r['loadavg_before']:.1f} / {r['loadavg_after']:.1f} |"
+        )
+    machines = sorted({f"{r['machine']}, torch {r['torch']}" for r in rows})
+    commits = sorted({r["commit"] for r in rows})
+    commands = sorted({r["command"] for r in rows})
+    lines += [
+        "",
+        f"Machine: {'; '.join(machines)}. Commits: {', '.join(commits)}. "
+        f"Command: {', '.join(f'`{c}`' for c in commands)}.",
+    ]
+    return lines
+
+
+def render(
+    template: str, rows: list[dict[str, Any]], speed: list[dict[str, Any]] | None = None
+) -> str:
+    """The template with every directive line replaced by its generated lines (training and
+    curves from `rows`, speed from `speed`)."""
     out = [HEADER]
     for line in template.splitlines():
         m = DIRECTIVE.match(line.strip())
@@ -140,6 +172,9 @@ def render(template: str, rows: list[dict[str, Any]]) -> str:
             out.append(line)
             continue
         kind, args = m.group(1), parse_args_line(m.group(2))
+        if kind == "speed":
+            out.extend(speed_table([r for r in speed or [] if r["dataset"] == args["dataset"]]))
+            continue
         picked = select(rows, args)
         out.extend(training_table(picked) if kind == "training" else curves(picked))
     return "\n".join(out).rstrip("\n") + "\n"
@@ -204,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plots", action="store_true", help="also draw the plots (matplotlib)")
     args = p.parse_args(argv)
     rows = load_rows()
-    text = render(TEMPLATE.read_text(), rows)
+    text = render(TEMPLATE.read_text(), rows, load_rows(SPEED))
     if args.check:
         if OUTPUT.read_text() != text:
             print(f"{OUTPUT} is stale: run .venv/bin/python bench/report.py", file=sys.stderr)

@@ -1,23 +1,27 @@
 """Seconds per epoch of the training step on a real dataset (default: CiteULike reference split).
 
-Times full epochs of fit()'s own step (sampler -> BatchLoss -> optimiser) without evaluation:
-MF-DirectSpec+ at several batch sizes and thread counts, with adaptive tau, the linear
-variant, alignment only, BPR; and LightGCN-DirectSpec+ (timed on --gcn-steps steps and
-scaled to an epoch, since one full propagation per step makes an epoch long on CPU).
-Writes a markdown table to --out.
+Times epochs of fit()'s own step (sampler -> row catch-up -> BatchLoss -> optimiser) without
+evaluation, for each case of ``cases()``: MF-DirectSpec+ variants, BPR with dense Adam and
+with sparse_adam, DirectAU, and LightGCN with and without sub_batches (LightGCN timed on a
+few steps and scaled to an epoch). Each case replaces its (dataset, case) row in --out
+(docs/results/speed.json), which bench/report.py renders.
 
-    PYTHONPATH=. .venv/bin/python bench/speed.py --out bench/out/speed.md
+    .venv/bin/python bench/speed.py --data ../shared/data/gowalla
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
+from train_bench import git_commit, machine  # sibling script
 
 from contract.config import TrainConfig
 from trainer.data import load_dataset
@@ -26,6 +30,8 @@ from trainer.objectives import BatchLoss
 from trainer.optim import build_optimizer
 from trainer.sampling import CSR, PairSampler, UserItemSampler
 from trainer.train import build_encoder, groups, row_catch_up, train_step
+
+ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "citeulike-directspec"
 
@@ -70,75 +76,95 @@ def time_epoch(ds, cfg: TrainConfig, max_steps: int | None = None) -> tuple[floa
     return wall * scale, cpu * scale, steps, per_epoch
 
 
+def cases(device: str | None, gcn_steps: int) -> list[tuple[str, TrainConfig, int | None]]:
+    """(label, config, optimiser steps to time or None for a full epoch) of each case."""
+    dev = {"device": device}
+
+    def c(objective: str, encoder: str = "mf", **kw: Any) -> TrainConfig:
+        return TrainConfig.defaults(objective, encoder, **(dev | kw))
+
+    gcn = gcn_steps
+    return [
+        ("MF-DirectSpec+", c("directspec+", num_threads=1), None),
+        ("MF-DirectSpec+ 2 threads", c("directspec+", num_threads=2), None),
+        ("MF-DirectSpec+ B=512", c("directspec+", batch_size=512, num_threads=1), None),
+        ("MF-DirectSpec+ adaptive tau", c("directspec+", adaptive_tau=True, num_threads=1), None),
+        ("MF-DirectSpec (linear)", c("directspec", num_threads=1), None),
+        ("MF alignment only", c("align", num_threads=1), None),
+        ("MF-BPR dense Adam", c("bpr", optimizer="adam", num_threads=1), None),
+        ("MF-BPR sparse_adam", c("bpr", num_threads=1), None),
+        ("MF-BPR sparse_adam 2 threads", c("bpr", num_threads=2), None),
+        ("MF-DirectAU sparse_adam", c("directau", num_threads=1), None),
+        (
+            "LightGCN-DirectSpec+ sub_batches 1",
+            c("directspec+", "lightgcn", sub_batches=1, num_threads=1),
+            gcn,
+        ),
+        (
+            "LightGCN-DirectSpec+ sub_batches 16",
+            c("directspec+", "lightgcn", num_threads=1),
+            gcn // 4,
+        ),
+        (
+            "LightGCN-DirectSpec+ sub_batches 16, 2 threads",
+            c("directspec+", "lightgcn", num_threads=2),
+            gcn // 4,
+        ),
+        ("LightGCN-BPR sub_batches 1", c("bpr", "lightgcn", num_threads=1), gcn),
+        ("LightGCN-BPR sub_batches 1, 2 threads", c("bpr", "lightgcn", num_threads=2), gcn),
+        (
+            "LightGCN-BPR sub_batches 4, 2 threads",
+            c("bpr", "lightgcn", sub_batches=4, lr=0.004, num_threads=2),
+            gcn // 2,
+        ),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--device", default=None)
-    p.add_argument("--gcn-steps", type=int, default=40)
-    p.add_argument("--out", type=Path, default=Path("bench/out/speed.md"))
+    p.add_argument("--gcn-steps", type=int, default=12, help="LightGCN steps timed (S = 1)")
+    p.add_argument("--only", nargs="*", default=None, help="labels of the cases to run")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "speed.json")
     args = p.parse_args(argv)
+    given = argv if argv is not None else sys.argv[1:]
+    command = shlex.join(["python", "bench/speed.py", *given])
     ds = load_dataset(args.data)
-    dev = {"device": args.device}
-    mf = "mf"
-    cases = [
-        ("MF-DirectSpec+", TrainConfig.defaults("directspec+", mf, num_threads=1, **dev), None),
-        (
-            "MF-DirectSpec+ 2 threads",
-            TrainConfig.defaults("directspec+", mf, num_threads=2, **dev),
-            None,
-        ),
-        (
-            "MF-DirectSpec+ B=512",
-            TrainConfig.defaults("directspec+", mf, batch_size=512, **dev),
-            None,
-        ),
-        (
-            "MF-DirectSpec+ B=1024",
-            TrainConfig.defaults("directspec+", mf, batch_size=1024, **dev),
-            None,
-        ),
-        (
-            "MF-DirectSpec+ adaptive tau",
-            TrainConfig.defaults("directspec+", mf, adaptive_tau=True, **dev),
-            None,
-        ),
-        ("MF-DirectSpec (linear)", TrainConfig.defaults("directspec", mf, alpha=0.05, **dev), None),
-        ("MF alignment only", TrainConfig.defaults("align", mf, **dev), None),
-        ("MF-BPR (Adam, B=2048)", TrainConfig.defaults("bpr", mf, **dev), None),
-        (
-            "LightGCN-DirectSpec+",
-            TrainConfig.defaults("directspec+", "lightgcn", **dev),
-            args.gcn_steps,
-        ),
-    ]
-    rows = []
-    for label, cfg, max_steps in cases:
+    dataset = args.data.resolve().name
+    rows = json.loads(args.out.read_text()) if args.out.exists() else []
+    for label, cfg, max_steps in cases(args.device, args.gcn_steps):
+        if args.only is not None and label not in args.only:
+            continue
+        load = os.getloadavg()[0]
         wall, cpu, timed, per_epoch = time_epoch(ds, cfg, max_steps)
-        note = "" if max_steps is None else f"{timed} of {per_epoch} steps timed, scaled"
-        rows.append((label, cfg.batch_size, per_epoch, cfg.num_threads or 1, wall, cpu, note))
-        print(f"{label}: {wall:.2f} s/epoch wall, {cpu:.2f} CPU s ({per_epoch} steps) {note}")
-    load = os.getloadavg()
-    command = " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
-    lines = [
-        "## Training speed (seconds per epoch)",
-        "",
-        f"Command: `python {command}`",
-        "",
-        f"Dataset `{ds.name}` ({ds.n_users} users, {ds.n_items} items, {ds.n_train} train pairs); "
-        f"device {pick_device(args.device)}, torch {torch.__version__}, {os.cpu_count()} CPUs; "
-        f"load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
-        "(the CPU is shared; with 1 thread, CPU seconds approximate an idle machine's wall "
-        "time). "
-        "Reference implementation on a 2-core CPU: about 69 s/epoch (MF, B = 256).",
-        "",
-        "| run | B | steps/epoch | threads | s/epoch (wall) | CPU s/epoch | note |",
-        "|---|---:|---:|---:|---:|---:|---|",
-    ]
-    lines += [
-        f"| {a} | {b} | {c} | {d} | {e:.2f} | {f:.2f} | {g} |" for a, b, c, d, e, f, g in rows
-    ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
+        threads = cfg.num_threads
+        print(f"{label}: {wall:.2f} s/epoch wall, {cpu:.2f} CPU s ({per_epoch} steps)", flush=True)
+        row = {
+            "benchmark": "speed",
+            "dataset": dataset,
+            "case": label,
+            "batch_size": cfg.batch_size,
+            "sub_batches": cfg.sub_batches,
+            "optimizer": cfg.optimizer,
+            "steps_per_epoch": per_epoch,
+            "steps_timed": timed,
+            "threads": threads,
+            "device": str(pick_device(args.device)),
+            "seconds_per_epoch": wall,
+            "cpu_seconds_per_epoch": cpu,
+            "loadavg_before": round(load, 2),
+            "loadavg_after": round(os.getloadavg()[0], 2),
+            "machine": machine(),
+            "torch": torch.__version__,
+            "command": command,
+            "commit": git_commit(),
+        }
+        rows = [r for r in rows if (r["dataset"], r["case"]) != (dataset, label)] + [row]
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(rows, indent=1) + "\n")
+        tmp.replace(args.out)
     print(f"wrote {args.out}")
     return 0
 

@@ -42,7 +42,9 @@ def row(**kw):
 
 
 def test_committed_benchmarks_md_is_what_the_template_and_results_give():
-    text = report.render(report.TEMPLATE.read_text(), report.load_rows())
+    text = report.render(
+        report.TEMPLATE.read_text(), report.load_rows(), report.load_rows(report.SPEED)
+    )
     assert report.OUTPUT.read_text() == text, "run .venv/bin/python bench/report.py"
 
 
@@ -89,3 +91,32 @@ def test_sets_parse_as_json_with_strings_as_they_are():
     }
     with pytest.raises(SystemExit, match="field=value"):
         train_bench.parse_sets(["lr"])
+
+
+def test_speed_directive_renders_the_dataset_rows():
+    speed = [
+        {
+            "dataset": "gowalla",
+            "case": "MF-BPR sparse_adam",
+            "batch_size": 2048,
+            "sub_batches": 1,
+            "optimizer": "sparse_adam",
+            "steps_per_epoch": 395,
+            "steps_timed": 395,
+            "threads": 1,
+            "seconds_per_epoch": 3.771,
+            "cpu_seconds_per_epoch": 3.766,
+            "loadavg_before": 1.45,
+            "loadavg_after": 1.58,
+            "machine": "2 CPUs (x)",
+            "torch": "2.13.0",
+            "command": "python bench/speed.py",
+            "commit": "abc",
+        }
+    ]
+    text = report.render("<!-- speed: dataset=gowalla -->", [], speed)
+    assert (
+        "| MF-BPR sparse_adam | 2048 | 1 | sparse_adam | 395 | 1 | 3.77 | 3.77 | all | 1.4 / 1.6 |"
+        in text
+    )
+    assert "(no rows recorded yet)" in report.render("<!-- speed: dataset=yelp -->", [], speed)
