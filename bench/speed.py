@@ -41,7 +41,7 @@ def time_epoch(ds, cfg: TrainConfig, max_steps: int | None = None) -> tuple[floa
     steps per epoch. With one thread and a shared CPU, CPU seconds approximate the wall time
     on an idle machine."""
     device = pick_device(cfg.device)
-    torch.set_num_threads(cfg.num_threads or (1 if cfg.encoder == "mf" else os.cpu_count() or 1))
+    torch.set_num_threads(cfg.num_threads or 1)
     train = ds.train_matrix()
     enc = build_encoder(cfg, train, device, torch.Generator().manual_seed(0))
     opt = build_optimizer(cfg, enc)

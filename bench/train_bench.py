@@ -155,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds_per_epoch": res.seconds_per_epoch,
         "wall_seconds": wall,
         "device": res.device,
-        "threads": cfg.num_threads
-        or (1 if res.device == "cpu" and encoder == "mf" else os.cpu_count()),
+        "threads": cfg.num_threads or (1 if res.device == "cpu" else None),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "loadavg_before": round(load_before[0], 2),
         "loadavg_after": round(os.getloadavg()[0], 2),

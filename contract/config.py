@@ -175,9 +175,9 @@ class TrainConfig(BaseModel):
     """"cpu", "cuda", "cuda:N", "mps" or None/"auto" (SPECREC_DEVICE, else CUDA if present,
     else CPU)."""
     num_threads: Int = Field(0, ge=0, le=1024)
-    """CPU threads for torch during fit (0 = auto: for MF on CPU 1, which is fastest for
-    B = 256 and robust when the CPU is shared; for LightGCN torch's default, all cores: its
-    sparse propagation runs ~2x faster on 2)."""
+    """CPU threads for torch during fit (0 = auto: 1 on CPU, fastest for MF and robust when
+    the CPU is shared; LightGCN's propagation runs ~1.8x faster on 2 threads of an idle
+    2-core machine, 8x slower when the cores are busy)."""
 
     def __init__(self, /, **data: Any) -> None:
         """Validate ``data``; ConfigError (one line per problem, "; "-joined) if invalid."""

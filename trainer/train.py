@@ -185,11 +185,12 @@ def fit(
     """
     device = pick_device(cfg.device)
     old_threads = torch.get_num_threads()
-    # auto (0) = 1 thread for MF on CPU: a step's kernels (B x B x d) are too small to gain
-    # from intra-op threads, and OpenMP threads slow down ~9x when the cores are shared.
-    # LightGCN's propagation (sparse (m+n)^2 @ (m+n, d)) is large enough: all of torch's.
-    one = device.type == "cpu" and cfg.encoder == "mf"
-    torch.set_num_threads(cfg.num_threads or (1 if one else old_threads))
+    # auto (0) = 1 thread on CPU: MF's kernels (B x B x d) are too small to gain from
+    # intra-op threads; LightGCN's propagation gains ~1.8x from 2 threads on an idle 2-core
+    # machine (Gowalla: 31.9 vs 56.2 s/epoch) but OpenMP threads slow down 8-50x when the
+    # cores are shared (452 vs 57 s/epoch beside one busy process; docs/benchmarks.md), which
+    # is the worker's normal case beside the API. num_threads > 0 opts in.
+    torch.set_num_threads(cfg.num_threads or (1 if device.type == "cpu" else old_threads))
     try:
         return _fit(ds, cfg, device, progress, should_stop, progress_bar)
     finally:
