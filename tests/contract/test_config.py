@@ -38,7 +38,12 @@ def test_reference_defaults_for_the_directspec_family():
     assert (bpr.optimizer, bpr.lr, bpr.reg, bpr.sampler) == ("sparse_adam", 1e-3, 1e-4, "pair")
     au = TrainConfig.defaults("directau", "mf")
     assert (au.optimizer, au.gamma, au.uniformity_t) == ("sparse_adam", 1.0, 2.0)
-    assert TrainConfig.defaults("bpr", "lightgcn").optimizer == "adam"  # every row moves
+    gcn_bpr = TrainConfig.defaults("bpr", "lightgcn")
+    assert (gcn_bpr.optimizer, gcn_bpr.sub_batches, gcn_bpr.lr) == (
+        "adam",
+        4,
+        4e-3,
+    )  # every row moves
     assert (gcn.sub_batches, TrainConfig.defaults("directspec+", "mf").sub_batches) == (16, 1)
 
 
