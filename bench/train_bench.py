@@ -9,9 +9,9 @@ file into the tables and plots of docs/benchmarks.md.
     .venv/bin/python bench/train_bench.py --data ../shared/data/gowalla --method MF-BPR \\
         --label tuned --epochs 300 --eval-every 25 --set lr=0.005 reg=1e-5
 
-Methods name an objective and encoder; ``--preset`` adds a named hyper-parameter set (e.g.
-the DirectSpec reference set for Gowalla), ``--set field=value`` overrides any TrainConfig
-field (JSON values: numbers, true/false, null, strings). The command, the commit and the load
+Methods name an objective and encoder; ``--preset`` adds a named hyper-parameter set
+(contract.config.PRESETS, e.g. the DirectSpec reference set for Gowalla), ``--set
+field=value`` overrides any TrainConfig field (JSON values: numbers, true/false, null, strings). The command, the commit and the load
 average before and after are recorded, as the machine is shared.
 """
 
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from citeulike_reference import cpu_name  # sibling script: one /proc/cpuinfo reader
 
-from contract.config import TrainConfig
+from contract.config import PRESETS, TrainConfig
 from contract.spectrum import singular_values
 from trainer.data import load_dataset
 from trainer.train import fit
@@ -48,10 +48,6 @@ METHODS: dict[str, tuple[str, str]] = {
     "MF-DirectSpec": ("directspec", "mf"),
     "MF-DirectSpec+": ("directspec+", "mf"),
     "LightGCN-DirectSpec+": ("directspec+", "lightgcn"),
-}
-PRESETS: dict[str, dict[str, Any]] = {
-    # the DirectSpec reference hyper-parameters for Gowalla (the defaults are CiteULike's)
-    "gowalla-reference": {"lr": 200.0, "alpha": 0.7, "tau": 4.0, "shrink_norm": 0.02},
 }
 
 
@@ -115,12 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "bench/train_bench.py", *given])
 
     objective, encoder = METHODS[args.method]
-    overrides = dict(PRESETS.get(args.preset, {})) | parse_sets(args.set)
+    overrides = parse_sets(args.set)
     if args.epochs is not None:
         overrides["epochs"] = args.epochs
     if args.eval_every is not None:
         overrides["eval_every"] = args.eval_every
-    cfg = TrainConfig.defaults(objective, encoder, **overrides)
+    cfg = TrainConfig.defaults(objective, encoder, preset=args.preset, **overrides)
     ds = load_dataset(args.data)
     load_before = os.getloadavg()
     t0 = time.perf_counter()

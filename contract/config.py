@@ -44,6 +44,16 @@ Init = Literal["xavier", "normal"]
 RecallConvention = Literal["lightgcn", "reference"]
 
 DIRECTSPEC_FAMILY = ("directspec", "directspec+", "align")
+Preset = Literal["gowalla-reference", "gowalla-fast"]
+PRESETS: dict[str, dict[str, Any]] = {
+    # the DirectSpec reference set for Gowalla (the defaults are CiteULike's): Recall@20 0.1779
+    # after 300 MF epochs, a plateau from ~125 (docs/benchmarks.md)
+    "gowalla-reference": {"lr": 200.0, "alpha": 0.7, "tau": 4.0, "shrink_norm": 0.02},
+    # the same with a 5x larger lr and norm scale: chosen on a validation split (4 epochs:
+    # Recall@20 0.171 vs 0.007), test 0.151 after 4 epochs (~32 s of training on one core)
+    "gowalla-fast": {"lr": 1000.0, "alpha": 0.7, "tau": 4.0, "shrink_norm": 0.1},
+}
+"""Named hyper-parameter sets (TrainConfig.defaults(..., preset=), specrec-train --preset)."""
 
 
 class ConfigError(ValueError):
@@ -238,9 +248,15 @@ class TrainConfig(BaseModel):
     # ------------------------------------------------------------------------------------
     @classmethod
     def defaults(
-        cls, objective: Objective = "directspec+", encoder: Encoder = "mf", **overrides: Any
+        cls,
+        objective: Objective = "directspec+",
+        encoder: Encoder = "mf",
+        *,
+        preset: Preset | None = None,
+        **overrides: Any,
     ) -> TrainConfig:
-        """Per-objective defaults for `encoder`, then `overrides` (field=value) on top.
+        """Per-objective defaults for `encoder`, then the named `preset` (PRESETS), then
+        `overrides` (field=value) on top.
 
         DirectSpec family: the reference CiteULike set (d 64, B 256, SGD lr 180 decayed x0.9995
         per epoch for MF / x0.9999 for LightGCN, Xavier init, alpha 1.0, tau 3.0, shrink_norm
@@ -306,6 +322,10 @@ class TrainConfig(BaseModel):
             raise ConfigError(
                 f"objective: {objective!r}, expected one of {list(get_args(Objective))}"
             )
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ConfigError(f"preset: {preset!r}, expected one of {list(PRESETS)}")
+            base |= PRESETS[preset]
         return cls(**(base | overrides))
 
     def with_overrides(self, **overrides: Any) -> TrainConfig:

@@ -35,6 +35,7 @@ from contract.config import (
     ConfigError,
     Encoder,
     Objective,
+    Preset,
     TrainConfig,
     describe_errors,
     expected,
@@ -87,6 +88,10 @@ class RunOptions(BaseSettings):
     objective: Objective = Field(
         "directspec+", description=_doc("objective") + " Picks the default hyper-parameters."
     )
+    preset: Preset | None = None
+    """Named hyper-parameter set applied over the objective's defaults, under the options
+    given (gowalla-reference: DirectSpec's Gowalla set; gowalla-fast: the same with lr 1000
+    and shrink_norm 0.1, which learns in a few epochs; docs/method.md)."""
     holdout: float = 0.2
     """Test share per user for interactions tables."""
     split_seed: int = 0
@@ -168,7 +173,7 @@ def config_from_args(args: Any) -> TrainConfig:
         and name not in _SPECIAL
         and getattr(args, name) is not None
     }
-    return TrainConfig.defaults(args.objective, args.encoder, **overrides)
+    return TrainConfig.defaults(args.objective, args.encoder, preset=args.preset, **overrides)
 
 
 def format_table(result: Any, cfg: TrainConfig) -> str:

@@ -201,3 +201,14 @@ def test_pick_device_order(monkeypatch):
 def test_pick_device_refuses_missing_cuda():
     with pytest.raises(DeviceError, match="CUDA is not available"):
         pick_device("cuda")
+
+
+def test_presets_sit_between_the_objective_defaults_and_the_overrides():
+    ref = TrainConfig.defaults("directspec+", "mf", preset="gowalla-reference")
+    assert (ref.lr, ref.alpha, ref.tau, ref.shrink_norm) == (200.0, 0.7, 4.0, 0.02)
+    assert (ref.optimizer, ref.batch_size) == ("sgd", 256)  # the objective's defaults stay
+    fast = TrainConfig.defaults("directspec+", "mf", preset="gowalla-fast", epochs=20)
+    assert (fast.lr, fast.shrink_norm, fast.epochs) == (1000.0, 0.1, 20)
+    assert TrainConfig.defaults("directspec+", "mf", preset="gowalla-fast", lr=5.0).lr == 5.0
+    with pytest.raises(ConfigError, match=r"preset: 'yelp', expected one of \['gowalla-reference'"):
+        TrainConfig.defaults("directspec+", "mf", preset="yelp")

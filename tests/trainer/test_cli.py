@@ -153,6 +153,8 @@ def test_help_lists_every_trainconfig_field_with_its_docstring():
         (["--ks", "5,20,50"], {"ks": (5, 20, 50)}),
         (["--tau0", "auto", "--device", "auto"], {"tau0": None, "device": None}),
         (["--objective", "bpr", "--early-stop-patience", "3"], {"optimizer": "sparse_adam"}),
+        (["--preset", "gowalla-fast"], {"lr": 1000.0, "shrink_norm": 0.1, "tau": 4.0}),
+        (["--preset", "gowalla-reference", "--lr", "150"], {"lr": 150.0, "alpha": 0.7}),
     ],
 )
 def test_options_parse_onto_the_objective_defaults(args, expect):
@@ -162,7 +164,7 @@ def test_options_parse_onto_the_objective_defaults(args, expect):
     objective = opts.objective
     given = {k for k in opts.model_fields_set if k in TrainConfig.model_fields}
     untouched = set(TrainConfig.model_fields) - given - {"objective", "encoder"}
-    ref = TrainConfig.defaults(objective, opts.encoder)
+    ref = TrainConfig.defaults(objective, opts.encoder, preset=opts.preset)
     assert {k: getattr(cfg, k) for k in untouched} == {k: getattr(ref, k) for k in untouched}
 
 
