@@ -11,8 +11,9 @@ file into the tables and plots of docs/benchmarks.md.
 
 Methods name an objective and encoder; ``--preset`` adds a named hyper-parameter set
 (contract.config.PRESETS, e.g. the DirectSpec reference set for Gowalla), ``--set
-field=value`` overrides any TrainConfig field (JSON values: numbers, true/false, null, strings). The command, the commit and the load
-average before and after are recorded, as the machine is shared.
+field=value`` overrides any TrainConfig field (JSON values: numbers, true/false, null,
+strings). The command, the commit and the load average before and after are recorded, as
+the machine is shared.
 """
 
 from __future__ import annotations

@@ -120,3 +120,12 @@ def test_speed_directive_renders_the_dataset_rows():
         in text
     )
     assert "(no rows recorded yet)" in report.render("<!-- speed: dataset=yelp -->", [], speed)
+
+
+def test_every_image_the_page_shows_is_committed():
+    import re
+
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report.OUTPUT.read_text())
+    assert images, "the page shows the spectrum and Recall@20-vs-time plots"
+    missing = [i for i in images if not (report.DOCS / i).is_file()]
+    assert not missing, f"run .venv/bin/python bench/report.py --plots: {missing}"
