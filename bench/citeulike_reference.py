@@ -21,6 +21,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -43,8 +44,8 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def run(ds, cfg: TrainConfig, label: str) -> dict:
-    t0 = time.perf_counter()
+def progress_printer(label: str) -> Callable[[dict], None]:
+    """fit()'s progress callback printing one line per epoch (loss, seconds, last R@20)."""
 
     def progress(info: dict) -> None:
         m = info["metrics"]
@@ -54,7 +55,12 @@ def run(ds, cfg: TrainConfig, label: str) -> dict:
             flush=True,
         )
 
-    res = fit(ds, cfg, progress=progress, progress_bar=False)
+    return progress
+
+
+def run(ds, cfg: TrainConfig, label: str) -> dict:
+    t0 = time.perf_counter()
+    res = fit(ds, cfg, progress=progress_printer(label), progress_bar=False)
     total = time.perf_counter() - t0
     lightgcn = evaluate(
         torch.from_numpy(res.user_emb),

@@ -195,41 +195,54 @@ def plots(rows: list[dict[str, Any]]) -> list[Path]:
         raise SystemExit(f"--plots needs matplotlib ({exc}): pip install -e '.[bench]'") from None
     IMG.mkdir(parents=True, exist_ok=True)
     written = []
+
+    def spectrum(ax: Any, r: dict[str, Any]) -> None:
+        if r["method"] in SPECTRUM_METHODS:
+            sv = r["singular_values_normalized"]
+            ax.plot(range(1, len(sv) + 1), sv, label=f"{r['method']} ({r['label']})")
+
+    def recall_vs_time(ax: Any, r: dict[str, Any]) -> None:
+        xs = [p["seconds"] / 60 for p in r["curve"]]
+        ys = [p["recall@20"] for p in r["curve"]]
+        ax.plot(xs, ys, marker=".", label=f"{r['method']} ({r['label']})")
+
+    # (file stem, draw one row, log axis, x label, y label, title)
+    figures = [
+        (
+            "spectrum",
+            spectrum,
+            "y",
+            "index of singular value",
+            "singular value / largest (row-normalised [U; I])",
+            "embedding spectrum after training",
+        ),
+        (
+            "recall-vs-time",
+            recall_vs_time,
+            "x",
+            "training wall time, minutes (log; evaluation excluded)",
+            "Recall@20 (test)",
+            "Recall@20 against training time",
+        ),
+    ]
     for dataset in sorted({r["dataset"] for r in rows}):
         main = select(rows, {"dataset": dataset, "exclude": "check-*"})
         if not main:
             continue
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for r in main:
-            if r["method"] in SPECTRUM_METHODS:
-                sv = r["singular_values_normalized"]
-                ax.plot(range(1, len(sv) + 1), sv, label=f"{r['method']} ({r['label']})")
-        ax.set_yscale("log")
-        ax.set_xlabel("index of singular value")
-        ax.set_ylabel("singular value / largest (row-normalised [U; I])")
-        ax.set_title(f"{dataset}: embedding spectrum after training")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = IMG / f"spectrum-{dataset}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
-
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for r in main:
-            xs = [p["seconds"] / 60 for p in r["curve"]]
-            ys = [p["recall@20"] for p in r["curve"]]
-            ax.plot(xs, ys, marker=".", label=f"{r['method']} ({r['label']})")
-        ax.set_xscale("log")
-        ax.set_xlabel("training wall time, minutes (log; evaluation excluded)")
-        ax.set_ylabel("Recall@20 (test)")
-        ax.set_title(f"{dataset}: Recall@20 against training time")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = IMG / f"recall-vs-time-{dataset}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        for stem, draw, log_axis, xlabel, ylabel, title in figures:
+            fig, ax = plt.subplots(figsize=(6.4, 4.2))
+            for r in main:
+                draw(ax, r)
+            (ax.set_yscale if log_axis == "y" else ax.set_xscale)("log")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{dataset}: {title}")
+            ax.legend(fontsize=7)
+            fig.tight_layout()
+            path = IMG / f"{stem}-{dataset}.png"
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            written.append(path)
     return written
 
 

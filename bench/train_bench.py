@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from citeulike_reference import cpu_name  # sibling script: one /proc/cpuinfo reader
+from citeulike_reference import cpu_name, progress_printer  # sibling script
 
 from contract.config import PRESETS, TrainConfig
 from contract.spectrum import singular_values
@@ -123,15 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     started = datetime.now(UTC).isoformat(timespec="seconds")
 
-    def progress(info: dict[str, Any]) -> None:
-        m = info["metrics"]
-        r = f" R@20 {m['recall@20']:.4f}" if m else ""
-        print(
-            f"[{args.method} {args.label}] epoch {info['epoch']} {info['seconds']:.1f}s{r}",
-            flush=True,
-        )
-
-    res = fit(ds, cfg, progress=progress, progress_bar=False)
+    res = fit(ds, cfg, progress=progress_printer(f"{args.method} {args.label}"), progress_bar=False)
     wall = time.perf_counter() - t0
     sv = singular_values(np.vstack([res.user_emb, res.item_emb]), normalize_rows=True)
     spec = res.spectrum["all"]["normalized"]

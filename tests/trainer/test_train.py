@@ -123,6 +123,18 @@ def test_one_mf_directspec_plus_sgd_step_equals_numpy(adaptive):
     assert np.abs(du).max() > 1e-3  # and the step is not trivially small
 
 
+def np_two_layer_propagation(r):
+    """(m + n, m + n) LightGCN operator (I + A + A^2) / 3 for interactions r (m, n), with A the
+    symmetric-normalised bipartite adjacency."""
+    m, n = r.shape
+    a = np.zeros((m + n, m + n))
+    a[:m, m:] = r.toarray()
+    a[m:, :m] = r.toarray().T
+    d = a.sum(1)
+    a = a / np.sqrt(np.outer(d, d))
+    return (np.eye(m + n) + a + a @ a) / 3
+
+
 def test_one_lightgcn_step_with_reg_equals_numpy():
     r = tiny_train()
     cfg = TrainConfig.defaults(
@@ -131,12 +143,7 @@ def test_one_lightgcn_step_with_reg_equals_numpy():
     enc = LightGCN(r, 3, n_layers=2, generator=torch.Generator().manual_seed(1))
     e0 = enc.embedding.detach().numpy().astype(np.float64)
     m = 6
-    a = np.zeros((11, 11))
-    a[:m, m:] = r.toarray()
-    a[m:, :m] = r.toarray().T
-    d = a.sum(1)
-    a = a / np.sqrt(np.outer(d, d))
-    prop = (np.eye(11) + a + a @ a) / 3
+    prop = np_two_layer_propagation(r)
     users, items = np.array([1, 4, 4]), np.array([0, 4, 2])
 
     def loss(e):
@@ -165,12 +172,7 @@ def test_one_lightgcn_step_over_two_batches_sums_them_and_propagates_once(monkey
     enc = LightGCN(r, 3, n_layers=2, generator=torch.Generator().manual_seed(1))
     e0 = enc.embedding.detach().numpy().astype(np.float64)
     m = 6
-    a = np.zeros((11, 11))
-    a[:m, m:] = r.toarray()
-    a[m:, :m] = r.toarray().T
-    d = a.sum(1)
-    a = a / np.sqrt(np.outer(d, d))
-    prop = (np.eye(11) + a + a @ a) / 3
+    prop = np_two_layer_propagation(r)
     batches = [
         (np.array([1, 4, 4]), np.array([0, 4, 2])),
         (np.array([0, 2, 5]), np.array([1, 3, 3])),
