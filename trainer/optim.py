@@ -121,6 +121,18 @@ class RowAdam(torch.optim.Optimizer):
         m_rows.mul_(torch.pow(beta1, skipped))
         v_rows.mul_(torch.pow(beta2, skipped))
 
+    def _gather_caught_up(
+        self, p: torch.Tensor, rows: torch.Tensor, upto: int, beta1: float, beta2: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Copies of `rows` of p and of its moments, with their deferred steps up to step
+        `upto` applied (the state itself is not written)."""
+        state = self.state[p]
+        p_rows = p.index_select(0, rows)
+        m_rows = state["exp_avg"].index_select(0, rows)
+        v_rows = state["exp_avg_sq"].index_select(0, rows)
+        self._catch_up(state, p_rows, m_rows, v_rows, state["last"][rows], upto, beta1, beta2)
+        return p_rows, m_rows, v_rows
+
     def _commit(self, p: torch.Tensor) -> None:
         """Write back the moments of rows brought up to date whose step did not follow."""
         state = self.state[p]
@@ -154,13 +166,8 @@ class RowAdam(torch.optim.Optimizer):
                     _, p_rows, m_rows, v_rows = pending
                 elif rows.numel():
                     self._commit(p)
-                    p_rows = p.index_select(0, rows)
-                    m_rows = exp_avg.index_select(0, rows)
-                    v_rows = exp_avg_sq.index_select(0, rows)
                     # bring the rows to step T - 1: F[s] holds c_{s+1..T-1} weighted
-                    self._catch_up(
-                        state, p_rows, m_rows, v_rows, state["last"][rows], now - 1, beta1, beta2
-                    )
+                    p_rows, m_rows, v_rows = self._gather_caught_up(p, rows, now - 1, beta1, beta2)
                 state["step"] += 1  # the fused kernel reads the step, as torch's Adam does
                 state["n"] = now
                 if rows.numel():
@@ -210,10 +217,7 @@ class RowAdam(torch.optim.Optimizer):
         self._commit(p)
         beta1, beta2 = self.param_groups[0]["betas"]
         rows = torch.unique(rows)  # sorted, as the coalesced gradient's indices
-        p_rows = p.index_select(0, rows)
-        m_rows = state["exp_avg"].index_select(0, rows)
-        v_rows = state["exp_avg_sq"].index_select(0, rows)
-        self._catch_up(state, p_rows, m_rows, v_rows, state["last"][rows], state["n"], beta1, beta2)
+        p_rows, m_rows, v_rows = self._gather_caught_up(p, rows, state["n"], beta1, beta2)
         p.index_copy_(0, rows, p_rows)
         state["pending"] = (rows, p_rows, m_rows, v_rows)
 
