@@ -42,6 +42,7 @@ Optimizer = Literal["sgd", "adam", "sparse_adam"]
 Sampler = Literal["user", "pair"]
 Init = Literal["xavier", "normal"]
 RecallConvention = Literal["lightgcn", "reference"]
+WorldLrScaling = Literal["linear", "none"]
 
 DIRECTSPEC_FAMILY = ("directspec", "directspec+", "align")
 Preset = Literal["gowalla-reference", "gowalla-fast"]
@@ -136,6 +137,10 @@ class TrainConfig(BaseModel):
     """Learning rate (per step; SGD lr is huge because the loss sees normalised vectors)."""
     lr_decay: float = Field(0.9995, gt=0, le=1)
     """Multiplicative lr decay applied after every epoch; 1 = constant."""
+    world_lr_scaling: WorldLrScaling = "linear"
+    """Data-parallel runs (W ranks average their gradients): "linear" multiplies lr by W, so
+    a step of W averaged batches moves the rows as W one-rank steps would (plain SGD: the
+    sum of the W gradients) and quality per epoch is kept; "none" keeps lr as given."""
     weight_decay: float = Field(0.0, ge=0)
     """Optimiser L2 weight decay on all parameters. Non-zero disables sparse updates."""
     reg: float = Field(0.0, ge=0)

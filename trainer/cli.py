@@ -41,6 +41,7 @@ from contract.config import (
     expected,
     optional_fields,
 )
+from trainer.launch import DEFAULT_TIMEOUT_S
 
 PROG = "specrec-train"
 #: TrainConfig fields that are options of their own: they choose the defaults (always set).
@@ -106,6 +107,12 @@ class RunOptions(BaseSettings):
     """Publish without switching CURRENT."""
     no_progress: bool = False
     """No progress bar."""
+    nproc_per_node: int = Field(1, ge=1, le=1024)
+    """Data-parallel training processes on this machine, launched with torchrun (gloo on
+    CPU, NCCL and one GPU each on CUDA); for several machines run torchrun yourself
+    (docs/distributed.md)."""
+    dist_timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0)
+    """Seconds a rank waits for the others before a distributed run fails (a hung rank)."""
 
     @classmethod
     def settings_customise_sources(
@@ -182,6 +189,7 @@ def format_table(result: Any, cfg: TrainConfig) -> str:
         ("model", f"{cfg.encoder}-{cfg.objective}"),
         ("epochs", str(result.epochs_run)),
         ("device", result.device),
+        ("ranks", str(result.extra.get("distributed", {}).get("world_size", 1))),
         ("seconds/epoch", f"{result.seconds_per_epoch:.3f}"),
     ]
     for key, value in result.metrics.items():
@@ -209,10 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from trainer.data import DataError, load_dataset
     from trainer.device import DeviceError, pick_device
+    from trainer.distributed import launched_by_torchrun
 
     try:
         cfg = config_from_args(args)
-        pick_device(cfg.device)  # fail early on an unusable device
+        device = pick_device(cfg.device)  # fail early on an unusable device
         ds = load_dataset(args.data, holdout=args.holdout, seed=args.split_seed)
     except (ConfigError, DataError, DeviceError, FileNotFoundError, NotADirectoryError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
@@ -221,28 +230,55 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
 
+    if args.nproc_per_node > 1 and not launched_by_torchrun():
+        from trainer.launch import run_torchrun, without_option
+
+        # the same command line in every rank, less the launch itself
+        rank_args = without_option(_argv(argv), "--nproc-per-node")
+        return run_torchrun(args.nproc_per_node, ["-m", "trainer.cli", *rank_args])
+    return _train(args, cfg, ds, device)
+
+
+def _argv(argv: list[str] | None) -> list[str]:
+    return list(sys.argv[1:] if argv is None else argv)
+
+
+def _train(args: Any, cfg: TrainConfig, ds: Any, device: Any) -> int:
+    """Train (as one rank of a torchrun launch, or alone), report and publish (rank 0)."""
     from contract.artifact import ModelRegistry
+    from trainer.distributed import close_world, init_world
     from trainer.train import TrainingDiverged, fit, publish_result
 
-    print(
-        f"dataset {ds.name}: {ds.n_users} users, {ds.n_items} items, {ds.n_train} train pairs, "
-        f"{len(ds.test_users)} test pairs",
-        file=sys.stderr,
-    )
-    try:
-        result = fit(ds, cfg, progress_bar=False if args.no_progress else None)
-    except TrainingDiverged as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
-    print(format_table(result, cfg))
-    if not args.no_publish:
-        registry = ModelRegistry(args.models_dir or default_models_dir())
-        version = publish_result(
-            result, ds, cfg, registry, keep=args.keep, activate=not args.no_activate
+    world = init_world(device, args.dist_timeout_s)
+    if world.is_main:
+        print(
+            f"dataset {ds.name}: {ds.n_users} users, {ds.n_items} items, {ds.n_train} "
+            f"train pairs, {len(ds.test_users)} test pairs"
+            + (f"; {world.size} ranks ({world.backend})" if world.parallel else ""),
+            file=sys.stderr,
         )
-        print(f"published {version} to {registry.root}")
+    bar = False if args.no_progress or not world.is_main else None
+    try:
+        result = fit(ds, cfg, progress_bar=bar, world=world)
+    except TrainingDiverged as e:  # every rank sees the same loss: all stop here
+        if world.is_main:
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+        close_world(world)
+        return 1
+    if world.is_main:
+        print(format_table(result, cfg))
+        if not args.no_publish:
+            registry = ModelRegistry(args.models_dir or default_models_dir())
+            version = publish_result(
+                result, ds, cfg, registry, keep=args.keep, activate=not args.no_activate
+            )
+            print(f"published {version} to {registry.root}")
+    close_world(world)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # record: a rank's uncaught exception goes into torchrun's failure summary
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    sys.exit(record(main)())

@@ -237,15 +237,18 @@ class RowAdam(torch.optim.Optimizer):
                 state["last"].fill_(now)
 
 
-def build_optimizer(cfg: TrainConfig, module: Encoder) -> torch.optim.Optimizer:
+def build_optimizer(
+    cfg: TrainConfig, module: Encoder, *, lr_scale: float = 1.0
+) -> torch.optim.Optimizer:
     """PlainSGD (sgd without weight decay), torch SGD (with weight decay), RowAdam
-    (sparse_adam) or Adam."""
+    (sparse_adam) or Adam, at learning rate ``cfg.lr * lr_scale``."""
     params = list(module.parameters())
+    lr = cfg.lr * lr_scale
     if cfg.optimizer == "sparse_adam":
-        return RowAdam(params, lr=cfg.lr)
+        return RowAdam(params, lr=lr)
     if cfg.optimizer == "sgd":
         if cfg.weight_decay == 0:
-            return PlainSGD(params, lr=cfg.lr)
-        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+            return PlainSGD(params, lr=lr)
+        return torch.optim.SGD(params, lr=lr, weight_decay=cfg.weight_decay)
     # fused: one kernel per parameter instead of ~10 elementwise passes (CPU and CUDA)
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay, fused=True)

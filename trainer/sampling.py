@@ -3,6 +3,9 @@
 A whole epoch of indices is drawn with a handful of tensor ops on the device, then sliced per
 step: no per-step host/device round trips, no Python loops over users.
 
+Each sampler draws ``n_train // (B * world_size)`` batches per epoch: with several
+data-parallel ranks (trainer.distributed) each draws its share, from its own generator.
+
 * :class:`UserItemSampler` (DirectSpec family, the reference scheme): B users uniformly with
   replacement among users that have training items, and for each one uniformly random training
   item: ``item = indices[indptr[u] + floor(rand * deg[u])]``. Steps per epoch = n_train // B.
@@ -82,17 +85,24 @@ def shared_neighbors(csr: CSR, rows: Tensor) -> Tensor:
     return mask
 
 
+def steps_per_epoch(n_pairs: int, batch_size: int, world_size: int = 1) -> int:
+    """Batches one rank draws per epoch: n_pairs // B shared among the ranks (at least 1)."""
+    return max(n_pairs // batch_size // world_size, 1)
+
+
 class UserItemSampler:
     """Reference sampling: users uniform with replacement, one random training item each."""
 
-    def __init__(self, csr: CSR, batch_size: int, generator: torch.Generator) -> None:
+    def __init__(
+        self, csr: CSR, batch_size: int, generator: torch.Generator, *, world_size: int = 1
+    ) -> None:
         self.csr = csr
         self.batch_size = batch_size
         self.generator = generator
         self.active_users = torch.nonzero(csr.degree > 0).flatten()  # (m_active,)
         if len(self.active_users) == 0:
             raise ValueError("no user has a training interaction")
-        self.steps_per_epoch = max(csr.nnz // batch_size, 1)
+        self.steps_per_epoch = steps_per_epoch(csr.nnz, batch_size, world_size)
 
     def sample(self, count: int) -> tuple[Tensor, Tensor]:
         """`count` (user, item) draws: two (count,) int64 tensors on the CSR's device."""
@@ -124,6 +134,7 @@ class PairSampler:
         *,
         negatives: bool,
         max_rounds: int = 100,
+        world_size: int = 1,
     ) -> None:
         self.csr = csr
         self.batch_size = batch_size
@@ -139,7 +150,7 @@ class PairSampler:
             raise ValueError("no training interactions")
         # sorted keys user * n + item for vectorised membership tests (CSR order is sorted)
         self.keys = self.pair_users * csr.shape[1] + self.pair_items
-        self.steps_per_epoch = max(csr.nnz // batch_size, 1)
+        self.steps_per_epoch = steps_per_epoch(csr.nnz, batch_size, world_size)
 
     def is_positive(self, users: Tensor, items: Tensor) -> Tensor:
         """bool (k,): whether each (user, item) is a training pair."""

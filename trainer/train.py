@@ -29,6 +29,18 @@ from contract.config import TrainConfig
 from contract.spectrum import embedding_spectrum
 from trainer.data import Dataset, holdout_split
 from trainer.device import pick_device
+from trainer.distributed import (
+    GradientAverager,
+    World,
+    any_rank,
+    broadcast_parameters,
+    combine_metrics,
+    gather_strings,
+    rank_device,
+    rank_seed,
+    shard_rows,
+    sum_scalars,
+)
 from trainer.encoders import MF, Encoder, LightGCN
 from trainer.evaluate import evaluate
 from trainer.objectives import BatchLoss
@@ -115,11 +127,25 @@ def _final_numpy(encoder: Encoder) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _evaluate(
-    encoder: Encoder, train: sp.csr_matrix, test: sp.csr_matrix, cfg: TrainConfig
+    u: torch.Tensor,
+    i: torch.Tensor,
+    train: sp.csr_matrix,
+    test: sp.csr_matrix,
+    cfg: TrainConfig,
+    world: World,
 ) -> dict[str, float]:
+    """Full-ranking metrics of (u, i) over all test users; with several ranks each ranks its
+    shard of the users and the means are combined."""
     with torch.no_grad():
-        u, i = encoder.final()
-        return evaluate(u, i, train, test, ks=cfg.ks, recall_convention=cfg.recall_convention)
+        local = evaluate(
+            u,
+            i,
+            train,
+            shard_rows(test, world),
+            ks=cfg.ks,
+            recall_convention=cfg.recall_convention,
+        )
+    return combine_metrics(local, world, u.device)
 
 
 def groups(items: Iterable[T], size: int) -> Iterator[tuple[T, ...]]:
@@ -151,14 +177,18 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     batch: B,
     before: Callable[[B], None] | None = None,
+    after_backward: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     """One optimiser step on one batch (or group of batches, for a loss that sums them);
-    `before(batch)` runs first (row_catch_up). Returns the loss (detached, on the device)."""
+    `before(batch)` runs first (row_catch_up), `after_backward()` between the backward pass
+    and the step (GradientAverager). Returns the loss (detached, on the device)."""
     if before is not None:
         before(batch)
     loss = batch_loss(batch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if after_backward is not None:
+        after_backward()
     optimizer.step()
     return loss.detach()
 
@@ -170,8 +200,15 @@ def fit(
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
     progress_bar: bool | None = None,
+    world: World | None = None,
 ) -> TrainResult:
     """Train `cfg` on `ds`; return final embeddings, evaluation history and test metrics.
+
+    world: this process's rank in a data-parallel run (trainer.distributed.init_world; None:
+    one process). Every rank calls fit with the same data and config; each draws its own
+    batches, an epoch has ``n_train // (B * S * world size)`` steps per rank, gradients are
+    averaged (the lr is scaled by ``cfg.world_lr_scaling``), evaluation is sharded by users,
+    and every rank returns the same result. should_stop() on any rank stops all of them.
 
     progress(info) is called after every epoch with {"epoch", "epochs", "loss", "metrics"
     (last evaluation's, {} before the first), "seconds" (that epoch's training time)}.
@@ -183,7 +220,8 @@ def fit(
     ``spectrum`` is the full ``embedding_spectrum`` of the returned embeddings, computed once,
     at the evaluation that produced them: the gate and publish_result use it as it is.
     """
-    device = pick_device(cfg.device)
+    world = world or World.single()
+    device = rank_device(pick_device(cfg.device), world)
     old_threads = torch.get_num_threads()
     # auto (0) = 1 thread on CPU: MF's kernels (B x B x d) are too small to gain from
     # intra-op threads; LightGCN's propagation gains ~1.8x from 2 threads on an idle 2-core
@@ -192,7 +230,7 @@ def fit(
     # is the worker's normal case beside the API. num_threads > 0 opts in.
     torch.set_num_threads(cfg.num_threads or (1 if device.type == "cpu" else old_threads))
     try:
-        return _fit(ds, cfg, device, progress, should_stop, progress_bar)
+        return _fit(ds, cfg, device, world, progress, should_stop, progress_bar)
     finally:
         torch.set_num_threads(old_threads)
 
@@ -201,13 +239,14 @@ def _fit(
     ds: Dataset,
     cfg: TrainConfig,
     device: torch.device,
+    world: World,
     progress: ProgressFn | None,
     should_stop: Callable[[], bool] | None,
     progress_bar: bool | None,
 ) -> TrainResult:
     torch.manual_seed(cfg.seed)
     init_gen = torch.Generator().manual_seed(cfg.seed)
-    sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    sample_gen = torch.Generator(device=device).manual_seed(rank_seed(cfg.seed + 1, world.rank))
 
     early = cfg.early_stop_patience > 0
     fit_ds = holdout_split(ds, cfg.val_fraction, cfg.seed) if early else ds
@@ -217,21 +256,28 @@ def _fit(
         raise ValueError(f"dataset {ds.name!r} has no training interactions")
 
     encoder = build_encoder(cfg, train, device, init_gen)
-    optimizer = build_optimizer(cfg, encoder)
+    broadcast_parameters(encoder.parameters(), world)
+    lr_scale = world.size if cfg.world_lr_scaling == "linear" else 1.0
+    optimizer = build_optimizer(cfg, encoder, lr_scale=lr_scale)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_decay)
     user_graph = CSR(train, device)
     needs_items = cfg.adaptive_tau and cfg.objective == "directspec+"
     item_graph = CSR(train.T.tocsr(), device) if needs_items else None
     if cfg.sampler == "user":
         sampler: UserItemSampler | PairSampler = UserItemSampler(
-            user_graph, cfg.batch_size, sample_gen
+            user_graph, cfg.batch_size, sample_gen, world_size=world.size
         )
     else:
         sampler = PairSampler(
-            user_graph, cfg.batch_size, sample_gen, negatives=cfg.objective == "bpr"
+            user_graph,
+            cfg.batch_size,
+            sample_gen,
+            negatives=cfg.objective == "bpr",
+            world_size=world.size,
         )
     batch_loss = BatchLoss(cfg, encoder, user_graph, item_graph)
     catch_up = row_catch_up(optimizer, encoder)
+    average = _gradient_averager(cfg, encoder, world)
 
     bar = _progress_bar(cfg.epochs, progress_bar)
     history: list[dict[str, Any]] = []
@@ -247,13 +293,18 @@ def _fit(
     encoder.train()
     try:
         for epoch in range(1, cfg.epochs + 1):
-            if should_stop is not None and should_stop():
+            stop = should_stop is not None and should_stop()
+            if any_rank(stop, world, device):
                 raise TrainingCancelled(f"cancelled before epoch {epoch}")
             t0 = time.perf_counter()
             total = torch.zeros((), device=device)
             for group in groups(sampler.epoch(), cfg.sub_batches):
-                total += train_step(batch_loss.summed, optimizer, group, catch_up)
-            mean_loss = total.item() / sampler.steps_per_epoch  # per batch; one host sync
+                total += train_step(batch_loss.summed, optimizer, group, catch_up, average)
+            # per batch, over all ranks; one host sync
+            loss_sum, n_batches = sum_scalars(
+                [total.item(), sampler.steps_per_epoch], world, device
+            )
+            mean_loss = loss_sum / n_batches
             scheduler.step()
             seconds = time.perf_counter() - t0
             train_seconds += seconds
@@ -269,7 +320,9 @@ def _fit(
                 u_np, i_np = _final_numpy(encoder)
                 if not (np.isfinite(u_np).all() and np.isfinite(i_np).all()):
                     raise TrainingDiverged(f"embeddings became NaN/inf at epoch {epoch}")
-                last_metrics = _evaluate(encoder, train, eval_test, cfg)
+                with torch.no_grad():
+                    u_t, i_t = encoder.final()
+                    last_metrics = _evaluate(u_t, i_t, train, eval_test, cfg, world)
                 spec = embedding_spectrum(u_np, i_np)
                 last = (u_np, i_np, spec)
                 history.append(
@@ -314,13 +367,13 @@ def _fit(
     if early:
         assert best is not None
         _, best_epoch, u_np, i_np, spec = best
-        metrics = evaluate(
+        metrics = _evaluate(
             torch.from_numpy(u_np),
             torch.from_numpy(i_np),
             ds.train_matrix(),
             ds.test_matrix(),
-            ks=cfg.ks,
-            recall_convention=cfg.recall_convention,
+            cfg,
+            world,
         )
     else:
         best_epoch = None
@@ -337,7 +390,27 @@ def _fit(
         epochs_run=epoch,
         best_epoch=best_epoch,
         stopped_early=stopped_early,
+        extra={
+            "distributed": {
+                "world_size": world.size,
+                "backend": world.backend,
+                "devices": gather_strings(str(device), world),
+            }
+        },
     )
+
+
+def _gradient_averager(cfg: TrainConfig, encoder: Encoder, world: World) -> GradientAverager | None:
+    """Averages gradients across ranks after each backward pass (None for one process).
+    MF's sparse row gradients carry at most B x S users and B x S (BPR: 2 B x S) items."""
+    if not world.parallel:
+        return None
+    rows = cfg.batch_size * cfg.sub_batches
+    item_rows = rows * (2 if cfg.objective == "bpr" else 1)
+    params = list(encoder.parameters())
+    if isinstance(encoder, MF) and encoder.user.sparse:
+        return GradientAverager(params, world, [rows, item_rows])
+    return GradientAverager(params, world, [0] * len(params))  # dense: all_reduce
 
 
 def _postfix(loss: float, metrics: dict[str, float], cfg: TrainConfig) -> dict[str, str]:
@@ -398,6 +471,8 @@ def publish_result(
                 "best_epoch": result.best_epoch,
                 "stopped_early": result.stopped_early,
                 "torch_version": torch.__version__,
+                # world_size, backend, devices (train.fit)
+                "distributed": result.extra.get("distributed"),
             },
             **(extra or {}),
         },
