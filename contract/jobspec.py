@@ -1,7 +1,8 @@
 """What a retrain job asks for, turned into a TrainConfig (torch-free: the API validates with it).
 
 A job's parameters are ``{"encoder"?, "objective"?, "epochs"?, "dataset"?, "hyperparameters"?,
-"force"?}``. The base is ``default_synthetic_config(objective, encoder)`` (each objective's
+"force"?, "processes"?}`` (processes: data-parallel training ranks, trainer.job_ranks). The
+base is ``default_synthetic_config(objective, encoder)`` (each objective's
 settings tuned for the embedded synthetic default, DirectSpec+ MF when none is named);
 ``epochs`` and then ``hyperparameters`` override any TrainConfig field. For a real dataset pass
 its reference hyper-parameters explicitly (docs/directspec.md).
@@ -25,6 +26,9 @@ from contract.config import ConfigError, TrainConfig, default_synthetic_config
 RESERVED_FIELDS = frozenset({"device", "num_threads"})
 #: The key of a job's params under which POST /retrain stores ``train_config_for_job(params)``.
 TRAIN_CONFIG_KEY = "train_config"
+#: The key of a job's params holding how many data-parallel processes it trains in (absent:
+#: the worker's ``train_processes``).
+PROCESSES_KEY = "processes"
 #: The key of a job's params under which the worker records what made it queue the job.
 TRIGGER_KEY = "trigger"
 

@@ -38,9 +38,16 @@ from contract.artifact import ArtifactInvalid, ModelNotFound, ModelRegistry
 from contract.config import TrainConfig
 from contract.feedback import FeedbackSnapshot, FeedbackStore
 from contract.jobs import ACTIVE_STATES, Job, JobStore
-from contract.jobspec import TRAIN_CONFIG_KEY, TRIGGER_KEY, job_params, train_config_for_job
+from contract.jobspec import (
+    PROCESSES_KEY,
+    TRAIN_CONFIG_KEY,
+    TRIGGER_KEY,
+    job_params,
+    train_config_for_job,
+)
 from contract.settings import GateSettings, HomeSettings
 from trainer.gate import decide
+from trainer.launch import DEFAULT_TIMEOUT_S
 
 if TYPE_CHECKING:
     from trainer.data import Dataset
@@ -67,6 +74,11 @@ class WorkerSettings(HomeSettings, GateSettings):
     serving model was trained on (0: off)."""
     retrain_after_s: float = Field(0.0, ge=0)
     """Queue a retrain by itself once the serving model is this many seconds old (0: off)."""
+    train_processes: int = Field(1, ge=1, le=1024)
+    """Data-parallel training processes (torchrun ranks) of a job that does not ask for a
+    number itself (``processes`` of POST /retrain); 1: train in the job's own process."""
+    dist_timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0)
+    """Seconds a rank of a data-parallel job waits for the others before the job fails."""
 
 
 def ensure_default_dataset(settings: WorkerSettings) -> Path:
@@ -189,7 +201,7 @@ def run_job(
     parent_pid: int | None = None,
 ) -> None:
     """Train, gate, publish; always leaves the job in a final state (unless we are killed)."""
-    from trainer.train import TrainingCancelled, fit, publish_result
+    from trainer.train import TrainingCancelled, publish_result
 
     beat = _Heartbeat(store, job.id, worker_id, settings.heartbeat_interval_s, parent_pid)
     beat.start()
@@ -204,7 +216,8 @@ def run_job(
             beat.progress = {"stage": "training", **info}
             store.heartbeat(job.id, worker_id, beat.progress)
 
-        result = fit(ds, cfg, progress=on_epoch, should_stop=lambda: store.cancel_requested(job.id))
+        processes = int(job.params.get(PROCESSES_KEY) or settings.train_processes)
+        result = _train(settings, store, job, ds, cfg, processes, on_epoch)
         beat.progress = {**beat.progress, "stage": "quality gate"}
         registry = ModelRegistry(settings.registry_root)
         try:
@@ -252,6 +265,46 @@ def run_job(
         store.finish(job.id, worker_id, "failed", error=f"{type(e).__name__}: {e}")
     finally:
         beat.stop()
+
+
+def _train(
+    settings: WorkerSettings,
+    store: JobStore,
+    job: Job,
+    ds: Dataset,
+    cfg: TrainConfig,
+    processes: int,
+    on_epoch: Callable[[dict[str, Any]], None],
+) -> Any:
+    """fit() in this process, or in `processes` torchrun ranks (trainer.job_ranks) whose work
+    directory ``<home>/tmp/job-<id>`` is removed afterwards."""
+
+    def should_stop() -> bool:
+        return store.cancel_requested(job.id)
+
+    if processes == 1:
+        from trainer.train import fit
+
+        return fit(ds, cfg, progress=on_epoch, should_stop=should_stop)
+    import shutil
+
+    from trainer.job_ranks import run_ranks
+
+    workdir = settings.home / "tmp" / f"job-{job.id}"
+    log.info("job %s: training in %d data-parallel ranks (%s)", job.id, processes, workdir)
+    try:
+        return run_ranks(
+            ds,
+            cfg,
+            processes,
+            workdir,
+            progress=on_epoch,
+            should_stop=should_stop,
+            timeout_s=settings.dist_timeout_s,
+            poll_s=min(settings.poll_interval_s, 0.5),
+        )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 #: Exit status of a job process that found its worker gone (see _Heartbeat).

@@ -23,6 +23,7 @@ from contract.jobspec import TRAIN_CONFIG_KEY, TRIGGER_KEY, job_params
 from service.auth import ADMIN_ERRORS, AdminDep
 from service.errors import InvalidRequest, ServiceError, error_responses
 from service.hyperparameters import BPR_NEEDS_PAIRS, Hyperparameters
+from service.schemas import json_int
 from service.settings import Settings
 
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -60,6 +61,9 @@ class RetrainRequest(BaseModel):
     """TrainConfig overrides, validated (with the rest of the config) before queueing."""
     force: bool = False
     """Publish even if the quality gate fails (the job still reports the gate's numbers)."""
+    processes: json_int(1, 64) | None = None  # type: ignore[valid-type]  # an int in range
+    """Data-parallel training processes (torchrun ranks, gloo on CPU / NCCL on GPUs) for this
+    job; default: the worker's ``SPECREC_TRAIN_PROCESSES`` (1)."""
 
 
 class JobView(BaseModel):

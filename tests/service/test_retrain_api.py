@@ -129,6 +129,14 @@ def test_bad_hyperparameters_are_422_naming_the_field(
     assert JobStore(settings.jobs_db).recent() == []
 
 
+def test_a_job_asks_for_its_processes(api: TestClient, settings: Settings) -> None:
+    r = api.post("/retrain", headers=AUTH, json={"processes": 2, "epochs": 3})
+    assert r.status_code == 202, r.text
+    job = JobStore(settings.jobs_db).get(r.json()["job_id"])
+    assert job is not None and job.params["processes"] == 2
+    assert api.get(f"/retrain/{job.id}").json()["params"]["processes"] == 2
+
+
 def test_bpr_with_the_user_sampler_is_422_naming_the_field(api: TestClient) -> None:
     body = {"objective": "bpr", "hyperparameters": {"sampler": "user"}}
     r = api.post("/retrain", headers=AUTH, json=body)
@@ -154,6 +162,9 @@ def test_cancel_queued_job_frees_the_queue(api: TestClient) -> None:
         ({"hyperparameters": {"device": "cuda"}}, "set by the worker"),
         ({"dataset": "../etc"}, "body.dataset"),
         ({"dataset": "missing"}, "no dataset 'missing'"),
+        ({"processes": 0}, "body.processes"),
+        ({"processes": 65}, "body.processes"),
+        ({"processes": "2"}, "body.processes"),
     ],
 )
 def test_invalid_requests_are_422_and_queue_nothing(

@@ -1,0 +1,216 @@
+"""A retrain job's training in N data-parallel ranks: the job process launches torchrun and
+waits; rank 0 hands the result back through files in the job's work directory.
+
+Work directory (private to one job):
+
+    dataset.pkl    the job's training set (the dataset plus its ingested rows, merged once by
+                   the job process, so every rank trains on the same snapshot)
+    config.json    TrainConfig.to_dict()
+    spec.json      {"timeout_s": collective timeout}
+    progress.json  rank 0, after every epoch: fit's progress info (written atomically)
+    cancel         created by the job process when cancellation is requested; rank 0 polls
+                   it before every epoch and every rank stops (trainer.train.fit)
+    outcome.json   rank 0, last: {"state": "ok" | "cancelled" | "diverged", "error"?}
+    result.pkl     rank 0, before outcome.json: the TrainResult
+    ranks.log      torchrun's and the ranks' stdout and stderr
+
+A rank that dies or hangs makes torchrun exit non-zero; run_ranks raises RanksFailed with the
+cause from torchrun's failure summary (which rank, which signal or exception).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import pickle
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from contract.config import TrainConfig
+from trainer.launch import rank_env, torchrun_command
+
+_PR_SET_PDEATHSIG = 1
+# loaded here, not in the forked child (where only async-signal-safe work belongs)
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+
+
+class RanksFailed(RuntimeError):
+    """A data-parallel run ended without a result; the message names the rank and cause."""
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: SIGTERM this process (torchrun, which then stops its ranks) when the job process
+    that started it dies, e.g. os._exit of an orphaned job (worker._Heartbeat)."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+
+def failure_summary(log: str) -> str:
+    """The root cause in torchrun's failure summary: "rank 1 (pid 123) killed by signal 9
+    (SIGKILL)" or "rank 0 (pid 123): RuntimeError: ..."; the log's last line otherwise."""
+    block = log.split("Root Cause", 1)[-1] if "Root Cause" in log else ""
+    rank = re.search(r"rank\s*:\s*(\d+)", block)
+    code = re.search(r"exitcode\s*:\s*(-?\d+)\s*\(pid:\s*(\d+)\)", block)
+    if rank and code:
+        who = f"rank {rank.group(1)} (pid {code.group(2)})"
+        exitcode = int(code.group(1))
+        if exitcode < 0:
+            try:
+                name = signal.Signals(-exitcode).name
+            except ValueError:
+                name = "unknown signal"
+            return f"{who} killed by signal {-exitcode} ({name})"
+        trace = block.split("traceback", 1)[-1]
+        lines = [ln.strip() for ln in trace.splitlines() if ln.strip() and "====" not in ln]
+        errors = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b", ln)]
+        detail = errors[-1] if errors else (lines[-1] if lines else "")
+        detail = detail.removeprefix(": ").strip()
+        return f"{who} exited with status {exitcode}" + (f": {detail}" if detail else "")
+    lines = [ln for ln in log.splitlines() if ln.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def run_ranks(
+    ds: Any,
+    cfg: TrainConfig,
+    nproc: int,
+    workdir: Path,
+    *,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    timeout_s: float,
+    poll_s: float = 0.5,
+) -> Any:
+    """Train `cfg` on `ds` in `nproc` ranks on this machine; the TrainResult of rank 0.
+
+    Raises TrainingCancelled / TrainingDiverged as fit does, RanksFailed when a rank died,
+    hung past `timeout_s` or raised. The torchrun process group is stopped on any exit.
+    """
+    from trainer.train import TrainingCancelled, TrainingDiverged
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    _write_atomic(workdir / "dataset.pkl", pickle.dumps(ds, protocol=pickle.HIGHEST_PROTOCOL))
+    _write_atomic(workdir / "config.json", json.dumps(cfg.to_dict()).encode())
+    _write_atomic(workdir / "spec.json", json.dumps({"timeout_s": timeout_s}).encode())
+    for stale in ("progress.json", "outcome.json", "result.pkl", "cancel"):
+        (workdir / stale).unlink(missing_ok=True)
+    command = torchrun_command(nproc, ["-m", "trainer.job_ranks", str(workdir)])
+    with open(workdir / "ranks.log", "wb") as log:
+        proc = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=rank_env(),
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+    try:
+        seen = 0.0
+        while proc.poll() is None:
+            time.sleep(poll_s)
+            seen = _report_progress(workdir / "progress.json", seen, progress)
+            if should_stop is not None and should_stop():
+                (workdir / "cancel").touch()
+        _report_progress(workdir / "progress.json", seen, progress)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()  # torchrun stops its ranks
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    outcome_path = workdir / "outcome.json"
+    if proc.returncode != 0 or not outcome_path.exists():
+        summary = failure_summary((workdir / "ranks.log").read_text(errors="replace"))
+        if "timed out" in summary.lower():
+            summary += (
+                f" (another rank stopped answering for {timeout_s:g} s: hung, or slower "
+                "than the timeout, SPECREC_DIST_TIMEOUT_S)"
+            )
+        raise RanksFailed(f"{nproc}-rank training failed: {summary}")
+    outcome = json.loads(outcome_path.read_text())
+    if outcome["state"] == "cancelled":
+        raise TrainingCancelled(outcome.get("error", "cancelled"))
+    if outcome["state"] == "diverged":
+        raise TrainingDiverged(outcome.get("error", "diverged"))
+    with open(workdir / "result.pkl", "rb") as f:
+        return pickle.load(f)
+
+
+def _report_progress(
+    path: Path, seen: float, progress: Callable[[dict[str, Any]], None] | None
+) -> float:
+    """Pass a new progress.json to `progress`; returns its mtime (the one seen last)."""
+    try:
+        mtime = path.stat().st_mtime
+    except FileNotFoundError:
+        return seen
+    if mtime != seen and progress is not None:
+        try:
+            progress(json.loads(path.read_text()))
+        except (json.JSONDecodeError, FileNotFoundError):
+            return seen
+    return mtime
+
+
+def main(workdir: Path) -> int:
+    """One rank (run by torchrun): train, and on rank 0 write the result and the outcome."""
+    from trainer.device import pick_device
+    from trainer.distributed import close_world, init_world
+    from trainer.train import TrainingCancelled, TrainingDiverged, fit
+
+    cfg = TrainConfig.from_dict(json.loads((workdir / "config.json").read_text()))
+    spec = json.loads((workdir / "spec.json").read_text())
+    world = init_world(pick_device(cfg.device), spec["timeout_s"])
+    with open(workdir / "dataset.pkl", "rb") as f:
+        ds = pickle.load(f)
+
+    def progress(info: dict[str, Any]) -> None:
+        _write_atomic(workdir / "progress.json", json.dumps(info).encode())
+
+    def cancelled() -> bool:
+        return (workdir / "cancel").exists()
+
+    outcome: dict[str, Any] = {"state": "ok"}
+    try:
+        result = fit(
+            ds,
+            cfg,
+            progress=progress if world.is_main else None,
+            should_stop=cancelled if world.is_main else None,
+            progress_bar=False,
+            world=world,
+        )
+    except TrainingCancelled as e:  # every rank stops at the same epoch
+        outcome = {"state": "cancelled", "error": str(e)}
+    except TrainingDiverged as e:  # every rank sees the same loss
+        outcome = {"state": "diverged", "error": str(e)}
+    else:
+        if world.is_main:
+            _write_atomic(workdir / "result.pkl", pickle.dumps(result, pickle.HIGHEST_PROTOCOL))
+    if world.is_main:
+        _write_atomic(workdir / "outcome.json", json.dumps(outcome).encode())
+    close_world(world)
+    return 0
+
+
+if __name__ == "__main__":
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    sys.exit(record(main)(Path(sys.argv[1])))
