@@ -2,8 +2,8 @@
 
 The template is prose with directive lines, each replaced by what the results files hold:
 
-    <!-- training: dataset=gowalla [labels=GLOB] [exclude=GLOB] -->   table of training rows
-    <!-- curves: dataset=gowalla [labels=GLOB] [exclude=GLOB] -->     Recall@20 / erank curves
+    <!-- training: dataset=gowalla [labels=GLOB] [exclude=GLOB,...] --> table of training rows
+    <!-- curves: dataset=gowalla [labels=GLOB] [exclude=GLOB,...] --> Recall@20 / erank curves
     <!-- speed: dataset=gowalla -->                                    bench/speed.py's rows
 
 ``--check`` exits 1 when docs/benchmarks.md is not what the template and the results give
@@ -56,6 +56,11 @@ HEADER = (
 )
 
 
+#: Rows kept out of the main tables and plots: the speed checks and the data-parallel runs,
+#: which have sections of their own.
+MAIN_EXCLUDE = "check-*,ranks-*"
+
+
 def parse_args_line(text: str) -> dict[str, str]:
     """'dataset=gowalla labels=check-*' -> {"dataset": "gowalla", "labels": "check-*"}."""
     out = {}
@@ -70,13 +75,15 @@ def parse_args_line(text: str) -> dict[str, str]:
 
 
 def select(rows: list[dict[str, Any]], args: dict[str, str]) -> list[dict[str, Any]]:
-    """Rows of args' dataset whose label matches `labels` and not `exclude`, in table order."""
+    """Rows of args' dataset whose label matches `labels` and none of `exclude`'s
+    comma-separated globs, in table order."""
+    excluded = [g for g in args.get("exclude", "").split(",") if g]
     picked = [
         r
         for r in rows
         if r["dataset"] == args["dataset"]
         and fnmatch.fnmatch(r["label"], args.get("labels", "*"))
-        and not ("exclude" in args and fnmatch.fnmatch(r["label"], args["exclude"]))
+        and not any(fnmatch.fnmatch(r["label"], g) for g in excluded)
     ]
 
     def key(r: dict[str, Any]) -> tuple[int, str]:
@@ -95,7 +102,7 @@ def training_table(rows: list[dict[str, Any]]) -> list[str]:
         return ["(no rows recorded yet)"]
     lines = [
         "| method | variant | epochs | Recall@20 | NDCG@20 | erank (norm. [U;I]) | erank/d "
-        "| s/epoch | threads | device | wall | load before/after |",
+        "| s/epoch | procs x threads | device | wall | load before/after |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
     ]
     for r in rows:
@@ -105,7 +112,8 @@ def training_table(rows: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"| {r['method']} | {r['label']} | {epochs} | {r['recall@20']:.4f} | "
             f"{r['ndcg@20']:.4f} | {r['erank_normalized']:.1f} | {r['erank_ratio']:.2f} | "
-            f"{r['seconds_per_epoch']:.2f} | {r['threads']} | {r['device']} | "
+            f"{r['seconds_per_epoch']:.2f} | {r.get('processes', 1)} x {r['threads']} | "
+            f"{r['device']} | "
             f"{_hours(r['wall_seconds'])} | {r['loadavg_before']:.1f} / {r['loadavg_after']:.1f} |"
         )
     machines = sorted({r["machine"] for r in rows})
@@ -226,7 +234,7 @@ def plots(rows: list[dict[str, Any]]) -> list[Path]:
         ),
     ]
     for dataset in sorted({r["dataset"] for r in rows}):
-        main = select(rows, {"dataset": dataset, "exclude": "check-*"})
+        main = select(rows, {"dataset": dataset, "exclude": MAIN_EXCLUDE})
         if not main:
             continue
         for stem, draw, log_axis, xlabel, ylabel, title in figures:

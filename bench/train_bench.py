@@ -37,6 +37,9 @@ from citeulike_reference import cpu_name, progress_printer  # sibling script
 from contract.config import PRESETS, TrainConfig
 from contract.spectrum import singular_values
 from trainer.data import load_dataset
+from trainer.device import pick_device
+from trainer.distributed import close_world, init_world, launched_by_torchrun
+from trainer.launch import run_torchrun, without_option
 from trainer.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,9 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-every", type=int, default=None)
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "training.json")
+    p.add_argument(
+        "--processes", type=int, default=1, help="data-parallel ranks (torchrun; gloo on CPU)"
+    )
     args = p.parse_args(argv)
     given = argv if argv is not None else sys.argv[1:]
     command = shlex.join(["python", "bench/train_bench.py", *given])
+    if args.processes > 1 and not launched_by_torchrun():
+        return run_torchrun(args.processes, [__file__, *without_option(given, "--processes")])
 
     objective, encoder = METHODS[args.method]
     overrides = parse_sets(args.set)
@@ -118,13 +126,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.eval_every is not None:
         overrides["eval_every"] = args.eval_every
     cfg = TrainConfig.defaults(objective, encoder, preset=args.preset, **overrides)
+    world = init_world(pick_device(cfg.device))
+    if world.parallel:  # a rank: the launch's option was taken off its command line
+        command += f" --processes {world.size}"
     ds = load_dataset(args.data)
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     started = datetime.now(UTC).isoformat(timespec="seconds")
 
-    res = fit(ds, cfg, progress=progress_printer(f"{args.method} {args.label}"), progress_bar=False)
+    printer = progress_printer(f"{args.method} {args.label}") if world.is_main else None
+    res = fit(ds, cfg, progress=printer, progress_bar=False, world=world)
     wall = time.perf_counter() - t0
+    close_world(world)
+    if not world.is_main:
+        return 0
     sv = singular_values(np.vstack([res.user_emb, res.item_emb]), normalize_rows=True)
     spec = res.spectrum["all"]["normalized"]
     row = {
@@ -145,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": wall,
         "device": res.device,
         "threads": cfg.num_threads or (1 if res.device == "cpu" else None),
+        "processes": world.size,
+        "backend": world.backend,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "loadavg_before": round(load_before[0], 2),
         "loadavg_after": round(os.getloadavg()[0], 2),

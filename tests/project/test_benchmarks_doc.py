@@ -53,18 +53,23 @@ def test_directives_become_tables_of_the_selected_rows_in_method_order():
         row(method="MF-DirectSpec+", label="reference", **{"recall@20": 0.1779}),
         row(),
         row(label="check-adam"),
+        row(label="ranks-2", processes=2),
         row(dataset="citeulike-directspec"),
     ]
-    text = report.render("intro\n<!-- training: dataset=gowalla exclude=check-* -->\nend", rows)
+    text = report.render(
+        "intro\n<!-- training: dataset=gowalla exclude=check-*,ranks-* -->\nend", rows
+    )
     lines = text.splitlines()
     assert lines[1] == "intro" and lines[-1] == "end"
     body = [ln for ln in lines if ln.startswith("| MF")]
     assert body == [
-        "| MF-BPR | tuned | 300 | 0.1523 | 0.1287 | 61.0 | 0.95 | 2.35 | 1 | cpu | 15 min "
+        "| MF-BPR | tuned | 300 | 0.1523 | 0.1287 | 61.0 | 0.95 | 2.35 | 1 x 1 | cpu | 15 min "
         "| 1.0 / 2.0 |",
-        "| MF-DirectSpec+ | reference | 300 | 0.1779 | 0.1287 | 61.0 | 0.95 | 2.35 | 1 | cpu "
+        "| MF-DirectSpec+ | reference | 300 | 0.1779 | 0.1287 | 61.0 | 0.95 | 2.35 | 1 x 1 | cpu "
         "| 15 min | 1.0 / 2.0 |",
     ]
+    ranks = report.render("<!-- training: dataset=gowalla labels=ranks-* -->", rows)
+    assert "| MF-BPR | ranks-2 | 300 | 0.1523 | 0.1287 | 61.0 | 0.95 | 2.35 | 2 x 1 |" in ranks
     assert "- MF-BPR / tuned: `python bench/train_bench.py --method MF-BPR`" in lines
     curves = report.render("<!-- curves: dataset=gowalla labels=tuned -->", rows)
     assert "- MF-BPR / tuned: 150: 0.1400, 60.0, 5.5 min" in curves
