@@ -7,6 +7,8 @@ their seeds, their gradients averaged, one step at the world-scaled lr.
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -138,6 +140,49 @@ def test_two_ranks_match_one_process_averaging_both_ranks_gradients(case, data_d
     dist_info = loaded.manifest["training"]["distributed"]
     assert dist_info == {"world_size": 2, "backend": "gloo", "devices": ["cpu", "cpu"]}
     assert "ranks               2" in proc.stdout or "ranks" in proc.stdout
+
+
+def test_the_documented_multi_node_form_trains_one_model(data_dir, tmp_path):
+    """docs/distributed.md's several-machines command, as two torchrun agents ("nodes") of
+    one process each meeting at a c10d rendezvous on this machine: one model, world size 2."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    models = tmp_path / "models"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "2",
+        "--nproc-per-node",
+        "1",
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        f"127.0.0.1:{port}",
+        "--rdzv-id",
+        "test",
+        "-m",
+        "trainer.cli",
+        "--data",
+        str(data_dir),
+        "--epochs",
+        "1",
+        "--dim",
+        "8",
+        "--no-progress",
+        "--models-dir",
+        str(models),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    nodes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) for _ in "ab"]
+    outs = [node.communicate(timeout=180)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0]
+    assert sum("published" in out for out in outs) == 1  # global rank 0 only
+    registry = ModelRegistry(models)
+    assert len(registry.versions()) == 1
+    assert registry.load().manifest["training"]["distributed"]["world_size"] == 2
 
 
 def test_the_two_rank_run_differs_from_one_rank(data_dir, tmp_path):
