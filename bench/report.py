@@ -5,11 +5,13 @@ The template is prose with directive lines, each replaced by what the results fi
     <!-- training: dataset=gowalla [labels=GLOB] [exclude=GLOB,...] --> table of training rows
     <!-- curves: dataset=gowalla [labels=GLOB] [exclude=GLOB,...] --> Recall@20 / erank curves
     <!-- speed: dataset=gowalla -->                                    bench/speed.py's rows
+    <!-- scaling: dataset=synthetic -->                                bench/scaling.py's rows
 
 ``--check`` exits 1 when docs/benchmarks.md is not what the template and the results give
 (the test suite runs it). ``--plots`` also draws, per dataset, the normalised singular values
-of the trained embeddings (log scale) and Recall@20 against training wall time into
-docs/img/ (needs matplotlib: ``pip install -e '.[bench]'``).
+of the trained embeddings (log scale) and Recall@20 against training wall time, and the
+cost-against-size plot (docs/img/scaling.png), into docs/img/ (needs matplotlib:
+``pip install -e '.[bench]'``).
 
     .venv/bin/python bench/report.py --plots
 """
@@ -30,8 +32,9 @@ TEMPLATE = DOCS / "benchmarks.template.md"
 OUTPUT = DOCS / "benchmarks.md"
 TRAINING = DOCS / "results" / "training.json"
 SPEED = DOCS / "results" / "speed.json"
+SCALING = DOCS / "results" / "scaling.json"
 IMG = DOCS / "img"
-DIRECTIVE = re.compile(r"^<!-- (training|curves|speed): (.*?) -->$")
+DIRECTIVE = re.compile(r"^<!-- (training|curves|speed|scaling): (.*?) -->$")
 # table order: baselines first, then the DirectSpec family, MF before LightGCN
 ORDER = [
     "MF-align",
@@ -168,11 +171,69 @@ def speed_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _by_size(rows: list[dict[str, Any]]) -> tuple[list[int], list[str]]:
+    sizes = sorted({r["interactions"] for r in rows})
+    methods = [m for m in ORDER if any(r["method"] == m for r in rows)]
+    return sizes, methods + sorted({r["method"] for r in rows} - set(methods))
+
+
+def scaling_tables(rows: list[dict[str, Any]]) -> list[str]:
+    """Seconds per epoch and peak memory against size, one column per method."""
+    if not rows:
+        return ["(no rows recorded yet)"]
+    sizes, methods = _by_size(rows)
+    cell = {(r["interactions"], r["method"]): r for r in rows}
+    head = "| interactions | train pairs | users x items | " + " | ".join(methods) + " |"
+    rule = "|---:|---:|---|" + "---:|" * len(methods)
+
+    def table(fmt: Any) -> list[str]:
+        out = [head, rule]
+        for size in sizes:
+            first = next(r for r in rows if r["interactions"] == size)
+            vals = [fmt(cell[(size, m)]) if (size, m) in cell else "" for m in methods]
+            out.append(
+                f"| {size:,} | {first['train_pairs']:,} | {first['users']:,} x "
+                f"{first['items']:,} | " + " | ".join(vals) + " |"
+            )
+        return out
+
+    lines = ["Seconds per training epoch (1 thread; steps timed, scaled to an epoch):", ""]
+    lines += table(lambda r: f"{r['seconds_per_epoch']:.2f}")
+    lines += [
+        "",
+        "Peak resident memory of the training process, MiB (in parentheses: above the process "
+        "with its dataset built, i.e. what training adds):",
+        "",
+    ]
+    lines += table(
+        lambda r: f"{r['peak_rss_mib']:.0f} ({r['peak_rss_mib'] - r['rss_after_data_mib']:.0f})"
+    )
+    steps = ", ".join(
+        f"{m}: B {r['batch_size']} x {r['sub_batches']} per step, {r['optimizer']}, "
+        f"{r['steps_timed']} steps timed"
+        for m in methods
+        for r in [next(x for x in rows if x["method"] == m)]
+    )
+    loads = [r["loadavg_before"] for r in rows] + [r["loadavg_after"] for r in rows]
+    commands = ", ".join(sorted({f"`{r['command']}`" for r in rows}))
+    lines += [
+        "",
+        f"Configs: {steps}. Load average during the runs: {min(loads):.1f}–{max(loads):.1f}.",
+        f"Machine: {'; '.join(sorted({r['machine'] for r in rows}))}, torch "
+        f"{', '.join(sorted({r['torch'] for r in rows}))}. Commits: "
+        f"{', '.join(sorted({r['commit'] for r in rows}))}. Command: {commands}.",
+    ]
+    return lines
+
+
 def render(
-    template: str, rows: list[dict[str, Any]], speed: list[dict[str, Any]] | None = None
+    template: str,
+    rows: list[dict[str, Any]],
+    speed: list[dict[str, Any]] | None = None,
+    scaling: list[dict[str, Any]] | None = None,
 ) -> str:
     """The template with every directive line replaced by its generated lines (training and
-    curves from `rows`, speed from `speed`)."""
+    curves from `rows`, speed from `speed`, scaling from `scaling`)."""
     out = [HEADER]
     for line in template.splitlines():
         m = DIRECTIVE.match(line.strip())
@@ -182,6 +243,9 @@ def render(
         kind, args = m.group(1), parse_args_line(m.group(2))
         if kind == "speed":
             out.extend(speed_table([r for r in speed or [] if r["dataset"] == args["dataset"]]))
+            continue
+        if kind == "scaling":
+            out.extend(scaling_tables(scaling or []))
             continue
         picked = select(rows, args)
         out.extend(training_table(picked) if kind == "training" else curves(picked))
@@ -254,13 +318,41 @@ def plots(rows: list[dict[str, Any]]) -> list[Path]:
     return written
 
 
+def scaling_plot(rows: list[dict[str, Any]]) -> Path:
+    """docs/img/scaling.png: seconds per epoch and peak memory against training pairs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes, methods = _by_size(rows)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for m in methods:
+        mine = sorted((r for r in rows if r["method"] == m), key=lambda r: r["train_pairs"])
+        xs = [r["train_pairs"] for r in mine]
+        left.plot(xs, [r["seconds_per_epoch"] for r in mine], marker="o", label=m)
+        right.plot(xs, [r["peak_rss_mib"] for r in mine], marker="o", label=m)
+    for ax, ylabel in ((left, "seconds per epoch (1 thread)"), (right, "peak RSS, MiB")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("training pairs (synthetic)")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7)
+    fig.suptitle("Training cost against dataset size (bench/scaling.py)")
+    fig.tight_layout()
+    path = IMG / "scaling.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="exit 1 if benchmarks.md is stale")
     p.add_argument("--plots", action="store_true", help="also draw the plots (matplotlib)")
     args = p.parse_args(argv)
     rows = load_rows()
-    text = render(TEMPLATE.read_text(), rows, load_rows(SPEED))
+    text = render(TEMPLATE.read_text(), rows, load_rows(SPEED), load_rows(SCALING))
     if args.check:
         if OUTPUT.read_text() != text:
             print(f"{OUTPUT} is stale: run .venv/bin/python bench/report.py", file=sys.stderr)
@@ -269,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     OUTPUT.write_text(text)
     print(f"wrote {OUTPUT}")
     if args.plots:
-        for path in plots(rows):
+        for path in [*plots(rows), scaling_plot(load_rows(SCALING))]:
             print(f"wrote {path}")
     return 0
 

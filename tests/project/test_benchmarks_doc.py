@@ -43,7 +43,10 @@ def row(**kw):
 
 def test_committed_benchmarks_md_is_what_the_template_and_results_give():
     text = report.render(
-        report.TEMPLATE.read_text(), report.load_rows(), report.load_rows(report.SPEED)
+        report.TEMPLATE.read_text(),
+        report.load_rows(),
+        report.load_rows(report.SPEED),
+        report.load_rows(report.SCALING),
     )
     assert report.OUTPUT.read_text() == text, "run .venv/bin/python bench/report.py"
 
@@ -134,3 +137,47 @@ def test_every_image_the_page_shows_is_committed():
     assert images, "the page shows the spectrum and Recall@20-vs-time plots"
     missing = [i for i in images if not (report.DOCS / i).is_file()]
     assert not missing, f"run .venv/bin/python bench/report.py --plots: {missing}"
+
+
+def scaling_row(size, method, seconds, peak, data):
+    return {
+        "interactions": size,
+        "train_pairs": size * 4 // 5,
+        "users": size // 38,
+        "items": size // 57,
+        "method": method,
+        "batch_size": 256,
+        "sub_batches": 1,
+        "optimizer": "sgd",
+        "steps_timed": 400,
+        "seconds_per_epoch": seconds,
+        "peak_rss_mib": peak,
+        "rss_after_data_mib": data,
+        "loadavg_before": 0.5,
+        "loadavg_after": 1.25,
+        "machine": "m",
+        "torch": "2.13.0",
+        "commit": "abc",
+        "command": "python bench/scaling.py",
+    }
+
+
+def test_scaling_rows_become_one_column_per_method_and_one_line_per_size():
+    rows = [
+        scaling_row(1_000_000, "LightGCN-DirectSpec+", 37.8, 578.0, 282.0),
+        scaling_row(100_000, "MF-DirectSpec+", 0.431, 338.2, 248.0),
+        scaling_row(1_000_000, "MF-DirectSpec+", 4.78, 426.0, 282.4),
+    ]
+    lines = report.render("<!-- scaling: dataset=synthetic -->", [], None, rows).splitlines()
+    header = (
+        "| interactions | train pairs | users x items | MF-DirectSpec+ | LightGCN-DirectSpec+ |"
+    )
+    assert lines.count(header) == 2  # seconds, then memory
+    seconds = lines.index(header)
+    assert lines[seconds + 2 : seconds + 4] == [
+        "| 100,000 | 80,000 | 2,631 x 1,754 | 0.43 |  |",
+        "| 1,000,000 | 800,000 | 26,315 x 17,543 | 4.78 | 37.80 |",
+    ]
+    memory = lines.index(header, seconds + 1)
+    assert lines[memory + 3] == "| 1,000,000 | 800,000 | 26,315 x 17,543 | 426 (144) | 578 (296) |"
+    assert any("Load average during the runs: 0.5–1.2" in ln for ln in lines)
