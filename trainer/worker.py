@@ -22,6 +22,7 @@ import argparse
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -267,6 +268,11 @@ def run_job(
         beat.stop()
 
 
+def job_workdir(settings: WorkerSettings, job_id: str) -> Path:
+    """Where a data-parallel job's ranks exchange files (trainer.job_ranks)."""
+    return settings.home / "tmp" / f"job-{job_id}"
+
+
 def _train(
     settings: WorkerSettings,
     store: JobStore,
@@ -286,11 +292,9 @@ def _train(
         from trainer.train import fit
 
         return fit(ds, cfg, progress=on_epoch, should_stop=should_stop)
-    import shutil
-
     from trainer.job_ranks import run_ranks
 
-    workdir = settings.home / "tmp" / f"job-{job.id}"
+    workdir = job_workdir(settings, job.id)
     log.info("job %s: training in %d data-parallel ranks (%s)", job.id, processes, workdir)
     try:
         return run_ranks(
@@ -365,6 +369,8 @@ def run_job_isolated(
             proc.terminate()
             terminated = True
     code = proc.exitcode
+    # a data-parallel job's work directory, left behind when its process was killed
+    shutil.rmtree(job_workdir(settings, job.id), ignore_errors=True)
     left = store.get(job.id)
     if left is not None and left.state == "running" and left.worker_id == worker_id:
         error = f"training process {proc.pid} {describe_exit(code)} before the job finished"
