@@ -238,3 +238,14 @@ def test_each_rank_evaluates_its_share_of_the_users(data_dir):
         rows = np.flatnonzero(c)
         assert (rows % 3 == r).all()
     assert (sum(shards) != test).nnz == 0  # together: every test pair once
+
+
+def test_the_launch_option_is_taken_off_the_ranks_command_line():
+    from trainer.launch import without_option
+
+    argv = ["--data", "d", "--nproc-per-node", "2", "--lr", "3", "--nproc-per-node=4", "--x"]
+    assert without_option(argv, "--nproc-per-node") == ["--data", "d", "--lr", "3", "--x"]
+    assert without_option(["--nproc-per-nodes", "1"], "--nproc-per-node") == [
+        "--nproc-per-nodes",
+        "1",
+    ]
