@@ -2,12 +2,14 @@
 # GPU check, sized for one device call (< 8 min on an H100): CUDA-path tests, then
 # MF-DirectSpec+ and LightGCN-DirectSpec+ on Gowalla with seconds per epoch and Recall@20.
 #
-# Prepare here (Gowalla is not in the repo and ../shared does not travel):
+# Prepare here (Gowalla is not in the repo and ../shared does not travel; the device machine
+# has no network, so the pure-Python dependencies travel as wheels):
 #   mkdir -p bench/.data && cp -r ../shared/data/gowalla bench/.data/gowalla
+#   .venv/bin/pip download -d bench/.data/wheels pydantic pydantic-settings tqdm
 # Then run through the device tool with carry ["bench/.data"]:
 #   bash bench/gpu_check.sh
-# Uses the machine's own python3 with torch (CUDA); the trainer needs only torch, numpy, scipy
-# and tqdm, which that image has. Output also goes to $OUT/gpu_check.log when OUT is set.
+# Uses the machine's own python3 with torch (CUDA), numpy and scipy. Output also goes to
+# $OUT/gpu_check.log when OUT is set; result rows to $OUT/training_gpu.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
@@ -20,6 +22,10 @@ assert torch.cuda.is_available(), "no CUDA device visible"
 print("torch", torch.__version__, "device", torch.cuda.get_device_name(0))
 PY
 
+python3 -c "import pydantic, pydantic_settings, tqdm" 2>/dev/null ||
+  python3 -m pip install -q --no-index --find-links bench/.data/wheels \
+    pydantic pydantic-settings tqdm
+
 echo "== GPU-path tests (CUDA vs CPU reference) =="
 python3 -m pytest -q -p no:cacheprovider -m gpu tests/trainer
 echo "== trainer tests with SPECREC_DEVICE=cuda =="
@@ -29,6 +35,8 @@ SPECREC_DEVICE=cuda python3 -m pytest -q -p no:cacheprovider -x \
 data=bench/.data/gowalla
 [ -f "$data/train.txt" ] || { echo "missing $data (see the header)"; exit 1; }
 echo "== Gowalla on CUDA =="
-timeout 420 python3 bench/gowalla.py --data "$data" --device cuda \
-  --methods MF-DirectSpec+ LightGCN-DirectSpec+ --epochs-mf 20 --epochs-gcn 5 --eval-every 5 \
-  --out "${OUT:-/tmp}/gowalla_gpu.md"
+out="${OUT:-/tmp}/training_gpu.json"
+timeout 240 python3 bench/train_bench.py --data "$data" --method MF-DirectSpec+ --label gpu \
+  --preset gowalla-reference --epochs 20 --eval-every 5 --set device=cuda --out "$out"
+timeout 180 python3 bench/train_bench.py --data "$data" --method LightGCN-DirectSpec+ \
+  --label gpu --preset gowalla-reference --epochs 5 --eval-every 5 --set device=cuda --out "$out"
