@@ -59,9 +59,9 @@ HEADER = (
 )
 
 
-#: Rows kept out of the main tables and plots: the speed checks and the data-parallel runs,
-#: which have sections of their own.
-MAIN_EXCLUDE = "check-*,ranks-*"
+#: Rows kept out of the main tables and plots: the speed checks, the data-parallel runs and
+#: the tuning sweeps, which have sections of their own.
+MAIN_EXCLUDE = "check-*,ranks-*,sweep-*"
 
 
 def parse_args_line(text: str) -> dict[str, str]:
@@ -276,7 +276,9 @@ def plots(rows: list[dict[str, Any]]) -> list[Path]:
     def recall_vs_time(ax: Any, r: dict[str, Any]) -> None:
         xs = [p["seconds"] / 60 for p in r["curve"]]
         ys = [p["recall@20"] for p in r["curve"]]
-        ax.plot(xs, ys, marker=".", label=f"{r['method']} ({r['label']})")
+        split = r["curve"][0].get("split", "test") if r["curve"] else "test"
+        shown = "" if split == "test" else f", {split} split"
+        ax.plot(xs, ys, marker=".", label=f"{r['method']} ({r['label']}{shown})")
 
     # (file stem, draw one row, log axis, x label, y label, title)
     figures = [
@@ -293,7 +295,7 @@ def plots(rows: list[dict[str, Any]]) -> list[Path]:
             recall_vs_time,
             "x",
             "training wall time, minutes (log; evaluation excluded)",
-            "Recall@20 (test)",
+            "Recall@20 (test split unless marked)",
             "Recall@20 against training time",
         ),
     ]
