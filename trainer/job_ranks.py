@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.config import TrainConfig
-from trainer.launch import rank_env, torchrun_command
+from trainer.launch import describe_exit, rank_env, torchrun_command
 
 _PR_SET_PDEATHSIG = 1
 # loaded here, not in the forked child (where only async-signal-safe work belongs)
@@ -71,17 +71,13 @@ def failure_summary(log: str) -> str:
         who = f"rank {rank.group(1)} (pid {code.group(2)})"
         exitcode = int(code.group(1))
         if exitcode < 0:
-            try:
-                name = signal.Signals(-exitcode).name
-            except ValueError:
-                name = "unknown signal"
-            return f"{who} killed by signal {-exitcode} ({name})"
+            return f"{who} {describe_exit(exitcode)}"
         trace = block.split("traceback", 1)[-1]
         lines = [ln.strip() for ln in trace.splitlines() if ln.strip() and "====" not in ln]
         errors = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b", ln)]
         detail = errors[-1] if errors else (lines[-1] if lines else "")
         detail = detail.removeprefix(": ").strip()
-        return f"{who} exited with status {exitcode}" + (f": {detail}" if detail else "")
+        return f"{who} {describe_exit(exitcode)}" + (f": {detail}" if detail else "")
     lines = [ln for ln in log.splitlines() if ln.strip()]
     return lines[-1] if lines else "no output"
 

@@ -48,7 +48,7 @@ from contract.jobspec import (
 )
 from contract.settings import GateSettings, HomeSettings
 from trainer.gate import decide
-from trainer.launch import DEFAULT_TIMEOUT_S
+from trainer.launch import DEFAULT_TIMEOUT_S, describe_exit
 
 if TYPE_CHECKING:
     from trainer.data import Dataset
@@ -313,17 +313,6 @@ def _train(
 
 #: Exit status of a job process that found its worker gone (see _Heartbeat).
 EXIT_ORPHANED = 70
-
-
-def describe_exit(exitcode: int) -> str:
-    """``multiprocessing``'s exit code in words: negative is the signal that killed it."""
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = "unknown signal"
-        return f"killed by signal {-exitcode} ({name})"
-    return f"exited with status {exitcode}"
 
 
 def _job_process(settings: WorkerSettings, job_id: str, worker_id: str, parent_pid: int) -> None:

@@ -12,17 +12,13 @@ import pytest
 
 from contract.artifact import ModelRegistry
 from contract.jobs import JobStore
-from trainer.synthetic import write_dataset
-from trainer.worker import WorkerSettings, describe_exit, fail_orphaned_jobs, run_job
+from trainer.launch import describe_exit
+from trainer.worker import WorkerSettings, fail_orphaned_jobs, run_job
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> WorkerSettings:
-    for name in list(os.environ):
-        if name.startswith("SPECREC_"):
-            monkeypatch.delenv(name)
-    write_dataset(tmp_path / "data" / "default", n_users=300, n_items=200)
-    return WorkerSettings(home=tmp_path, heartbeat_interval_s=0.2)
+def settings(worker_home: Path) -> WorkerSettings:
+    return WorkerSettings(home=worker_home, heartbeat_interval_s=0.2)
 
 
 def _run(settings: WorkerSettings, store: JobStore, params: dict) -> str:
