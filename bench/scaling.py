@@ -116,11 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(int(args.case[0]), args.case[1])))
         return 0
 
-    from train_bench import git_commit, machine  # sibling script
+    from train_bench import git_commit, machine, record  # sibling script
 
     given = argv if argv is not None else sys.argv[1:]
     command = shlex.join(["python", "bench/scaling.py", *given])
-    rows = json.loads(args.out.read_text()) if args.out.exists() else []
     for size in args.sizes:
         for method in args.methods:
             load = os.getloadavg()[0]
@@ -150,12 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{row['peak_rss_mib']:.0f} MiB (data {row['rss_after_data_mib']:.0f})",
                 flush=True,
             )
-            key = (size, method)
-            rows = [r for r in rows if (r["interactions"], r["method"]) != key] + [row]
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = args.out.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(rows, indent=1) + "\n")
-            tmp.replace(args.out)
+            record(args.out, row, key=("interactions", "method"))
     print(f"wrote {args.out}")
     return 0
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import shlex
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from train_bench import git_commit, machine  # sibling script
+from train_bench import git_commit, machine, record  # sibling script
 
 from contract.config import TrainConfig
 from trainer.data import load_dataset
@@ -151,7 +150,6 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "bench/speed.py", *given])
     ds = load_dataset(args.data)
     dataset = args.data.resolve().name
-    rows = json.loads(args.out.read_text()) if args.out.exists() else []
     for label, cfg, max_steps in cases(args.device, args.gcn_steps):
         if args.only is not None and label not in args.only:
             continue
@@ -179,11 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": command,
             "commit": git_commit(),
         }
-        rows = [r for r in rows if (r["dataset"], r["case"]) != (dataset, label)] + [row]
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(rows, indent=1) + "\n")
-        tmp.replace(args.out)
+        record(args.out, row, key=("dataset", "case"))
     print(f"wrote {args.out}")
     return 0
 

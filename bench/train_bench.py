@@ -89,12 +89,15 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({cpu_name()}), Python {platform.python_version()}"
 
 
-def record(out: Path, row: dict[str, Any]) -> None:
-    """Replace the row with row's (dataset, method, label) in `out`, or append it; the file is
-    written to a temporary name and renamed (never half-written)."""
+def record(
+    out: Path, row: dict[str, Any], key: tuple[str, ...] = ("dataset", "method", "label")
+) -> None:
+    """Replace the row of `out` with row's values of the `key` fields, or append it; the file
+    is written to a temporary name and renamed (never half-written)."""
     rows: list[dict[str, Any]] = json.loads(out.read_text()) if out.exists() else []
-    key = (row["dataset"], row["method"], row["label"])
-    rows = [r for r in rows if (r["dataset"], r["method"], r["label"]) != key] + [row]
+    mine = tuple(row[k] for k in key)
+    rows = [r for r in rows if tuple(r[k] for k in key) != mine] + [row]
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(rows, indent=1) + "\n")
     tmp.replace(out)
