@@ -15,17 +15,12 @@ import pytest
 from contract.artifact import ModelRegistry
 from contract.jobs import JobStore
 from trainer.job_ranks import failure_summary
-from trainer.synthetic import write_dataset
 from trainer.worker import WorkerSettings, run_job
 
 
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> WorkerSettings:
-    for name in list(os.environ):
-        if name.startswith("SPECREC_"):
-            monkeypatch.delenv(name)
-    write_dataset(tmp_path / "data" / "default", n_users=300, n_items=200)
-    return WorkerSettings(home=tmp_path, heartbeat_interval_s=0.2, dist_timeout_s=8.0)
+def settings(worker_home: Path) -> WorkerSettings:
+    return WorkerSettings(home=worker_home, heartbeat_interval_s=0.2, dist_timeout_s=8.0)
 
 
 def rank_pids(home: Path) -> dict[int, int]:
