@@ -4,6 +4,7 @@
 <home>/models/               ModelRegistry root (unless SPECREC_MODELS_DIR says otherwise)
 <home>/jobs.sqlite           retrain job queue
 <home>/interactions.sqlite   ingested interactions
+<home>/logs/                 what the worker keeps of failed jobs (the ranks' output)
 """
 
 from __future__ import annotations
@@ -25,3 +26,7 @@ def jobs_db(home: Path) -> Path:
 
 def feedback_db(home: Path) -> Path:
     return home / "interactions.sqlite"
+
+
+def logs_dir(home: Path) -> Path:
+    return home / "logs"

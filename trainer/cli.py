@@ -281,4 +281,9 @@ if __name__ == "__main__":
     # record: a rank's uncaught exception goes into torchrun's failure summary
     from torch.distributed.elastic.multiprocessing.errors import record
 
-    sys.exit(record(main)())
+    code = record(main)() or 0
+    from trainer.distributed import exit_rank, launched_by_torchrun
+
+    if launched_by_torchrun():
+        exit_rank(code)
+    sys.exit(code)

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 import numpy as np
 import scipy.sparse as sp
@@ -112,6 +114,15 @@ def close_world(world: World) -> None:
     if world.parallel and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def exit_rank(code: int) -> NoReturn:
+    """End a rank's process with `code` once its work is durable (rank 0 has published):
+    flush stdio and leave without interpreter finalization, during which gloo's worker
+    threads can still hold tensors and abort the process (pytorch/pytorch#179291)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 # ----------------------------------------------------------------------------- collectives

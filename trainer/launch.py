@@ -29,15 +29,17 @@ def describe_exit(exitcode: int) -> str:
     return f"exited with status {exitcode}"
 
 
-def torchrun_command(nproc: int, target: Sequence[str]) -> list[str]:
+def torchrun_command(nproc: int, target: Sequence[str], options: Sequence[str] = ()) -> list[str]:
     """torchrun on this machine (c10d rendezvous on a free local port) running `target`
-    (``["-m", module, *args]`` or ``[script, *args]``) in `nproc` processes."""
+    (``["-m", module, *args]`` or ``[script, *args]``) in `nproc` processes, with torchrun's
+    own `options` (e.g. ``--log-dir``)."""
     return [
         sys.executable,
         "-m",
         "torch.distributed.run",
         "--standalone",
         f"--nproc-per-node={nproc}",
+        *options,
         *target,
     ]
 
@@ -59,9 +61,12 @@ def without_option(argv: Sequence[str], option: str) -> list[str]:
 
 def rank_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """The ranks' environment: `base` (default os.environ) with one OpenMP thread per rank
-    unless set (what torchrun would pick, said once here instead of a warning per run)."""
+    unless set (what torchrun would pick, said once here instead of a warning per run), and
+    Python's faulthandler on, so that a rank killed by a fatal signal (SIGABRT from a C++
+    exception, SIGSEGV) prints where it was."""
     env = dict(os.environ if base is None else base)
     env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("PYTHONFAULTHANDLER", "1")
     return env
 
 

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
+from contract import layout
 from contract.artifact import ArtifactInvalid, ModelNotFound, ModelRegistry
 from contract.config import TrainConfig
 from contract.feedback import FeedbackSnapshot, FeedbackStore
@@ -283,7 +284,8 @@ def _train(
     on_epoch: Callable[[dict[str, Any]], None],
 ) -> Any:
     """fit() in this process, or in `processes` torchrun ranks (trainer.job_ranks) whose work
-    directory ``<home>/tmp/job-<id>`` is removed afterwards."""
+    directory ``<home>/tmp/job-<id>`` is removed afterwards (the ranks' output of a failed
+    run is kept as ``<home>/logs/job-<id>-ranks.log``)."""
 
     def should_stop() -> bool:
         return store.cancel_requested(job.id)
@@ -306,6 +308,7 @@ def _train(
             should_stop=should_stop,
             timeout_s=settings.dist_timeout_s,
             poll_s=min(settings.poll_interval_s, 0.5),
+            keep_log=layout.logs_dir(settings.home) / f"job-{job.id}-ranks.log",
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

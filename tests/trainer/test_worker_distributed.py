@@ -5,6 +5,7 @@ process, and a killed or hung rank failing the job with its cause within the tim
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -14,7 +15,7 @@ import pytest
 
 from contract.artifact import ModelRegistry
 from contract.jobs import JobStore
-from trainer.job_ranks import failure_summary
+from trainer.job_ranks import crash_detail, failure_summary
 from trainer.worker import WorkerSettings, run_job
 
 
@@ -94,6 +95,8 @@ def test_cancelling_a_two_rank_job_stops_every_rank(settings):
     ("sig", "expected"),
     [
         (signal.SIGKILL, "rank 1 (pid {pid}) killed by signal 9 (SIGKILL)"),
+        # what the rank's faulthandler printed: where it was
+        (signal.SIGABRT, "rank 1 (pid {pid}) killed by signal 6 (SIGABRT): Fatal Python error"),
         # a hung rank: the other one's collective times out after dist_timeout_s
         (signal.SIGSTOP, "rank 0"),
     ],
@@ -117,6 +120,11 @@ def test_a_dead_or_hung_rank_fails_the_job_with_its_cause_within_the_timeout(
     assert expected.format(pid=pids[1]) in job.error
     if sig == signal.SIGSTOP:  # rank 0's collective timed out
         assert "another rank stopped answering for 8 s" in job.error, job.error
+    if sig == signal.SIGABRT:
+        assert re.search(r"Aborted \(File \"[^\"]+\.py\", line \d+", job.error), job.error
+    kept = settings.home / "logs" / f"job-{job_id}-ranks.log"
+    assert job.error.endswith(f"; the ranks' output is in {kept}")
+    assert "Root Cause" in kept.read_text()
     # a stopped rank ignores torchrun's SIGTERM: torchrun kills it after its 30 s grace
     assert took < settings.dist_timeout_s + 45
     assert not any(_alive(pid) for pid in pids.values())
@@ -143,6 +151,68 @@ Root Cause (first observed failure):
         "RuntimeError: [gloo] Timed out waiting 8000ms for recv operation"
     )
     assert failure_summary("a\nlast line\n") == "last line"
+
+
+# torchrun 2.13 after rank 1 was SIGKILLed: it stopped rank 0 with SIGTERM while rank 0 was
+# reporting its "Connection closed by peer"; rank 0's error file has the earlier second
+TIE = """
+W1204 04:25:14.516000 29991 api.py:1028] Sending process 4241 closing signal SIGTERM
+E1204 04:25:14.615000 29991 api.py:1002] failed (exitcode: -9) local_rank: 1 (pid: 4242)
+Failures:
+[1]:
+  time      : 2026-12-04_04:25:14
+  host      : localhost
+  rank      : 1 (local_rank: 1)
+  exitcode  : -9 (pid: 4242)  (SIGKILL)
+  error_file: <N/A>
+  traceback : Signal 9 (SIGKILL) received by PID 4242
+------------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-12-04_04:25:13
+  host      : localhost
+  rank      : 0 (local_rank: 0)
+  exitcode  : -15 (pid: 4241)  (SIGTERM)
+  error_file: /tmp/x/attempt_0/0/error.json
+  traceback : Traceback (most recent call last):
+      work.wait()
+  RuntimeError: [gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:934.
+============================================================
+"""
+
+
+def test_the_root_cause_is_a_rank_that_torchrun_did_not_stop_itself():
+    assert failure_summary(TIE) == "rank 1 (pid 4242) killed by signal 9 (SIGKILL)"
+    # without torchrun's own "closing signal" line, its root cause stands
+    untouched = TIE.replace("Sending process 4241 closing signal SIGTERM", "")
+    assert failure_summary(untouched).startswith("rank 0 (pid 4241) killed by signal 15")
+
+
+def test_a_crashed_rank_says_what_ended_it():
+    aborted = """[rank1]: step 3
+terminate called after throwing an instance of 'gloo::EnforceNotMet'
+  what():  [enforce fail at pair.cc:446] op.preamble.length <= op.nbytes. 80 vs 40
+Fatal Python error: Aborted
+
+Thread 0x00007f (most recent call first):
+  File "/x/threading.py", line 331 in wait
+
+Current thread 0x00007e (most recent call first):
+  File "/x/trainer/distributed.py", line 210 in all_gather
+"""
+    assert crash_detail(aborted) == (
+        "terminate called after throwing an instance of 'gloo::EnforceNotMet' "
+        "what():  [enforce fail at pair.cc:446] op.preamble.length <= op.nbytes. 80 vs 40"
+    )
+    python_only = aborted.split("terminate", 1)[0] + aborted.split("40\n", 1)[1]
+    assert crash_detail(python_only) == (
+        'Fatal Python error: Aborted (File "/x/trainer/distributed.py", line 210 in all_gather)'
+    )
+    assert crash_detail("nothing to see\n") == ""
+    log = TIE.replace("-9 (pid: 4242)  (SIGKILL)", "-6 (pid: 4242)  (SIGABRT)")
+    assert failure_summary(log, lambda rank: aborted if rank == 1 else "") == (
+        "rank 1 (pid 4242) killed by signal 6 (SIGABRT): " + crash_detail(aborted)
+    )
 
 
 def _alive(pid: int) -> bool:
