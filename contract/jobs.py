@@ -1,8 +1,13 @@
-"""Persistent retrain-job queue in SQLite (WAL): the API enqueues, one worker claims and runs.
+"""Persistent retrain-job queue (contract.db: a SQLite file, or PostgreSQL for several
+machines): the API enqueues, workers claim and run.
 
-stdlib-only, shared by the service (enqueue, read, cancel) and the worker (claim, heartbeat,
-finish). Every state change is one short transaction; ``BEGIN IMMEDIATE`` takes the write lock
-up front, so two concurrent enqueues or claims are serialised by SQLite itself.
+Shared by the service (enqueue, read, cancel) and the worker (claim, heartbeat, finish).
+Every state change is one short transaction. Enqueueing holds the ``jobs`` lock, so two
+concurrent enqueues through any replicas create one job; a claim takes the oldest queued row
+no other transaction holds (SQLite: the file's write lock; PostgreSQL: ``FOR UPDATE SKIP
+LOCKED``) and moves it to running only if still queued, so each job is claimed once by one
+worker, however many workers on however many hosts ask. Heartbeats and reaping use each
+host's clock (keep hosts NTP-synchronised: the timeout is tens of seconds).
 
 States: queued -> running -> succeeded | failed | rejected | cancelled; queued -> cancelled.
 A running job whose heartbeat is older than the timeout is marked failed by :meth:`reap`
@@ -12,15 +17,12 @@ A running job whose heartbeat is older than the timeout is marked failed by :met
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 import uuid
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
-from contract.sqlite_store import connect, init_db, write_transaction
+from contract.db import Dialect, Target, open_database
 
 #: Seconds without a heartbeat after which a running job is failed (SPECREC_HEARTBEAT_TIMEOUT_S).
 DEFAULT_HEARTBEAT_TIMEOUT_S = 30.0
@@ -29,23 +31,32 @@ JobState = Literal["queued", "running", "succeeded", "failed", "rejected", "canc
 ACTIVE_STATES: tuple[JobState, ...] = ("queued", "running")
 FINAL_STATES: tuple[JobState, ...] = ("succeeded", "failed", "rejected", "cancelled")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
+_COLUMNS = """
     id               TEXT PRIMARY KEY,
     state            TEXT NOT NULL,
     params           TEXT NOT NULL,
-    created_at       REAL NOT NULL,
-    started_at       REAL,
-    finished_at      REAL,
-    heartbeat_at     REAL,
+    created_at       {real} NOT NULL,
+    started_at       {real},
+    finished_at      {real},
+    heartbeat_at     {real},
     worker_id        TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     progress         TEXT,
     result           TEXT,
     error            TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_state_created ON jobs(state, created_at);
 """
+
+#: schema versions, oldest first (contract.db.migrate applies the missing ones on start)
+_INDEX = "CREATE INDEX IF NOT EXISTS jobs_state_created ON jobs(state, created_at)"
+_STEPS: list[dict[Dialect, str]] = [
+    {
+        "sqlite": f"CREATE TABLE IF NOT EXISTS jobs ({_COLUMNS.format(real='REAL')}); {_INDEX}",
+        "postgresql": (
+            f"CREATE TABLE IF NOT EXISTS jobs ({_COLUMNS.format(real='DOUBLE PRECISION')}); "
+            + _INDEX
+        ),
+    }
+]
 
 
 @dataclass(frozen=True)
@@ -66,7 +77,7 @@ class Job:
     error: str | None
 
     @classmethod
-    def _from_row(cls, row: sqlite3.Row) -> Job:
+    def _from_row(cls, row: Any) -> Job:
         def load(text: str | None) -> Any:
             return json.loads(text) if text else None
 
@@ -87,31 +98,31 @@ class Job:
 
 
 class JobStore:
-    """The queue at `path` (created on first use). Cheap to construct; one connection per call."""
+    """The queue at `target` (a SQLite file or a PostgreSQL URL; created or upgraded on first
+    use). Cheap to construct."""
 
     def __init__(
-        self, path: Path | str, heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S
+        self, target: Target, heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S
     ) -> None:
-        self.path = Path(path)
+        self.target = target
         self.heartbeat_timeout_s = heartbeat_timeout_s
-        init_db(self.path, _SCHEMA)
-
-    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
-        return connect(self.path)
-
-    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
-        return write_transaction(self.path)
+        self.db = open_database(target)
+        self.db.migrate("jobs", _STEPS)
+        self._connect = self.db.connect
+        self._write = self.db.write
 
     # ---- API side ------------------------------------------------------------------------
-    def enqueue(self, params: dict[str, Any]) -> tuple[Job, bool]:
-        """Queue a job unless one is queued or running: returns (job, created)."""
+    def enqueue(self, params: dict[str, Any], *, unique: bool = True) -> tuple[Job, bool]:
+        """Queue a job unless one is queued or running: returns (job, created).
+        ``unique=False`` queues it whatever else is queued (batches of jobs for a pool of
+        workers; the API's retrains are always unique)."""
         self.reap()
-        with self._write() as db:
+        with self._write(lock="jobs") as db:
             row = db.execute(
                 "SELECT * FROM jobs WHERE state IN ('queued', 'running') "
                 "ORDER BY created_at LIMIT 1"
             ).fetchone()
-            if row is not None:
+            if row is not None and unique:
                 return Job._from_row(row), False
             job_id = uuid.uuid4().hex
             db.execute(
@@ -139,7 +150,9 @@ class JobStore:
     def cancel(self, job_id: str) -> Job | None:
         """Queued -> cancelled at once; running -> flagged, the worker stops at the next epoch."""
         with self._write() as db:
-            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = db.execute(
+                "SELECT * FROM jobs WHERE id = ?" + self.db.for_update, (job_id,)
+            ).fetchone()
             if row is None:
                 return None
             if row["state"] == "queued":
@@ -161,16 +174,16 @@ class JobStore:
         with self._write() as db:
             row = db.execute(
                 "SELECT id FROM jobs WHERE state = 'queued' ORDER BY created_at LIMIT 1"
+                + self.db.skip_locked
             ).fetchone()
             if row is None:
                 return None
-            db.execute(
+            row = db.execute(
                 "UPDATE jobs SET state = 'running', worker_id = ?, started_at = ?, "
-                "heartbeat_at = ? WHERE id = ?",
+                "heartbeat_at = ? WHERE id = ? AND state = 'queued' RETURNING *",
                 (worker_id, now, now, row["id"]),
-            )
-            row = db.execute("SELECT * FROM jobs WHERE id = ?", (row["id"],)).fetchone()
-        return Job._from_row(row)
+            ).fetchone()
+        return Job._from_row(row) if row is not None else None
 
     def heartbeat(
         self, job_id: str, worker_id: str, progress: dict[str, Any] | None = None
@@ -232,20 +245,17 @@ class JobStore:
         return cur.rowcount == 1
 
     def reap(self) -> list[str]:
-        """Fail running jobs whose worker stopped sending heartbeats; returns their ids."""
-        cutoff = time.time() - self.heartbeat_timeout_s
+        """Fail running jobs whose worker stopped sending heartbeats; returns their ids.
+        One statement: concurrent reapers (every worker and replica) fail each job once."""
+        now = time.time()
         with self._write() as db:
             rows = db.execute(
-                "SELECT id FROM jobs WHERE state = 'running' AND heartbeat_at < ?", (cutoff,)
+                "UPDATE jobs SET state = 'failed', finished_at = ?, error = ? "
+                "WHERE state = 'running' AND heartbeat_at < ? RETURNING id",
+                (
+                    now,
+                    f"worker vanished: no heartbeat for more than {self.heartbeat_timeout_s:g} s",
+                    now - self.heartbeat_timeout_s,
+                ),
             ).fetchall()
-            for row in rows:
-                db.execute(
-                    "UPDATE jobs SET state = 'failed', finished_at = ?, error = ? WHERE id = ?",
-                    (
-                        time.time(),
-                        f"worker vanished: no heartbeat for more than "
-                        f"{self.heartbeat_timeout_s:g} s",
-                        row["id"],
-                    ),
-                )
         return [r["id"] for r in rows]

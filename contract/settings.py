@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract import layout
+from contract.db import Target
 from contract.jobs import DEFAULT_HEARTBEAT_TIMEOUT_S
 
 
@@ -37,6 +38,10 @@ class HomeSettings(BaseSettings):
     """Published versions kept on disk by the registry (the current and previous never pruned)."""
     heartbeat_timeout_s: float = Field(DEFAULT_HEARTBEAT_TIMEOUT_S, gt=0)
     """A running retrain job whose worker sent no heartbeat for this long is marked failed."""
+    database_url: str | None = Field(None, pattern=r"^postgres(ql)?://")
+    """Where the job queue and the ingested interactions live (env ``SPECREC_DATABASE_URL``):
+    unset, SQLite files under the home (one machine); ``postgresql://user:password@host/db``,
+    one PostgreSQL database shared by every worker and API replica (extra ``postgres``)."""
 
     @property
     def registry_root(self) -> Path:
@@ -49,14 +54,16 @@ class HomeSettings(BaseSettings):
         return layout.data_root(self.home)
 
     @property
-    def jobs_db(self) -> Path:
-        """The retrain job queue shared by the API and the worker."""
-        return layout.jobs_db(self.home)
+    def jobs_db(self) -> Target:
+        """The retrain job queue shared by the API and the worker: the database URL, else
+        ``<home>/jobs.sqlite``."""
+        return self.database_url or layout.jobs_db(self.home)
 
     @property
-    def feedback_db(self) -> Path:
-        """Ingested interactions, read by the worker at each retrain."""
-        return layout.feedback_db(self.home)
+    def feedback_db(self) -> Target:
+        """Ingested interactions, read by the worker at each retrain: the database URL, else
+        ``<home>/interactions.sqlite``."""
+        return self.database_url or layout.feedback_db(self.home)
 
     def dataset_dir(self, name: str) -> Path:
         return self.data_root / name

@@ -38,6 +38,7 @@ from pydantic import Field
 from contract import layout
 from contract.artifact import ArtifactInvalid, ModelNotFound, ModelRegistry
 from contract.config import TrainConfig
+from contract.db import describe
 from contract.feedback import FeedbackSnapshot, FeedbackStore
 from contract.jobs import ACTIVE_STATES, Job, JobStore
 from contract.jobspec import (
@@ -554,7 +555,7 @@ def serve_forever(
     worker_id = new_worker_id()
     fail_orphaned_jobs(store, worker_id)
     scheduler = RetrainScheduler(settings, store, clock)
-    log.info("worker %s polling %s", worker_id, settings.jobs_db)
+    log.info("worker %s polling %s", worker_id, describe(settings.jobs_db))
     while not stop.is_set():
         job = store.claim(worker_id)
         if job is None:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
-
 import pytest
 
 from contract.feedback import FeedbackSnapshot, FeedbackStore, Interaction, row_problem
+from tests.postgres import StoreAt
 
 
-def test_append_all_or_nothing(tmp_path: Path) -> None:
-    store = FeedbackStore(tmp_path / "fb.sqlite")
+def test_append_all_or_nothing(store_target: StoreAt) -> None:
+    store = FeedbackStore(store_target("fb"))
     assert store.append([Interaction("u1", "i1", 10.0), Interaction("u1", "i2")]) == 2
     with pytest.raises(ValueError, match=r"^row 1: item_id 'bad\\x00id' is not a valid id"):
         store.append([Interaction("u2", "i1", 1.0), Interaction("u2", "bad\x00id", 2.0)])
@@ -35,16 +33,16 @@ def test_row_problems(row: Interaction, reason: str) -> None:
     assert reason in (row_problem(row) or "")
 
 
-def test_snapshot_rows_and_high_water_mark(tmp_path: Path) -> None:
+def test_snapshot_rows_and_high_water_mark(store_target: StoreAt) -> None:
     """snapshot(): every stored row in seq order, as the store holds it (a missing timestamp is
     the ingestion time, not 0), and the highest seq included; an empty store gives ([], 0)."""
-    store = FeedbackStore(tmp_path / "fb.sqlite")
+    store = FeedbackStore(store_target("fb"))
     assert store.snapshot() == FeedbackSnapshot([], 0)
     store.append([Interaction("user_0", "item_1", 1.0)])
     with pytest.raises(ValueError):  # a rejected batch adds nothing
         store.append([Interaction("user_9", "item_9", 1.0), Interaction("bad\x00id", "item_9")])
     store.append([Interaction("user_1", "item_2"), Interaction("new_user", "item_3", 5)])
-    with sqlite3.connect(store.path) as db:
+    with store.db.connect() as db:
         ((stored_ts, ingested_at),) = db.execute(
             "SELECT timestamp, ingested_at FROM interactions WHERE user_id = 'user_1'"
         ).fetchall()

@@ -6,7 +6,6 @@ exactly what the next one adds after its high-water mark."""
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -17,9 +16,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 import contract.feedback
+from contract.db import Connection
 from contract.feedback import FeedbackSnapshot, FeedbackStore, Interaction
 from service.app import create_app
 from service.settings import Settings
+from tests.postgres import StoreAt
 
 TOKEN = "race-test-admin-token-0123456789"
 THREADS, BATCHES, ROWS = 4, 30, 7
@@ -40,11 +41,15 @@ class Snap:
 
 
 @pytest.fixture
-def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+def client(
+    tmp_path: Path, store_target: StoreAt, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[TestClient]:
     for name in list(os.environ):
         if name.upper().startswith("SPECREC_") or name.upper() in ("ADMIN_TOKEN", "PORT", "HOST"):
             monkeypatch.delenv(name)
-    with TestClient(create_app(Settings(home=tmp_path, admin_token=TOKEN))) as c:
+    target = store_target("interactions")
+    url = target if isinstance(target, str) else None
+    with TestClient(create_app(Settings(home=tmp_path, admin_token=TOKEN, database_url=url))) as c:
         yield c
 
 
@@ -66,12 +71,15 @@ def _snapshot(store: FeedbackStore) -> Snap:
     return Snap(started, snap, [u for u, _, _ in snap.rows])
 
 
-def _stored(db_path: Path) -> list[StoredRow]:
-    """Every (seq, user_id, item_id, timestamp), in seq order, read straight from the file."""
-    with sqlite3.connect(db_path) as db:
-        return list(
-            db.execute("SELECT seq, user_id, item_id, timestamp FROM interactions ORDER BY seq")
-        )
+def _stored(store: FeedbackStore) -> list[StoredRow]:
+    """Every (seq, user_id, item_id, timestamp), in seq order, read straight from the table."""
+    with store.db.connect() as db:
+        return [
+            tuple(row)
+            for row in db.execute(
+                "SELECT seq, user_id, item_id, timestamp FROM interactions ORDER BY seq"
+            )
+        ]
 
 
 def test_snapshots_racing_http_ingestion(client: TestClient, tmp_path: Path) -> None:
@@ -93,7 +101,7 @@ def test_snapshots_racing_http_ingestion(client: TestClient, tmp_path: Path) -> 
     total = THREADS * BATCHES * ROWS
     accepted = [k for b in batches for k in b.keys]
     assert len(batches) == THREADS * BATCHES and len(set(accepted)) == total
-    stored = _stored(settings.feedback_db)
+    stored = _stored(store)
     seq = {u: q for q, u, _, _ in stored}
     assert len(seq) == store.count() == total and set(seq) == set(accepted)  # none lost
     by_seq = [u for _, u, _, _ in stored]
@@ -126,12 +134,14 @@ def test_snapshots_racing_http_ingestion(client: TestClient, tmp_path: Path) -> 
     assert final.snap.max_seq == store.max_seq() and store.rows(after_seq=final.snap.max_seq) == []
 
 
-def test_snapshot_is_one_read_transaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_snapshot_is_one_read_transaction(
+    store_target: StoreAt, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A batch committed while the snapshot is being read (after its second row) belongs to
     the next snapshot, not this one: the store is read at one point in time."""
-    store = FeedbackStore(tmp_path / "fb.sqlite")
+    store = FeedbackStore(store_target("fb"))
     store.append([Interaction(f"old_{i}", "item_0", float(i)) for i in range(5)])
-    other = FeedbackStore(store.path)  # the API's connection, meanwhile
+    other = FeedbackStore(store.target)  # the API's connection, meanwhile
     real_rows_after = contract.feedback._rows_after
     yielded: list[StoredRow] = []
     committed_after: list[int] = []  # rows the snapshot had read when the late batch committed
@@ -147,7 +157,7 @@ def test_snapshot_is_one_read_transaction(tmp_path: Path, monkeypatch: pytest.Mo
         assert not writer.is_alive() and totals == [6], "the late batch did not commit"
         committed_after.append(len(yielded))
 
-    def interleaved(db: sqlite3.Connection, after_seq: int) -> Iterator[StoredRow]:
+    def interleaved(db: Connection, after_seq: int) -> Iterator[StoredRow]:
         # counted over every call, and checked before each next row is fetched, so a snapshot
         # read in pages (a query per page) also meets the late batch between two of its reads
         inner = real_rows_after(db, after_seq)
@@ -172,16 +182,16 @@ def test_snapshot_is_one_read_transaction(tmp_path: Path, monkeypatch: pytest.Mo
     assert nxt.rows == snap.rows + [("late_0", "item_9", 9.0)] and nxt.max_seq == 6
 
 
-def test_concurrent_appends_are_whole_and_counted(tmp_path: Path) -> None:
+def test_concurrent_appends_are_whole_and_counted(store_target: StoreAt) -> None:
     """FeedbackStore.append from several threads: every returned total is distinct, the last
     equals the row count, and no batch is interleaved with another in seq order."""
-    store = FeedbackStore(tmp_path / "fb.sqlite")
+    store = FeedbackStore(store_target("fb"))
     totals: list[int] = []
 
     def worker(t: int) -> None:
         for b in range(20):
             rows = [Interaction(f"t{t}b{b}r{r}", "item_0", 1.0) for r in range(5)]
-            totals.append(FeedbackStore(store.path).append(rows))
+            totals.append(FeedbackStore(store.target).append(rows))
 
     threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
     for t in threads:

@@ -1,18 +1,19 @@
-"""The SQLite job queue: one active job, atomic claims, heartbeats, reaping, cancel."""
+"""The job queue, on SQLite and on PostgreSQL: one active job, atomic claims, heartbeats,
+reaping, cancel, schema versions."""
 
 from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from contract.jobs import JobStore
+from tests.postgres import StoreAt
 
 
-def test_enqueue_returns_existing_active_job(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "jobs.sqlite")
+def test_enqueue_returns_existing_active_job(store_target: StoreAt) -> None:
+    store = JobStore(store_target("jobs"))
     job, created = store.enqueue({"epochs": 3})
     again, created_again = store.enqueue({"epochs": 99})
     assert created and not created_again
@@ -20,8 +21,8 @@ def test_enqueue_returns_existing_active_job(tmp_path: Path) -> None:
     assert [j.id for j in store.recent()] == [job.id]
 
 
-def test_concurrent_enqueues_create_exactly_one_job(tmp_path: Path) -> None:
-    path = tmp_path / "jobs.sqlite"
+def test_concurrent_enqueues_create_exactly_one_job(store_target: StoreAt) -> None:
+    path = store_target("jobs")
     JobStore(path)
     results: list[tuple[str, bool]] = []
     barrier = threading.Barrier(8)
@@ -41,8 +42,8 @@ def test_concurrent_enqueues_create_exactly_one_job(tmp_path: Path) -> None:
     assert len(JobStore(path).recent()) == 1
 
 
-def test_claim_heartbeat_finish_lifecycle(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "jobs.sqlite")
+def test_claim_heartbeat_finish_lifecycle(store_target: StoreAt) -> None:
+    store = JobStore(store_target("jobs"))
     assert store.claim("w1") is None
     job, _ = store.enqueue({"epochs": 1})
     claimed = store.claim("w1")
@@ -63,8 +64,8 @@ def test_claim_heartbeat_finish_lifecycle(tmp_path: Path) -> None:
         store.finish(job.id, "w1", "running")  # type: ignore[arg-type]
 
 
-def test_stale_heartbeat_is_reaped_and_next_job_can_run(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "jobs.sqlite", heartbeat_timeout_s=0.2)
+def test_stale_heartbeat_is_reaped_and_next_job_can_run(store_target: StoreAt) -> None:
+    store = JobStore(store_target("jobs"), heartbeat_timeout_s=0.2)
     job, _ = store.enqueue({})
     assert store.claim("dead-worker").id == job.id
     time.sleep(0.3)
@@ -79,8 +80,8 @@ def test_stale_heartbeat_is_reaped_and_next_job_can_run(tmp_path: Path) -> None:
     assert created and store.claim("w2").id == nxt.id
 
 
-def test_cancel_queued_and_running(tmp_path: Path) -> None:
-    store = JobStore(tmp_path / "jobs.sqlite")
+def test_cancel_queued_and_running(store_target: StoreAt) -> None:
+    store = JobStore(store_target("jobs"))
     queued, _ = store.enqueue({})
     assert store.cancel(queued.id).state == "cancelled"
     assert store.cancel("nope") is None
@@ -93,8 +94,8 @@ def test_cancel_queued_and_running(tmp_path: Path) -> None:
     assert store.get(running.id).state == "cancelled"
 
 
-def test_queue_survives_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "jobs.sqlite"
+def test_queue_survives_reopen(store_target: StoreAt) -> None:
+    path = store_target("jobs")
     job, _ = JobStore(path).enqueue({"objective": "directspec+"})
     reopened = JobStore(path)
     assert reopened.get(job.id).state == "queued"

@@ -17,6 +17,11 @@ SHARED = {
     "SPECREC_MODELS_DIR": ("/models", "models_dir", Path("/models")),
     "SPECREC_KEEP_VERSIONS": ("7", "keep_versions", 7),
     "SPECREC_HEARTBEAT_TIMEOUT_S": ("12.5", "heartbeat_timeout_s", 12.5),
+    "SPECREC_DATABASE_URL": (
+        "postgresql://u:pw@db/specrec",
+        "database_url",
+        "postgresql://u:pw@db/specrec",
+    ),
 }
 
 
@@ -38,11 +43,26 @@ def test_every_shared_setting_reads_the_same_in_both_processes(monkeypatch):
     for _, field, value in SHARED.values():
         assert getattr(api, field) == getattr(worker, field) == value, field
     assert api.registry_root == worker.registry_root == Path("/models")
-    assert api.jobs_db == worker.jobs_db == Path("/srv/specrec/jobs.sqlite")
+    # one PostgreSQL database holds both stores
+    assert api.jobs_db == worker.feedback_db == "postgresql://u:pw@db/specrec"
     # and each group's fields are declared once: no process redefines a shared one
     for cls, group in ((Settings, HomeSettings), (WorkerSettings, HomeSettings)):
         for name in group.model_fields:
             assert repr(cls.model_fields[name]) == repr(group.model_fields[name]), name
+
+
+def test_without_a_database_url_the_stores_are_sqlite_files_under_the_home(monkeypatch):
+    monkeypatch.setenv("SPECREC_HOME", "/srv/specrec")
+    api, worker = Settings(), WorkerSettings()
+    assert api.jobs_db == worker.jobs_db == Path("/srv/specrec/jobs.sqlite")
+    assert api.feedback_db == worker.feedback_db == Path("/srv/specrec/interactions.sqlite")
+
+
+@pytest.mark.parametrize("url", ["mysql://db/x", "sqlite:///x.db", "db.example:5432"])
+def test_a_database_url_that_is_not_postgresql_is_refused(monkeypatch, url):
+    monkeypatch.setenv("SPECREC_DATABASE_URL", url)
+    with pytest.raises(ValidationError, match="database_url"):
+        WorkerSettings()
 
 
 def test_gate_and_index_groups_are_read_from_the_environment(monkeypatch):

@@ -1,0 +1,34 @@
+"""Fixtures for the whole suite: the stores' database on both backends."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from contract.db import Target
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object]:
+    """The session's private PostgreSQL server (tests/postgres.py), started on first use."""
+    from tests.postgres import PostgresServer
+
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_target(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[str], Target]:
+    """Where a test's stores live, on each backend: ``store_target("jobs")`` is a SQLite file
+    under tmp_path, or the URL of one fresh PostgreSQL database for the whole test (every
+    store shares it, as in a deployment)."""
+    if request.param == "sqlite":
+        return lambda name: tmp_path / f"{name}.sqlite"
+    url = request.getfixturevalue("postgres").new_database()
+    return lambda name: url
