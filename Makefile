@@ -26,7 +26,7 @@ PYPROJECT_HASH := $(shell sha256sum pyproject.toml 2>/dev/null | cut -c1-16)
 STAMP := $(VENV)/.specrec-installed-$(PYPROJECT_HASH)-$(EXTRAS)-torch$(TORCH_VERSION)
 TORCH_INDEX_ARGS := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
 
-.PHONY: help venv install run test lint format clean compose-tool browser-tool postgres-tool
+.PHONY: help venv install run test lint format clean compose-tool browser-tool server-tools
 
 help:
 	@echo "make run      create .venv, install, build the default model if needed, start API + worker"
@@ -97,18 +97,24 @@ browser-tool:
 	  echo "      sudo apt-get install --no-install-recommends chromium fonts-dejavu-core" >&2; \
 	fi
 
-# Debian's PostgreSQL server for the store suite on PostgreSQL: tests/postgres.py starts a
-# private cluster on 127.0.0.1 for the session and stops it afterwards (no system service used).
-postgres-tool:
-	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then \
+# Debian's servers the multi-process tests run for real, each installed if missing: postgresql
+# (tests/postgres.py starts a private cluster on 127.0.0.1 for the session and stops it after;
+# no system service is used), wrk (load on two API replicas during a swap), nginx (`nginx -t`
+# of deploy/nginx.conf).
+server-tools:
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	if [ -z "$$missing" ]; then \
 	  :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  echo ">> installing Debian's postgresql (the store tests run on SQLite and on PostgreSQL)"; \
+	  echo ">> installing Debian's$$missing (the multi-process tests: PostgreSQL store, replicas, proxy)"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -qq && apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	else \
-	  echo "note: PostgreSQL is missing; the store tests on PostgreSQL need it:" >&2; \
-	  echo "      sudo apt-get install --no-install-recommends postgresql" >&2; \
+	  echo "note: missing for the multi-process tests:$$missing" >&2; \
+	  echo "      sudo apt-get install --no-install-recommends$$missing" >&2; \
 	fi
 
 lint: install
@@ -124,7 +130,7 @@ format: install
 
 # pytest exit code 5 ("no tests collected") is a FAILURE here: a green run that tested nothing
 # would hide a broken suite (wrong testpaths, import-mode, a deselect typo).
-test: install compose-tool browser-tool postgres-tool lint
+test: install compose-tool browser-tool server-tools lint
 	@set +e; "$(VENV_PY)" -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests; the suite must not be empty" >&2; fi; \
 	exit $$rc

@@ -39,10 +39,24 @@ Dialect = Literal["sqlite", "postgresql"]
 Target = Path | str
 
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+#: PostgreSQL connections per process at most (an API replica or a worker; a connection waits
+#: for a free one up to 10 s): 8 x (replicas + workers + their job processes) must stay
+#: below the server's max_connections (100 by default)
+POOL_SIZE = 8
 _INSTALL_HINT = (
     "PostgreSQL needs the psycopg driver: pip install 'specrec[postgres]' "
     "(psycopg[binary] and psycopg-pool)"
 )
+
+
+class StoreUnavailable(RuntimeError):
+    """The database cannot be reached now (PostgreSQL down, unreachable, or out of
+    connections): the API answers 503, a worker retries at its next poll."""
+
+
+#: seconds a caller waits for a pooled PostgreSQL connection before StoreUnavailable
+POOL_TIMEOUT_S = 10.0
 
 
 def is_postgres_url(target: Target) -> bool:
@@ -231,24 +245,60 @@ class PostgresDatabase:
             raise RuntimeError(_INSTALL_HINT) from e
         self.url = url
         self._migrated: set[str] = set()
-        self._pool = ConnectionPool(
-            url,
+        self._pool_class = ConnectionPool
+        self._pool_lock = threading.Lock()
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> Any:
+        return self._pool_class(
+            self.url,
             min_size=1,
-            max_size=int(os.environ.get("SPECREC_DATABASE_POOL_SIZE", "8")),
+            max_size=POOL_SIZE,
             kwargs={"row_factory": _row_factory, "autocommit": True},
             open=True,
             name="specrec",
-            timeout=10.0,  # seconds a caller waits for a connection (database down: an error)
+            timeout=POOL_TIMEOUT_S,
         )
 
     @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """A pooled connection; StoreUnavailable when none can be had or it breaks. A pool
+        that failed is replaced by a fresh one, which connects at once when the server is
+        back (rather than after the failed pool's growing reconnection backoff)."""
+        import psycopg
+        from psycopg_pool import PoolClosed, PoolTimeout
+
+        pool = self._pool
+        try:
+            try:
+                conn = pool.getconn()
+            except PoolClosed:  # replaced by another thread meanwhile: take the new one
+                pool = self._pool
+                conn = pool.getconn()
+        except (PoolTimeout, PoolClosed, psycopg.OperationalError) as e:
+            raise self._unavailable(pool, e) from e
+        try:
+            yield conn
+        except psycopg.OperationalError as e:
+            raise self._unavailable(pool, e) from e
+        finally:
+            pool.putconn(conn)
+
+    def _unavailable(self, pool: Any, error: Exception) -> StoreUnavailable:
+        with self._pool_lock:
+            if self._pool is pool:
+                self._pool = self._new_pool()
+                pool.close(timeout=0)
+        return StoreUnavailable(f"PostgreSQL at {describe(self.url)}: {error}")
+
+    @contextmanager
     def connect(self) -> Iterator[Connection]:
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             yield _PgConnection(conn)
 
     @contextmanager
     def _transaction(self, begin: str, lock: str | None) -> Iterator[Connection]:
-        with self._pool.connection() as conn:
+        with self._connection() as conn:
             db = _PgConnection(conn)
             db.execute(begin)
             try:
@@ -295,10 +345,21 @@ def _postgres(url: str) -> PostgresDatabase:
         return db
 
 
+def close_pools() -> None:
+    """Close this process's PostgreSQL pools (their background reconnection stops)."""
+    with _pools_lock:
+        for db in _pools.values():
+            db.close()
+        _pools.clear()
+
+
 def connect_listener(url: str) -> Any:
     """A dedicated autocommit psycopg connection (for LISTEN), outside the pool."""
     try:
         import psycopg
     except ImportError as e:  # pragma: no cover
         raise RuntimeError(_INSTALL_HINT) from e
-    return psycopg.connect(url, autocommit=True)
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=int(POOL_TIMEOUT_S))
+    except psycopg.OperationalError as e:
+        raise StoreUnavailable(f"PostgreSQL at {describe(url)}: {e}") from e

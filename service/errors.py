@@ -18,6 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Match
 
+from contract.db import StoreUnavailable
+
 log = logging.getLogger("specrec.service")
 
 
@@ -116,19 +118,27 @@ ErrorStatus = int | tuple[int, str]
 """A status with its usual meaning (``ERROR_DESCRIPTIONS``), or ``(status, description)``."""
 
 
+#: The 503 of a route that reads or writes the job or interaction store.
+STORE_UNAVAILABLE: ErrorStatus = (
+    503,
+    "The job and interaction store (PostgreSQL) cannot be reached now; nothing was changed; "
+    "Retry-After says when to try again (code store_unavailable)",
+)
+
+
 def error_responses(*statuses: ErrorStatus) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI ``responses`` of these error statuses, each with the ErrorResponse body.
 
-    ``error_responses(404, 422)`` or ``error_responses((404, "Unknown user"), 422)``; a status
-    given twice keeps its last description.
+    ``error_responses(404, 422)`` or ``error_responses((404, "Unknown user"), 422)``; the
+    descriptions of a status given twice are joined ("...; or ...").
     """
     out: dict[int | str, dict[str, Any]] = {}
     for entry in statuses:
         status, description = entry if isinstance(entry, tuple) else (entry, None)
-        out[status] = {
-            "model": ErrorResponse,
-            "description": description or ERROR_DESCRIPTIONS[status],
-        }
+        description = description or ERROR_DESCRIPTIONS[status]
+        if status in out:
+            description = f"{out[status]['description']}; or: {description}"
+        out[status] = {"model": ErrorResponse, "description": description}
         if status == 401:
             out[status]["headers"] = _WWW_AUTHENTICATE
     return out
@@ -180,6 +190,16 @@ def install_error_handlers(app: FastAPI, routes: Sequence[BaseRoute] = ()) -> No
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else {}
         return error_json(exc.status_code, exc.code, exc.message, exc.details, **headers)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return error_json(
+            503,
+            "store_unavailable",
+            f"the job and interaction store cannot be reached now; nothing was changed ({exc})",
+            **{"Retry-After": "5"},
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

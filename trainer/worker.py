@@ -38,7 +38,7 @@ from pydantic import Field
 from contract import layout
 from contract.artifact import ArtifactInvalid, ModelNotFound, ModelRegistry
 from contract.config import TrainConfig
-from contract.db import describe
+from contract.db import StoreUnavailable, describe
 from contract.feedback import FeedbackSnapshot, FeedbackStore
 from contract.jobs import ACTIVE_STATES, Job, JobStore
 from contract.jobspec import (
@@ -109,6 +109,9 @@ def bootstrap(settings: WorkerSettings) -> str | None:
     log.info("no model published yet: training the default model on %s", data_dir)
     ds = load_dataset(data_dir)
     result = fit(ds, cfg)
+    if registry.current() is not None:  # another worker on the shared registry was faster
+        log.info("model %s was published meanwhile; not publishing mine", registry.current())
+        return None
     version = publish_result(result, ds, cfg, registry, keep=settings.keep_versions)
     log.info("published default model %s (%s)", version, result.metrics)
     return version
@@ -143,7 +146,10 @@ class _Heartbeat(threading.Thread):
                     "job %s: worker %d is gone; stopping this job", self.job_id, self.parent_pid
                 )
                 os._exit(EXIT_ORPHANED)
-            self.store.heartbeat(self.job_id, self.worker_id, self.progress)
+            try:
+                self.store.heartbeat(self.job_id, self.worker_id, self.progress)
+            except StoreUnavailable as e:  # the next beat tries again; the job goes on
+                log.warning("job %s: heartbeat not recorded: %s", self.job_id, e)
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -551,19 +557,47 @@ class RetrainScheduler:
 def serve_forever(
     settings: WorkerSettings, stop: threading.Event, clock: Callable[[], float] = time.time
 ) -> None:
-    store = JobStore(settings.jobs_db, heartbeat_timeout_s=settings.heartbeat_timeout_s)
     worker_id = new_worker_id()
+    store = _wait_for_store(settings, stop)
+    if store is None:
+        return
     fail_orphaned_jobs(store, worker_id)
     scheduler = RetrainScheduler(settings, store, clock)
     log.info("worker %s polling %s", worker_id, describe(settings.jobs_db))
+    down = False
     while not stop.is_set():
-        job = store.claim(worker_id)
-        if job is None:
-            if scheduler.maybe_enqueue() is None:
-                stop.wait(settings.poll_interval_s)
-            continue
-        log.info("job %s claimed: %s", job.id, job.params)
-        run_job_isolated(settings, store, job, worker_id, stop)
+        try:
+            job = store.claim(worker_id)
+            down = False
+            if job is None:
+                if scheduler.maybe_enqueue() is None:
+                    stop.wait(settings.poll_interval_s)
+                continue
+            log.info("job %s claimed: %s", job.id, job.params)
+            run_job_isolated(settings, store, job, worker_id, stop)
+        except StoreUnavailable as e:  # PostgreSQL down: keep polling, say so once
+            if not down:
+                log.warning("the job store is unavailable (%s); retrying", e)
+            down = True
+            stop.wait(max(settings.poll_interval_s, STORE_RETRY_S))
+
+
+#: seconds between a worker's attempts to reach an unavailable job store
+STORE_RETRY_S = 2.0
+
+
+def _wait_for_store(settings: WorkerSettings, stop: threading.Event) -> JobStore | None:
+    """The job store once it answers (its schema created or upgraded); None if stopped first."""
+    warned = False
+    while not stop.is_set():
+        try:
+            return JobStore(settings.jobs_db, heartbeat_timeout_s=settings.heartbeat_timeout_s)
+        except StoreUnavailable as e:
+            if not warned:
+                log.warning("waiting for the job store: %s", e)
+                warned = True
+            stop.wait(STORE_RETRY_S)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

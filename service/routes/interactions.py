@@ -18,7 +18,14 @@ from starlette.concurrency import run_in_threadpool
 
 from contract.feedback import FeedbackStore, Interaction, row_problem
 from service.auth import HOW_TO_ENABLE
-from service.errors import AuthError, ErrorStatus, InvalidRequest, ServiceError, error_responses
+from service.errors import (
+    STORE_UNAVAILABLE,
+    AuthError,
+    ErrorStatus,
+    InvalidRequest,
+    ServiceError,
+    error_responses,
+)
 from service.schemas import ID_SCHEMA
 from service.settings import Settings
 
@@ -119,6 +126,7 @@ def build_router(settings: Settings) -> APIRouter:
         summary="Ingest a batch of interactions (admin or ingest token)",
         responses=error_responses(
             *INGEST_ERRORS,
+            STORE_UNAVAILABLE,
             400,
             (
                 413,

@@ -21,7 +21,7 @@ from contract.config import ConfigError, Encoder, Objective, TrainConfig, field_
 from contract.jobs import Job, JobState, JobStore
 from contract.jobspec import TRAIN_CONFIG_KEY, TRIGGER_KEY, job_params
 from service.auth import ADMIN_ERRORS, AdminDep
-from service.errors import InvalidRequest, ServiceError, error_responses
+from service.errors import STORE_UNAVAILABLE, InvalidRequest, ServiceError, error_responses
 from service.hyperparameters import BPR_NEEDS_PAIRS, Hyperparameters
 from service.schemas import json_int
 from service.settings import Settings
@@ -180,6 +180,7 @@ def build_router(settings: Settings) -> APIRouter:
         summary="Queue a retraining job (admin)",
         responses=error_responses(
             *ADMIN_ERRORS,
+            STORE_UNAVAILABLE,
             400,
             (409, "A job is already queued or running (code job_active, details.job_id)"),
             (422, "Invalid body, unknown dataset or config (code validation_error)"),
@@ -232,7 +233,7 @@ def build_router(settings: Settings) -> APIRouter:
         "/retrain",
         response_model=JobList,
         summary="Recent retraining jobs",
-        responses=error_responses(422),
+        responses=error_responses(422, STORE_UNAVAILABLE),
     )
     async def list_jobs(
         limit: Annotated[int, Query(ge=1, le=200)] = 20,
@@ -245,7 +246,7 @@ def build_router(settings: Settings) -> APIRouter:
         "/retrain/{job_id}",
         response_model=JobView,
         summary="One retraining job",
-        responses=error_responses(_UNKNOWN_JOB, 422),
+        responses=error_responses(_UNKNOWN_JOB, 422, STORE_UNAVAILABLE),
     )
     async def get_job(
         job_id: Annotated[str, Path(pattern=JOB_ID_PATTERN)],
@@ -260,7 +261,7 @@ def build_router(settings: Settings) -> APIRouter:
         response_model=JobView,
         dependencies=[AdminDep],
         summary="Cancel a queued or running job (admin)",
-        responses=error_responses(*ADMIN_ERRORS, _UNKNOWN_JOB, 422),
+        responses=error_responses(*ADMIN_ERRORS, _UNKNOWN_JOB, 422, STORE_UNAVAILABLE),
     )
     async def cancel_job(
         request: Request,

@@ -141,14 +141,14 @@ def test_cpu_image_pins_torch_from_the_cpu_index_before_the_project(dockerfile):
     (run,) = [a for i, a in cpu.instructions if i == "RUN"]
     torch_at = run.index('"torch==${TORCH_VERSION}"')
     assert '--index-url "${TORCH_INDEX_URL}"' in run[:torch_at]
-    assert torch_at < run.index("/wheels/specrec-")
+    assert torch_at < run.index("/wheels/specrec-") < run.index('"specrec[postgres] @ file://')
 
 
 def test_gpu_image_swaps_faiss_cpu_for_faiss_gpu(dockerfile):
     _, stages = dockerfile
     (run,) = [a for i, a in _stage(stages, "venv-gpu").instructions if i == "RUN"]
     steps = [
-        run.index("specrec[gpu]"),
+        run.index("specrec[gpu,postgres]"),
         run.index("pip uninstall -y faiss-cpu"),
         run.index('--force-reinstall --no-deps "${FAISS_GPU_PACKAGE}"'),
     ]

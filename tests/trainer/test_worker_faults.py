@@ -87,3 +87,48 @@ def test_a_starting_worker_fails_the_running_job_of_a_dead_worker_on_its_host(
         assert left.error == f"worker {previous} ended while the job ran (process gone)"
     else:
         assert failed == [] and left.state == "running"
+
+
+def test_a_worker_waits_for_an_unreachable_store_then_runs_its_jobs(
+    worker_home: Path, postgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL not there when the worker starts (a database that does not exist yet): the
+    worker keeps trying instead of dying, and runs the job queued once the store answers."""
+    import threading
+    import time
+
+    import psycopg
+
+    import contract.db
+    import trainer.worker
+    from trainer.worker import serve_forever
+
+    monkeypatch.setattr(contract.db, "POOL_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(trainer.worker, "STORE_RETRY_S", 0.1)
+    name = "t_late_" + os.urandom(6).hex()
+    settings = WorkerSettings(
+        home=worker_home,
+        database_url=postgres.url(name),
+        poll_interval_s=0.1,
+        heartbeat_interval_s=0.3,
+    )
+    stop = threading.Event()
+    worker = threading.Thread(target=serve_forever, args=(settings, stop), daemon=True)
+    worker.start()
+    try:
+        time.sleep(1.5)
+        assert worker.is_alive()
+        with psycopg.connect(postgres.url(), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        store = JobStore(settings.jobs_db)  # the store answers at once: a fresh pool
+        job, _ = store.enqueue({"epochs": 1, "force": True})
+        deadline = time.monotonic() + 120
+        while store.get(job.id).state in ("queued", "running"):
+            assert time.monotonic() < deadline and worker.is_alive()
+            time.sleep(0.2)
+        done = store.get(job.id)
+        assert done.state == "succeeded", done.error
+        assert ModelRegistry(settings.registry_root).current() == done.result["model_version"]
+    finally:
+        stop.set()
+        worker.join(timeout=60)
