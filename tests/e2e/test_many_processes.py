@@ -4,7 +4,7 @@ the multi-machine deployment (docker-compose.replicas.yml), as real processes:
 - two workers, twenty queued jobs: each runs exactly once; the worker killed mid-job has that
   job failed (reaped by the other), never run twice;
 - two API processes under load from wrk while a new model is published: zero failed
-  requests on each, both serve the new version shortly after the watch interval;
+  requests on each, both serve the new version within about the watch interval;
 - ingestion through two API processes at once: the database holds exactly the rows accepted.
 """
 
@@ -232,7 +232,8 @@ def test_two_replicas_under_load_swap_to_a_published_model_with_zero_failures(
         body = httpx.get(f"{base}/recommend/u7?k=20").json()
         assert body["model_version"] == v2 and len(body["items"]) == 20
     # each replica's watcher polls every WATCH_S, then loads and indexes the model under load
-    assert max(swapped.values()) < WATCH_S + 3.0, swapped
+    # measured here: 0.09-0.24 s after the publish
+    assert max(swapped.values()) < WATCH_S + 2.0, swapped
 
 
 def test_ingestion_through_two_replicas_lands_every_accepted_row_once(
