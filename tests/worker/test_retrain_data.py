@@ -284,9 +284,9 @@ def test_retrain_on_a_split_dataset_is_evaluated_on_its_test_split(
     model = ModelRegistry(settings.registry_root).load()
     assert model.version == job.result["model_version"]
     manifest = model.manifest
-    assert manifest["dataset"] == "tiny"
-    assert manifest["ingested"] == {"rows": len(INGESTED), "max_seq": len(INGESTED)}
-    assert manifest["dataset_fingerprint"] == ds.fingerprint()
+    assert manifest.dataset == "tiny"
+    assert manifest.ingested.to_dict() == {"rows": len(INGESTED), "max_seq": len(INGESTED)}
+    assert manifest.dataset_fingerprint == ds.fingerprint()
     arrays = model.arrays
     assert arrays.user_ids.tolist() == MERGED_USERS
     assert arrays.item_ids.tolist() == MERGED_ITEMS
@@ -306,12 +306,12 @@ def test_retrain_on_a_split_dataset_is_evaluated_on_its_test_split(
         ks=cfg.ks,
         recall_convention=cfg.recall_convention,
     )
-    assert manifest["metrics"] == pytest.approx(recomputed)
+    assert manifest.metrics == pytest.approx(recomputed)
     assert job.result["metrics"] == pytest.approx(recomputed)
-    assert manifest["metrics"]["n_users"] == 4
+    assert manifest.metrics["n_users"] == 4
     # the stored config ran as stored (dim 8, 3 epochs), and nothing was written per job
-    assert manifest["config"] == cfg.to_dict()
-    assert arrays.dim == 8 and manifest["training"]["epochs_run"] == 3
+    assert manifest.config.to_dict() == cfg.to_dict()
+    assert arrays.dim == 8 and manifest.training.epochs_run == 3
     assert not (home / "snapshots").exists()
 
 
@@ -339,11 +339,11 @@ def test_spectrum_is_computed_once_per_trained_model(
     assert job.state == "succeeded", job.error
     assert len(svds) == 6  # one embedding_spectrum: users, items, all; raw and normalised
     manifest = ModelRegistry(settings.registry_root).load().manifest
-    ratio = manifest["spectrum"]["all"]["normalized"]["effective_rank_ratio"]
+    ratio = manifest.spectrum.all.normalized.effective_rank_ratio
     assert job.result["gate"]["erank_ratio"] == ratio
-    summary = manifest["training"]["history"][-1]["spectrum"]
+    summary = manifest.training.history[-1]["spectrum"]
     assert summary["all"]["normalized"]["effective_rank"] == pytest.approx(
-        manifest["spectrum"]["all"]["normalized"]["effective_rank"]
+        manifest.spectrum.all.normalized.effective_rank
     )
 
 

@@ -144,7 +144,7 @@ def test_an_active_job_is_not_doubled(tmp_path: Path) -> None:
 def test_time_threshold_with_an_old_model_queues_one_job(tmp_path: Path) -> None:
     s = settings_for(tmp_path, retrain_after_s=3600)
     version = publish_model(s)
-    created = ModelRegistry(s.registry_root).manifest(version)["created_unix"]
+    created = ModelRegistry(s.registry_root).manifest(version).created_unix
     clock = Clock()
     sched, store = scheduler(s, clock)
     assert sched.maybe_enqueue() is None  # fresh
@@ -223,7 +223,7 @@ def test_after_a_rejected_triggered_job_no_immediate_retrigger(tmp_path: Path) -
 def test_after_a_rejected_scheduled_job_the_time_trigger_waits(tmp_path: Path) -> None:
     s = settings_for(tmp_path, retrain_after_s=10)
     version = publish_model(s)
-    created = ModelRegistry(s.registry_root).manifest(version)["created_unix"]
+    created = ModelRegistry(s.registry_root).manifest(version).created_unix
     clock = Clock()
     clock.t = created + 10.5
     sched, store = scheduler(s, clock)
