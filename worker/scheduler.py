@@ -14,6 +14,7 @@ from contract.jobspec import TRIGGER_KEY, job_params
 from contract.manifest import Manifest
 from store.feedback import FeedbackStore
 from store.jobs import ACTIVE_STATES, Job, JobStore
+from store.once import Once
 from worker.settings import WorkerSettings
 
 log = logging.getLogger("specrec.worker")
@@ -56,6 +57,7 @@ class RetrainScheduler:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings, self.store, self.clock = settings, store, clock
+        self.feedback = Once(lambda: FeedbackStore(settings.feedback_db))  # built at first use
         self._next_check = float("-inf")
 
     @property
@@ -96,7 +98,7 @@ class RetrainScheduler:
         s = self.settings
         version, manifest = self._serving()
         trained_seq = manifest.trained_seq if manifest is not None else 0
-        latest = FeedbackStore(s.feedback_db).max_seq()
+        latest = self.feedback().max_seq()
         new_rows = latest - trained_seq
         created = manifest.created_unix if manifest is not None else None
         age = now - created if created is not None else None
