@@ -202,7 +202,7 @@ def build_router(settings: Settings) -> APIRouter:
                 [{"loc": ["body", "dataset"], "msg": "unknown dataset", "type": "value_error"}],
             )
         try:
-            params = job_params(params)  # the one derivation: the worker reads it back
+            params = job_params(params, default_dataset=settings.dataset)  # the worker reads it
         except (ConfigError, TypeError) as e:
             raise InvalidRequest(
                 f"body: {e}", [{"loc": ["body"], "msg": str(e), "type": "value_error"}]
