@@ -7,6 +7,7 @@ unexpected failures (500). ``install_error_handlers`` wires it into an app.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -144,13 +145,25 @@ def error_responses(*statuses: ErrorStatus) -> dict[int | str, dict[str, Any]]:
     return out
 
 
+class ErrorJSONResponse(JSONResponse):
+    """A JSONResponse that can always be written: an error may quote a client's lone surrogate
+    (a JSON ``"\\ud800"`` escape, which UTF-8 cannot encode); that body is then written with
+    ASCII escapes, so the client reads back exactly the string it sent."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def error_json(
     status_code: int, code: str, message: str, details: Any | None = None, **headers: str
 ) -> JSONResponse:
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         body["details"] = details
-    return JSONResponse({"error": body}, status_code=status_code, headers=headers or None)
+    return ErrorJSONResponse({"error": body}, status_code=status_code, headers=headers or None)
 
 
 def _validation_message(errors: list[dict[str, Any]]) -> str:
