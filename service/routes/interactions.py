@@ -8,7 +8,6 @@ become servable after it.
 
 # No `from __future__ import annotations`: FastAPI must see the closure values in annotations.
 
-import hmac
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request
@@ -17,10 +16,9 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from contract.feedback import FeedbackStore, Interaction, row_problem
-from service.auth import HOW_TO_ENABLE
+from service.auth import AuthFirstRoute, TokenGuard, checked_before_body
 from service.errors import (
     STORE_UNAVAILABLE,
-    AuthError,
     ErrorStatus,
     InvalidRequest,
     ServiceError,
@@ -46,19 +44,17 @@ class IngestAccepted(BaseModel):
     """Rows in the store now (all of them go into the next retrain)."""
 
 
+INGEST_GUARD = TokenGuard(
+    _bearer, lambda s: [s.admin_token_value() or "", s.ingest_token_value() or ""], "wrong token"
+)
+
+
+@checked_before_body(INGEST_GUARD)  # junk from a client without a token is never read
 def _require_ingest(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    settings: Settings = request.app.state.ctx.settings
-    tokens = [t for t in (settings.admin_token_value(), settings.ingest_token_value()) if t]
-    if not tokens:
-        raise AuthError(503, "admin_disabled", HOW_TO_ENABLE)
-    if credentials is None:
-        raise AuthError(401, "unauthorized", "missing or malformed 'Authorization: Bearer <token>'")
-    given = credentials.credentials.encode()
-    if not any(hmac.compare_digest(given, t.encode()) for t in tokens):  # no early exit
-        raise AuthError(403, "forbidden", "wrong token")
+    INGEST_GUARD.check(request.app.state.ctx.settings, credentials)
 
 
 #: The error statuses ``_require_ingest`` answers, for ``service.errors.error_responses``.
@@ -116,7 +112,7 @@ def request_schema(max_rows: int) -> dict[str, Any]:
 
 
 def build_router(settings: Settings) -> APIRouter:
-    router = APIRouter(tags=["interactions"])
+    router = APIRouter(tags=["interactions"], route_class=AuthFirstRoute)
     max_rows = settings.max_ingest_batch
 
     @router.post(

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse
 from contract.config import ConfigError, Encoder, Objective, TrainConfig, field_type
 from contract.jobs import Job, JobState, JobStore
 from contract.jobspec import TRAIN_CONFIG_KEY, TRIGGER_KEY, job_params
-from service.auth import ADMIN_ERRORS, AdminDep
+from service.auth import ADMIN_ERRORS, AdminDep, AuthFirstRoute
 from service.errors import STORE_UNAVAILABLE, InvalidRequest, ServiceError, error_responses
 from service.hyperparameters import BPR_NEEDS_PAIRS, Hyperparameters
 from service.schemas import json_int
@@ -167,7 +167,7 @@ def _view(job: Job) -> dict[str, Any]:
 
 
 def build_router(settings: Settings) -> APIRouter:
-    router = APIRouter(tags=["retrain"])
+    router = APIRouter(tags=["retrain"], route_class=AuthFirstRoute)
 
     def store() -> JobStore:
         return JobStore(settings.jobs_db, heartbeat_timeout_s=settings.heartbeat_timeout_s)
