@@ -195,7 +195,8 @@ def build_router(settings: Settings) -> APIRouter:
         params = req.model_dump(exclude_none=True)
         if req.dataset is not None and not (settings.data_root / req.dataset).is_dir():
             raise InvalidRequest(
-                f"body.dataset: no dataset {req.dataset!r} under {settings.data_root}",
+                f"body.dataset: no dataset {req.dataset!r}; known: "  # names only, no server path
+                f"{', '.join(dataset_names(settings.data_root)) or 'none'}",
                 [{"loc": ["body", "dataset"], "msg": "unknown dataset", "type": "value_error"}],
             )
         try:
