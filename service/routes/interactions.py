@@ -34,7 +34,10 @@ MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z
 
 
 class BatchTooLarge(ServiceError):
-    status_code, code = 413, "batch_too_large"
+    """More rows than the schema's maxItems: a 422 like every other schema violation (a 413
+    is the body limit's, in bytes)."""
+
+    status_code, code = 422, "batch_too_large"
 
 
 class IngestAccepted(BaseModel):
@@ -125,11 +128,10 @@ def build_router(settings: Settings) -> APIRouter:
             STORE_UNAVAILABLE,
             400,
             (
-                413,
-                "More rows than SPECREC_MAX_INGEST_BATCH (code batch_too_large), or a body "
-                "larger than SPECREC_MAX_BODY_BYTES (code payload_too_large)",
+                422,
+                "A malformed body or bad rows, each listed (code validation_error), or more "
+                "rows than SPECREC_MAX_INGEST_BATCH (code batch_too_large)",
             ),
-            (422, "A malformed body or bad rows, each listed (code validation_error)"),
         ),
         openapi_extra={
             "requestBody": {

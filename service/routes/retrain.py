@@ -22,7 +22,7 @@ from contract.jobs import Job, JobState, JobStore
 from contract.jobspec import TRAIN_CONFIG_KEY, TRIGGER_KEY, job_params
 from service.auth import ADMIN_ERRORS, AdminDep, AuthFirstRoute
 from service.errors import STORE_UNAVAILABLE, InvalidRequest, ServiceError, error_responses
-from service.hyperparameters import BPR_NEEDS_PAIRS, Hyperparameters
+from service.hyperparameters import REQUEST_RULES, Hyperparameters
 from service.schemas import json_int
 from service.settings import Settings
 
@@ -44,7 +44,7 @@ class RetrainRequest(BaseModel):
         extra="forbid",
         strict=True,
         use_attribute_docstrings=True,
-        json_schema_extra={"allOf": [BPR_NEEDS_PAIRS]},
+        json_schema_extra={"allOf": REQUEST_RULES},
     )
 
     encoder: Encoder | None = None
