@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -174,12 +175,15 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
 
 
 def _clean(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Validation errors reduced to JSON-safe {loc, msg, type, input?} (ctx may hold exceptions)."""
+    """Validation errors reduced to JSON-safe {loc, msg, type, input?} (ctx may hold exceptions;
+    a NaN or infinite input, sent as ``NaN``/``Infinity``/``1e400``, has no JSON form)."""
     out = []
     for e in errors:
         item = {"loc": list(e.get("loc", ())), "msg": str(e.get("msg")), "type": e.get("type")}
-        if isinstance(e.get("input"), str | int | float | bool) and len(str(e["input"])) <= 200:
-            item["input"] = e["input"]
+        value = e.get("input")
+        finite = not isinstance(value, float) or math.isfinite(value)
+        if isinstance(value, str | int | float | bool) and finite and len(str(value)) <= 200:
+            item["input"] = value
         out.append(item)
     return out
 

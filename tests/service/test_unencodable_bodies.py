@@ -1,7 +1,9 @@
-"""Bodies that are JSON but not Unicode text: a lone surrogate escape (``"\\ud800"``).
+"""Bodies holding values the service cannot write back as they came: a lone surrogate escape
+(``"\\ud800"``: not Unicode text, UTF-8 cannot encode it) and ``NaN``, ``Infinity`` or
+``1e400`` (Python's json reads them; JSON has no such numbers).
 
-Such a string cannot be written as UTF-8. Every POST route answers it with a 4xx and the usual
-JSON error body (never a 500 from encoding the error that quotes it), and nothing is stored.
+Every POST route answers them with a 4xx and the usual JSON error body (never a 500 from encoding
+the error that quotes the value), and nothing is stored or queued.
 """
 
 from __future__ import annotations
@@ -126,3 +128,33 @@ def test_a_lone_surrogate_in_a_404_message_is_quoted_as_its_escape(client: TestC
     r = client.get("/recommend/%ED%A0%80")
     assert r.status_code == 404
     assert _error(r)["message"].startswith("unknown user_id '\ufffd")
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
+@pytest.mark.parametrize(
+    ("path", "template", "loc"),
+    [
+        ("/recommend", '{{"user_ids": ["u1"], "k": {}}}', ["body", "k"]),
+        ("/retrain", '{{"epochs": {}}}', ["body", "epochs"]),
+        ("/retrain", '{{"hyperparameters": {{"lr": {}}}}}', ["body", "hyperparameters", "lr"]),
+    ],
+)
+def test_non_finite_numbers_are_422_without_the_input(
+    client: TestClient, number: str, path: str, template: str, loc: list
+) -> None:
+    r = _post(client, path, template.format(number))
+    assert r.status_code == 422, r.text
+    error = _error(r)
+    assert error["code"] == "validation_error"
+    assert [d["loc"] for d in error["details"]][:1] == [loc]
+    assert all("input" not in d for d in error["details"])  # no JSON form to quote it in
+    assert client.get("/retrain").json() == {"jobs": []}
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "1e400"])
+def test_a_non_finite_timestamp_is_a_bad_row(client: TestClient, number: str) -> None:
+    raw = f'{{"interactions": [{{"user_id": "u1", "item_id": "i1", "timestamp": {number}}}]}}'
+    r = _post(client, "/interactions", raw)
+    assert r.status_code == 422, r.text
+    assert [d["index"] for d in _error(r)["details"]] == [0]
+    assert FeedbackStore(client.app.state.ctx.settings.feedback_db).rows() == []
