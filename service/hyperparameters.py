@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
-from pydantic.json_schema import JsonDict
+from pydantic.json_schema import JsonDict, JsonValue
 
 from contract.config import ADAPTIVE_TAU_RULE, SPARSE_ADAM_DECAY_RULE, optional_fields
 from contract.jobspec import RESERVED_FIELDS
@@ -140,4 +140,4 @@ SPARSE_ADAM_BY_DEFAULT: JsonDict = {
 }
 
 #: Every cross-field rule of the request (RetrainRequest's ``allOf``).
-REQUEST_RULES: list[JsonDict] = [BPR_NEEDS_PAIRS, SPARSE_ADAM_NEEDS_MF, SPARSE_ADAM_BY_DEFAULT]
+REQUEST_RULES: list[JsonValue] = [BPR_NEEDS_PAIRS, SPARSE_ADAM_NEEDS_MF, SPARSE_ADAM_BY_DEFAULT]
