@@ -252,39 +252,51 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def _os_reason(e: BaseException) -> str:
+    """Why a read failed, without the file's path (an OSError's str names it)."""
+    return (e.strerror or type(e).__name__) if isinstance(e, OSError) else str(e)
+
+
 def read_model_dir(path: Path, verify_checksums: bool = True) -> LoadedModel:
-    """Load and fully validate one model directory; raise ArtifactInvalid on any problem."""
+    """Load and fully validate one model directory; raise ArtifactInvalid on any problem.
+
+    Messages name the directory (the version), never the server path: they reach HTTP clients
+    (POST /models/{version}/activate, GET /models).
+    """
     path = Path(path)
+    where = path.name  # the version
     try:
         manifest = json.loads((path / MANIFEST).read_text())
     except FileNotFoundError as e:
-        raise ArtifactInvalid(f"{path}: no {MANIFEST}") from e
+        raise ArtifactInvalid(f"{where}: no {MANIFEST}") from e
+    except OSError as e:
+        raise ArtifactInvalid(f"{where}: cannot read {MANIFEST}: {_os_reason(e)}") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ArtifactInvalid(f"{path}: {MANIFEST} is not valid JSON: {e}") from e
+        raise ArtifactInvalid(f"{where}: {MANIFEST} is not valid JSON: {e}") from e
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
         got = manifest.get("format_version") if isinstance(manifest, dict) else None
-        raise ArtifactInvalid(f"{path}: format_version {got!r}, expected {FORMAT_VERSION}")
+        raise ArtifactInvalid(f"{where}: format_version {got!r}, expected {FORMAT_VERSION}")
     files = manifest.get("files")
     if not isinstance(files, dict) or set(files) != {f"{k}.npy" for k in _ARRAYS}:
-        raise ArtifactInvalid(f"{path}: manifest 'files' must list exactly {sorted(_ARRAYS)}")
+        raise ArtifactInvalid(f"{where}: manifest 'files' must list exactly {sorted(_ARRAYS)}")
     loaded: dict[str, np.ndarray] = {}
     for name in _ARRAYS:
         fname = f"{name}.npy"
         fpath = path / fname
         if not fpath.is_file():
-            raise ArtifactInvalid(f"{path}: missing {fname}")
+            raise ArtifactInvalid(f"{where}: missing {fname}")
         if verify_checksums and _sha256(fpath) != files[fname].get("sha256"):
-            raise ArtifactInvalid(f"{path}: checksum mismatch for {fname}")
+            raise ArtifactInvalid(f"{where}: checksum mismatch for {fname}")
         try:
             loaded[name] = np.load(fpath, allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:
-            raise ArtifactInvalid(f"{path}: cannot read {fname}: {e}") from e
+            raise ArtifactInvalid(f"{where}: cannot read {fname}: {_os_reason(e)}") from e
     arrays = ModelArrays(**loaded)
     arrays.validate()
     try:
         typed = parse_manifest(manifest)
     except ValueError as e:
-        raise ArtifactInvalid(f"{path}: {e}") from e
+        raise ArtifactInvalid(f"{where}: {e}") from e
     shape = typed.shape
     if shape is None or (shape.n_users, shape.n_items, shape.dim) != (
         arrays.n_users,
@@ -292,7 +304,7 @@ def read_model_dir(path: Path, verify_checksums: bool = True) -> LoadedModel:
         arrays.dim,
     ):
         raise ArtifactInvalid(
-            f"{path}: manifest shape {manifest.get('shape', {})} does not match the arrays"
+            f"{where}: manifest shape {manifest.get('shape', {})} does not match the arrays"
         )
     return LoadedModel(version=typed.version or path.name, manifest=typed, arrays=arrays)
 
@@ -332,7 +344,7 @@ class ModelRegistry:
         try:
             return parse_manifest(json.loads(path.read_text()))
         except (OSError, ValueError) as e:  # json.JSONDecodeError is a ValueError
-            raise ArtifactInvalid(f"{version}: unreadable manifest: {e}") from e
+            raise ArtifactInvalid(f"{version}: unreadable manifest: {_os_reason(e)}") from e
 
     def load(self, version: str | None = None) -> LoadedModel:
         """Load `version` (default: CURRENT) with full validation."""

@@ -93,6 +93,13 @@ ADAPTIVE_TAU_RULE: dict[str, Any] = {
     "then": {"properties": {"tau": {"exclusiveMinimum": 0.5}}},
 }
 
+#: The cross-field rule "sparse_adam takes no weight_decay" in JSON Schema (``maximum`` leaves a
+#: null, "the default 0", valid).
+SPARSE_ADAM_DECAY_RULE: dict[str, Any] = {
+    "if": {"required": ["optimizer"], "properties": {"optimizer": {"const": "sparse_adam"}}},
+    "then": {"properties": {"weight_decay": {"maximum": 0}}},
+}
+
 
 class TrainConfig(BaseModel):
     """Everything that determines a training run (besides the data and the seed's luck)."""
@@ -103,7 +110,7 @@ class TrainConfig(BaseModel):
         strict=True,
         allow_inf_nan=False,
         use_attribute_docstrings=True,
-        json_schema_extra={"allOf": [ADAPTIVE_TAU_RULE]},
+        json_schema_extra={"allOf": [ADAPTIVE_TAU_RULE, SPARSE_ADAM_DECAY_RULE]},
     )
 
     # --- model ---------------------------------------------------------------------------

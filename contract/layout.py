@@ -34,3 +34,11 @@ def feedback_db(home: Path) -> Path:
 
 def logs_dir(home: Path) -> Path:
     return home / "logs"
+
+
+def public_text(text: str, home: Path) -> str:
+    """``text`` (an error for a job record or an HTTP client) with every path under ``home``
+    written ``$SPECREC_HOME/...``: it names the dataset or log, not the server's directories."""
+    for root in dict.fromkeys((str(home), str(home.resolve()))):
+        text = text.replace(root.rstrip("/") + "/", "$SPECREC_HOME/")
+    return text

@@ -13,6 +13,22 @@
 # Expects the specrec-* console scripts on PATH (`make run` puts .venv/bin first).
 set -euo pipefail
 
+# A shell that starts with SIGINT ignored (`make run &` from a script without job control: the
+# background job inherits SIG_IGN) can neither trap nor reset it (POSIX), so Ctrl-C / kill -INT
+# would do nothing here nor in the processes started below: start over once with SIGINT at its
+# default (then the traps below work and the children inherit the default).
+if [ "$(trap -p INT)" = "trap -- '' SIGINT" ] && [ -z "${SPECREC_RUN_SIGINT_RESET:-}" ]; then
+  export SPECREC_RUN_SIGINT_RESET=1
+  self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
+  if env --default-signal=INT true 2>/dev/null; then  # GNU coreutils >= 8.31
+    exec env --default-signal=INT bash "$self" "$@"
+  fi
+  exec python3 -c 'import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+os.execvp("bash", ["bash", *sys.argv[1:]])' "$self" "$@"
+fi
+unset SPECREC_RUN_SIGINT_RESET
+
 cd "$(dirname "$0")/.."
 if ! command -v specrec-serve >/dev/null 2>&1 && [ -x .venv/bin/specrec-serve ]; then
   PATH="$PWD/.venv/bin:$PATH"

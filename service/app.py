@@ -3,7 +3,8 @@
 Extension points (used by the retrain issue):
 
 - ``routers``: extra ``APIRouter`` objects, or callables ``settings -> APIRouter``, mounted after
-  the built-in ones. Protect admin routes with ``dependencies=[service.auth.AdminDep]``.
+  the built-in ones. Protect admin routes with ``dependencies=[service.auth.AdminDep]`` on an
+  ``APIRouter(route_class=service.auth.AuthFirstRoute)`` (the token is checked before the body).
 - ``lifespan_hooks``: callables ``app -> async context manager`` entered after the model is
   loaded and exited before it is released (e.g. open a job queue, start a worker).
 - ``app.state.ctx`` (``service.context.AppContext``): settings, registry, model state, batcher,

@@ -7,7 +7,9 @@ unexpected failures (500). ``install_error_handlers`` wires it into an app.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -144,13 +146,25 @@ def error_responses(*statuses: ErrorStatus) -> dict[int | str, dict[str, Any]]:
     return out
 
 
+class ErrorJSONResponse(JSONResponse):
+    """A JSONResponse that can always be written: an error may quote a client's lone surrogate
+    (a JSON ``"\\ud800"`` escape, which UTF-8 cannot encode); that body is then written with
+    ASCII escapes, so the client reads back exactly the string it sent."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def error_json(
     status_code: int, code: str, message: str, details: Any | None = None, **headers: str
 ) -> JSONResponse:
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         body["details"] = details
-    return JSONResponse({"error": body}, status_code=status_code, headers=headers or None)
+    return ErrorJSONResponse({"error": body}, status_code=status_code, headers=headers or None)
 
 
 def _validation_message(errors: list[dict[str, Any]]) -> str:
@@ -161,12 +175,15 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
 
 
 def _clean(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Validation errors reduced to JSON-safe {loc, msg, type, input?} (ctx may hold exceptions)."""
+    """Validation errors reduced to JSON-safe {loc, msg, type, input?} (ctx may hold exceptions;
+    a NaN or infinite input, sent as ``NaN``/``Infinity``/``1e400``, has no JSON form)."""
     out = []
     for e in errors:
         item = {"loc": list(e.get("loc", ())), "msg": str(e.get("msg")), "type": e.get("type")}
-        if isinstance(e.get("input"), str | int | float | bool) and len(str(e["input"])) <= 200:
-            item["input"] = e["input"]
+        value = e.get("input")
+        finite = not isinstance(value, float) or math.isfinite(value)
+        if isinstance(value, str | int | float | bool) and finite and len(str(value)) <= 200:
+            item["input"] = value
         out.append(item)
     return out
 

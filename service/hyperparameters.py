@@ -6,8 +6,9 @@ TrainConfig still validates the merged config before a job is queued. Not settab
 ``encoder`` and ``objective`` (fields of the request: they choose the defaults these override)
 and the worker's ``device`` and ``num_threads`` (``contract.jobspec.RESERVED_FIELDS``).
 
-TrainConfig's cross-field rules go into the schema too (``ADAPTIVE_TAU_RULE``, and
-``BPR_NEEDS_PAIRS`` on the request), except "early_stop_metric's K is in ks", which depends on
+TrainConfig's cross-field rules go into the schema too (``ADAPTIVE_TAU_RULE`` and
+``SPARSE_ADAM_DECAY_RULE`` here; ``REQUEST_RULES`` on the request, where the objective's and
+encoder's defaults are known), except "early_stop_metric's K is in ks", which depends on
 defaults a schema cannot see. So that no rule is left outside the schema, ``NARROWER`` (the one
 place where this module departs from TrainConfig) makes ``ks`` always hold 10 and 20 (distinct,
 at most 16) and ``early_stop_metric`` one of recall/ndcg at 10 or 20, so the metric is always
@@ -19,9 +20,9 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
-from pydantic.json_schema import JsonDict
+from pydantic.json_schema import JsonDict, JsonValue
 
-from contract.config import ADAPTIVE_TAU_RULE, optional_fields
+from contract.config import ADAPTIVE_TAU_RULE, SPARSE_ADAM_DECAY_RULE, optional_fields
 from contract.jobspec import RESERVED_FIELDS
 from service.schemas import JSON_INT_MAX
 
@@ -75,7 +76,7 @@ class _HyperparametersBase(BaseModel):
         extra="forbid",
         strict=True,
         allow_inf_nan=False,
-        json_schema_extra={"allOf": [ADAPTIVE_TAU_RULE]},
+        json_schema_extra={"allOf": [ADAPTIVE_TAU_RULE, SPARSE_ADAM_DECAY_RULE]},
     )
 
     @model_validator(mode="before")
@@ -104,3 +105,39 @@ BPR_NEEDS_PAIRS: JsonDict = {
         "properties": {"hyperparameters": {"properties": {"sampler": {"not": {"const": "user"}}}}}
     },
 }
+
+#: TrainConfig refuses optimizer "sparse_adam" with encoder "lightgcn" (it updates every row).
+SPARSE_ADAM_NEEDS_MF: JsonDict = {
+    "if": {"required": ["encoder"], "properties": {"encoder": {"const": "lightgcn"}}},
+    "then": {
+        "properties": {
+            "hyperparameters": {"properties": {"optimizer": {"not": {"const": "sparse_adam"}}}}
+        }
+    },
+}
+
+#: TrainConfig refuses a weight_decay (other than 0) with optimizer "sparse_adam": given (the
+#: Hyperparameters' own SPARSE_ADAM_DECAY_RULE) or, when no optimizer is given, the default of
+#: bpr and directau on MF (``default_synthetic_config``; encoder null: mf).
+SPARSE_ADAM_BY_DEFAULT: JsonDict = {
+    "if": {
+        "required": ["objective"],
+        "properties": {
+            "objective": {"enum": ["bpr", "directau"]},
+            "encoder": {"not": {"const": "lightgcn"}},
+        },
+    },
+    "then": {
+        "properties": {
+            "hyperparameters": {
+                "anyOf": [
+                    {"required": ["optimizer"], "properties": {"optimizer": {"type": "string"}}},
+                    {"properties": {"weight_decay": {"maximum": 0}}},
+                ]
+            }
+        }
+    },
+}
+
+#: Every cross-field rule of the request (RetrainRequest's ``allOf``).
+REQUEST_RULES: list[JsonValue] = [BPR_NEEDS_PAIRS, SPARSE_ADAM_NEEDS_MF, SPARSE_ADAM_BY_DEFAULT]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 
 from fastapi import FastAPI
 
@@ -33,6 +34,7 @@ def app_from_env() -> FastAPI:
 
 def main() -> None:
     """Read Settings from the environment and serve until interrupted."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C even if started ignoring it
     settings = Settings()
     _configure(settings)
     import uvicorn

@@ -115,7 +115,7 @@ class Settings(HomeSettings, IndexSettings):
     ingest_token: SecretStr | None = None
     """Bearer token accepted by POST /interactions besides ADMIN_TOKEN (for ingest pipelines)."""
     max_ingest_batch: PositiveInt = 10_000
-    """Largest POST /interactions batch in rows (413 beyond)."""
+    """Largest POST /interactions batch in rows (422 ``batch_too_large`` beyond)."""
     fold_in: bool = True
     """Fold ingested interactions the serving model has not seen into answers at once: a
     new user is answered from them (``source: fold-in``), a known user's vector moves by them

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from store.db import Target
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGINT back to Python's default handler: a suite started with it ignored (`make test &`
+    from a shell without job control) would pass SIG_IGN to every process it starts (the
+    launcher and run.sh tests send them SIGINT); a handled signal is reset to the default by
+    exec, so its children start with Ctrl-C working."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

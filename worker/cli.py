@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
         "--no-bootstrap", action="store_true", help="skip the bootstrap and only process jobs"
     )
     args = parser.parse_args(argv)
+    # Ctrl-C stops the bootstrap even when started with SIGINT ignored (`make run &` in a shell
+    # without job control); the serving loop below installs its own handler
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     settings = WorkerSettings()
     if not args.no_bootstrap:

@@ -96,7 +96,8 @@ def run_job(
         store.finish(job.id, worker_id, "cancelled", error="cancelled on request")
     except Exception as e:  # the job fails, the worker lives on
         log.error("job %s failed: %s\n%s", job.id, e, traceback.format_exc())
-        store.finish(job.id, worker_id, "failed", error=f"{type(e).__name__}: {e}")
+        error = layout.public_text(f"{type(e).__name__}: {e}", settings.home)  # no server path
+        store.finish(job.id, worker_id, "failed", error=error)
     finally:
         beat.stop()
 

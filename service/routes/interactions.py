@@ -8,7 +8,6 @@ become servable after it.
 
 # No `from __future__ import annotations`: FastAPI must see the closure values in annotations.
 
-import hmac
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request
@@ -16,10 +15,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from service.auth import HOW_TO_ENABLE
+from service.auth import AuthFirstRoute, TokenGuard, checked_before_body
 from service.errors import (
     STORE_UNAVAILABLE,
-    AuthError,
     ErrorStatus,
     InvalidRequest,
     ServiceError,
@@ -37,7 +35,10 @@ MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z
 
 
 class BatchTooLarge(ServiceError):
-    status_code, code = 413, "batch_too_large"
+    """More rows than the schema's maxItems: a 422 like every other schema violation (a 413
+    is the body limit's, in bytes)."""
+
+    status_code, code = 422, "batch_too_large"
 
 
 class IngestAccepted(BaseModel):
@@ -47,19 +48,17 @@ class IngestAccepted(BaseModel):
     """Rows in the store now (all of them go into the next retrain)."""
 
 
+INGEST_GUARD = TokenGuard(
+    _bearer, lambda s: [s.admin_token_value() or "", s.ingest_token_value() or ""], "wrong token"
+)
+
+
+@checked_before_body(INGEST_GUARD)  # junk from a client without a token is never read
 def _require_ingest(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    settings: Settings = request.app.state.ctx.settings
-    tokens = [t for t in (settings.admin_token_value(), settings.ingest_token_value()) if t]
-    if not tokens:
-        raise AuthError(503, "admin_disabled", HOW_TO_ENABLE)
-    if credentials is None:
-        raise AuthError(401, "unauthorized", "missing or malformed 'Authorization: Bearer <token>'")
-    given = credentials.credentials.encode()
-    if not any(hmac.compare_digest(given, t.encode()) for t in tokens):  # no early exit
-        raise AuthError(403, "forbidden", "wrong token")
+    INGEST_GUARD.check(request.app.state.ctx.settings, credentials)
 
 
 #: The error statuses ``_require_ingest`` answers, for ``service.errors.error_responses``.
@@ -117,7 +116,7 @@ def request_schema(max_rows: int) -> dict[str, Any]:
 
 
 def build_router(settings: Settings) -> APIRouter:
-    router = APIRouter(tags=["interactions"])
+    router = APIRouter(tags=["interactions"], route_class=AuthFirstRoute)
     max_rows = settings.max_ingest_batch
     feedback = Once(lambda: FeedbackStore(settings.feedback_db))  # built at first use
 
@@ -131,11 +130,10 @@ def build_router(settings: Settings) -> APIRouter:
             STORE_UNAVAILABLE,
             400,
             (
-                413,
-                "More rows than SPECREC_MAX_INGEST_BATCH (code batch_too_large), or a body "
-                "larger than SPECREC_MAX_BODY_BYTES (code payload_too_large)",
+                422,
+                "A malformed body or bad rows, each listed (code validation_error), or more "
+                "rows than SPECREC_MAX_INGEST_BATCH (code batch_too_large)",
             ),
-            (422, "A malformed body or bad rows, each listed (code validation_error)"),
         ),
         openapi_extra={
             "requestBody": {

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Request
 from starlette.concurrency import run_in_threadpool
 
 from contract.artifact import ArtifactInvalid
-from service.auth import ADMIN_ERRORS, AdminDep
+from service.auth import ADMIN_ERRORS, AdminDep, AuthFirstRoute
 from service.context import AppContext
 from service.errors import error_responses
 from service.schemas import ActivateResponse, ModelsResponse
@@ -18,7 +18,7 @@ VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 
 def build_router(settings: Settings) -> APIRouter:
-    router = APIRouter(tags=["models"])
+    router = APIRouter(tags=["models"], route_class=AuthFirstRoute)
 
     @router.get("/models", response_model=ModelsResponse, summary="Published model versions")
     async def list_models(request: Request) -> dict[str, Any]:

@@ -19,9 +19,9 @@ from starlette.responses import JSONResponse
 
 from contract.config import ConfigError, Encoder, Objective, TrainConfig, field_type
 from contract.jobspec import TRAIN_CONFIG_KEY, TRIGGER_KEY, job_params
-from service.auth import ADMIN_ERRORS, AdminDep
+from service.auth import ADMIN_ERRORS, AdminDep, AuthFirstRoute
 from service.errors import STORE_UNAVAILABLE, InvalidRequest, ServiceError, error_responses
-from service.hyperparameters import BPR_NEEDS_PAIRS, Hyperparameters
+from service.hyperparameters import REQUEST_RULES, Hyperparameters
 from service.schemas import json_int
 from service.settings import Settings
 from store.jobs import Job, JobState, JobStore
@@ -45,7 +45,7 @@ class RetrainRequest(BaseModel):
         extra="forbid",
         strict=True,
         use_attribute_docstrings=True,
-        json_schema_extra={"allOf": [BPR_NEEDS_PAIRS]},
+        json_schema_extra={"allOf": REQUEST_RULES},
     )
 
     encoder: Encoder | None = None
@@ -168,7 +168,7 @@ def _view(job: Job) -> dict[str, Any]:
 
 
 def build_router(settings: Settings) -> APIRouter:
-    router = APIRouter(tags=["retrain"])
+    router = APIRouter(tags=["retrain"], route_class=AuthFirstRoute)
 
     # built at the first request that needs it (the store may be down at start), then reused
     store = Once(
@@ -198,7 +198,8 @@ def build_router(settings: Settings) -> APIRouter:
         params = req.model_dump(exclude_none=True)
         if req.dataset is not None and not (settings.data_root / req.dataset).is_dir():
             raise InvalidRequest(
-                f"body.dataset: no dataset {req.dataset!r} under {settings.data_root}",
+                f"body.dataset: no dataset {req.dataset!r}; known: "  # names only, no server path
+                f"{', '.join(dataset_names(settings.data_root)) or 'none'}",
                 [{"loc": ["body", "dataset"], "msg": "unknown dataset", "type": "value_error"}],
             )
         try:

@@ -193,3 +193,72 @@ def test_relative_links_resolve(repo, readme):
     assert local, "expected at least the link to docs/benchmarks.md"
     for link in local:
         assert (repo / link).exists(), f"README links to missing {link}"
+
+
+# ---- system packages -------------------------------------------------------------------------
+RULE = re.compile(r"^([A-Za-z0-9_.-]+):(?!=)(.*)$")
+APT_INSTALL = re.compile(r"apt-get install -y\b[^;&|>]*")
+MISSING = re.compile(r'missing="\$\$missing ([a-z0-9.+-]+)"')
+
+
+def makefile_rules(text: str) -> dict[str, tuple[list[str], str]]:
+    """{target: (prerequisites, recipe with its continuation lines joined)} of a Makefile."""
+    rules: dict[str, tuple[list[str], str]] = {}
+    target = None
+    for line in text.replace("\\\n", " ").splitlines():
+        m = RULE.match(line)
+        if m:
+            target = m.group(1)
+            rules[target] = (m.group(2).split("#")[0].replace("|", " ").split(), "")
+        elif line.startswith("\t") and target is not None:
+            prereqs, recipe = rules[target]
+            rules[target] = (prereqs, recipe + line + "\n")
+        elif line.strip() and not line.startswith("#"):
+            target = None
+    return rules
+
+
+def apt_packages(rules: dict[str, tuple[list[str], str]], target: str) -> set[str]:
+    """The packages ``make <target>`` installs with ``apt-get install -y``, through its
+    prerequisites; ``$$missing`` is every name a recipe adds to it."""
+    seen: set[str] = set()
+    packages: set[str] = set()
+    todo = [target]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in rules:
+            continue
+        seen.add(name)
+        prereqs, recipe = rules[name]
+        todo += prereqs
+        for command in APT_INSTALL.findall(recipe):
+            for word in command.split()[3:]:
+                if word == "$$missing":
+                    packages |= set(MISSING.findall(recipe))
+                elif not word.startswith("-"):
+                    packages.add(word)
+    return packages
+
+
+def test_apt_packages_parser_on_a_known_makefile():
+    text = (
+        "test: a b\n\t@true\n"
+        "a:\n\tapt-get update && apt-get install -y -qq --no-install-recommends x y >/dev/null\n"
+        'b: | c\n\t@missing=""; \\\n\tcmd || missing="$$missing p1"; \\\n'
+        '\tcmd || missing="$$missing p2"; \\\n\tapt-get install -y $$missing; \\\n'
+        '\techo "sudo apt-get install z" >&2\n'
+        "c:\n\tapt-get install -y w\n"
+        "other:\n\tapt-get install -y never\n"
+    )
+    assert apt_packages(makefile_rules(text), "test") == {"x", "y", "p1", "p2", "w"}
+
+
+def test_setup_names_every_system_package_make_test_installs(repo, readme):
+    packages = apt_packages(makefile_rules((repo / "Makefile").read_text()), "test")
+    # what the Makefile installs today (the parser found them all)
+    assert {"docker-compose", "chromium", "postgresql", "wrk", "nginx"} <= packages, packages
+    setup = readme.split("## Setup", 1)[1].split("\n## ", 1)[0]
+    missing = sorted(
+        p for p in packages if not re.search(rf"(?<![\w.-]){re.escape(p)}(?![\w.-])", setup)
+    )
+    assert missing == [], f"README's setup section does not name {missing}"

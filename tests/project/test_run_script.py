@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +91,15 @@ class RunSh:
     """scripts/run.sh as a child process in its own process group, its output collected by a
     reader thread (so a silent or hung script cannot block the test)."""
 
-    def __init__(self, repo: Path, fake_bin: Path, home: Path, port: int, **env: str) -> None:
+    def __init__(
+        self,
+        repo: Path,
+        fake_bin: Path,
+        home: Path,
+        port: int,
+        preexec_fn: Callable[[], object] | None = None,
+        **env: str,
+    ) -> None:
         self.log = home.parent / "events.jsonl"
         base = {k: v for k, v in os.environ.items() if k not in ("ADMIN_TOKEN", "SPECREC_HOME")}
         self.proc = subprocess.Popen(
@@ -107,6 +116,7 @@ class RunSh:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            preexec_fn=preexec_fn,
         )
         self._lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -206,6 +216,41 @@ def test_first_run_bootstraps_serves_and_a_signal_stops_both(
         assert rc == 128 + sig
         assert _wait_gone([serve["pid"], worker["pid"]]) == []
         assert ("serve", "sigterm") in {(e["who"], e["event"]) for e in run.events()}
+    finally:
+        run.kill()
+
+
+def _ignores_sigint(pid: int) -> bool:
+    """Whether process ``pid`` has SIGINT ignored (bit 2 - 1 of /proc's SigIgn mask)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+    raise AssertionError(f"no SigIgn in /proc/{pid}/status")
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def test_sigint_stops_both_when_run_sh_was_started_with_sigint_ignored(
+    repo, fake_bin, tmp_path, free_port
+):
+    """`make run &` from a shell without job control starts run.sh with SIGINT ignored, which
+    a shell can neither trap nor reset: run.sh starts over with the default, so SIGINT still
+    stops it, and the processes it starts get the default too."""
+    run = RunSh(repo, fake_bin, tmp_path / "home", free_port, preexec_fn=_ignore_sigint)
+    try:
+        run.wait_for("Ctrl-C (or closing this terminal) stops both processes.")
+        events = run.events()
+        (serve,) = [e for e in events if e["who"] == "serve"]
+        (worker,) = [e for e in events if e["event"] == "start" and e["who"] == "worker"]
+        assert not _ignores_sigint(run.proc.pid)  # the same process, exec'd once more
+        assert not _ignores_sigint(serve["pid"]) and not _ignores_sigint(worker["pid"])
+        run.proc.send_signal(signal.SIGINT)
+        assert run.finish() == 130, run.out
+        assert _wait_gone([serve["pid"], worker["pid"]]) == []
+        assert ("serve", "sigterm") in {(e["who"], e["event"]) for e in run.events()}
+        assert "SPECREC_RUN_SIGINT_RESET" not in run.out
     finally:
         run.kill()
 

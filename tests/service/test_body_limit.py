@@ -86,12 +86,12 @@ def test_body_at_the_limit_is_handled(api: TestClient, path: str, streamed: bool
         assert [x["user_id"] for x in r.json()["results"]] == ["u1"]
 
 
-def test_row_limits_still_answer_their_own_413(settings: Settings) -> None:
+def test_row_limits_answer_their_own_422(settings: Settings) -> None:
     s = settings.model_copy(update={"max_body_bytes": LIMIT, "max_ingest_batch": 2})
     rows = [{"user_id": f"u{i}", "item_id": "i"} for i in range(3)]
     with TestClient(create_app(s)) as c:
         r = c.post("/interactions", json={"interactions": rows}, headers=auth())
-    assert r.status_code == 413 and r.json()["error"]["code"] == "batch_too_large"
+    assert r.status_code == 422 and r.json()["error"]["code"] == "batch_too_large"
 
 
 def test_setting_reads_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:

@@ -59,7 +59,8 @@ def test_bad_rows_reject_the_batch_with_indices(api: TestClient) -> None:
         "not an object",
     ]
     r = api.post("/interactions", json={"interactions": rows}, headers=AUTH)
-    assert r.status_code == 413  # 6 rows > max 5: the size check comes first
+    assert r.status_code == 422  # 6 rows > max 5: the size check comes first
+    assert r.json()["error"]["code"] == "batch_too_large"
     r = api.post("/interactions", json={"interactions": rows[:5]}, headers=AUTH)
     assert r.status_code == 422
     err = r.json()["error"]
@@ -75,10 +76,12 @@ def test_bad_rows_reject_the_batch_with_indices(api: TestClient) -> None:
     assert [row[:2] for row in stored(api)] == [("u", "i")]  # only the first, good batch
 
 
-def test_oversized_batch_is_413_and_stores_nothing(api: TestClient) -> None:
+def test_oversized_batch_is_422_and_stores_nothing(api: TestClient) -> None:
+    """More rows than the schema's maxItems: 422, as schemathesis expects of schema-violating
+    data (413 is the body limit's, in bytes)."""
     rows = [{"user_id": f"u{i}", "item_id": "i"} for i in range(6)]
     r = api.post("/interactions", json={"interactions": rows}, headers=AUTH)
-    assert r.status_code == 413
+    assert r.status_code == 422
     assert r.json()["error"]["code"] == "batch_too_large"
     assert r.json()["error"]["details"] == {"rows": 6, "max_rows": 5}
     assert stored(api) == []

@@ -6,16 +6,20 @@ schemathesis validates with) and the service agree on accepting or rejecting it.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import jsonschema_rs
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
-from contract.config import TrainConfig
+from contract.config import ConfigError, TrainConfig
+from contract.jobspec import job_params
 from service.app import create_app
 from service.hyperparameters import NARROWER, NOT_HYPERPARAMETERS, Hyperparameters
 from service.routes.interactions import MAX_TIMESTAMP
+from service.routes.retrain import RetrainRequest
 from service.settings import Settings
 from tests.service.modelkit import auth
 
@@ -187,6 +191,16 @@ def test_retrain_responses_document_the_stored_config(client) -> None:
         ({"hyperparameters": {"lr": None, "tau0": None}}, True),
         ({"dataset": "tiny"}, True),
         ({"dataset": "missing"}, False),
+        ({"encoder": "lightgcn", "hyperparameters": {"optimizer": "sparse_adam"}}, False),
+        (
+            {"encoder": "lightgcn", "objective": "bpr", "hyperparameters": {"optimizer": "adam"}},
+            True,
+        ),
+        ({"hyperparameters": {"optimizer": "sparse_adam", "weight_decay": 0.01}}, False),
+        ({"hyperparameters": {"optimizer": "sparse_adam", "weight_decay": 0}}, True),
+        ({"objective": "directau", "hyperparameters": {"weight_decay": 0.01}}, False),
+        ({"objective": "bpr", "encoder": "lightgcn", "hyperparameters": {"weight_decay": 1}}, True),
+        ({"objective": "bpr", "hyperparameters": {"optimizer": "adam", "weight_decay": 1}}, True),
     ],
 )
 def test_retrain_schema_and_service_agree(settings: Settings, body: dict, valid: bool) -> None:
@@ -200,6 +214,38 @@ def test_retrain_schema_and_service_agree(settings: Settings, body: dict, valid:
 
 def dataset_schema(spec: dict[str, Any]) -> dict[str, Any]:
     return spec["components"]["schemas"]["RetrainRequest"]["properties"]["dataset"]
+
+
+def _service_accepts(body: dict[str, Any]) -> bool:
+    """What POST /retrain does with a body before queueing it (pydantic, then job_params)."""
+    try:
+        req = RetrainRequest.model_validate(body)
+        job_params(req.model_dump(exclude_none=True))
+    except (ValidationError, ConfigError):
+        return False
+    return True
+
+
+def test_optimizer_rules_schema_and_service_agree(client) -> None:
+    """Every combination of encoder, objective, optimizer and weight_decay (absent, null or a
+    value): the schema's REQUEST_RULES accept exactly what TrainConfig accepts."""
+    validator = component(client.app.openapi(), "RetrainRequest")
+    absent = object()
+    counts = {True: 0, False: 0}
+    for encoder, objective, optimizer, decay in itertools.product(
+        [absent, None, "mf", "lightgcn"],
+        [absent, None, "directspec", "directspec+", "bpr", "directau", "align"],
+        [absent, None, "sgd", "adam", "sparse_adam"],
+        [absent, None, 0, 0.0, 0.01],
+    ):
+        hyper = {k: v for k, v in [("optimizer", optimizer), ("weight_decay", decay)]}
+        body = {"encoder": encoder, "objective": objective, "hyperparameters": hyper}
+        body = {k: v for k, v in body.items() if v is not absent}
+        body["hyperparameters"] = {k: v for k, v in hyper.items() if v is not absent}
+        accepted = _service_accepts(body)
+        assert validator.is_valid(body) is accepted, (body, accepted)
+        counts[accepted] += 1
+    assert counts[True] > 400 and counts[False] > 50, counts  # both sides are exercised
 
 
 def test_the_document_lists_the_datasets_that_exist(settings: Settings) -> None:

@@ -178,6 +178,25 @@ def test_invalid_requests_are_422_and_queue_nothing(
     assert JobStore(settings.jobs_db).recent() == []
 
 
+def test_an_unknown_dataset_is_named_without_the_server_path(
+    api: TestClient, settings: Settings
+) -> None:
+    for name in ("tiny", "big"):
+        (settings.data_root / name).mkdir(parents=True)
+    r = api.post("/retrain", headers=AUTH, json={"dataset": "missing"})
+    assert r.status_code == 422
+    assert r.json() == {
+        "error": {
+            "code": "validation_error",
+            "message": "body.dataset: no dataset 'missing'; known: big, tiny",
+            "details": [
+                {"loc": ["body", "dataset"], "msg": "unknown dataset", "type": "value_error"}
+            ],
+        }
+    }
+    assert str(settings.home) not in r.text
+
+
 def test_unknown_and_malformed_job_ids(api: TestClient) -> None:
     r = api.get("/retrain/" + "a" * 32)
     assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_job"

@@ -134,3 +134,19 @@ def test_a_worker_waits_for_an_unreachable_store_then_runs_its_jobs(
     finally:
         stop.set()
         worker.join(timeout=60)
+
+
+def test_a_bad_dataset_fails_the_job_naming_the_file_not_the_server_path(
+    settings: WorkerSettings,
+) -> None:
+    """Job records are read over HTTP (GET /retrain/{id}): no server directory in the error."""
+    csv = settings.home / "data" / "default" / "interactions.csv"
+    lines = csv.read_text().splitlines()
+    csv.write_text("\n".join([*lines, "u1,i1,not-a-time,extra,fields"]) + "\n")
+    store = JobStore(settings.jobs_db)
+    job = store.get(_run(settings, store, {"epochs": 1}))
+    assert job.state == "failed"
+    assert job.error.startswith(
+        f"DataError: $SPECREC_HOME/data/default/interactions.csv: line {len(lines) + 1}: "
+    ), job.error
+    assert str(settings.home) not in job.error and str(settings.home.resolve()) not in job.error
