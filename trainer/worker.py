@@ -5,8 +5,9 @@ The worker process claims a queued job atomically and runs it in a child process
 ("killed by signal 9 (SIGKILL)"), and the worker goes on with the next one. The child sends
 heartbeats from a side thread, trains on the dataset plus all ingested interactions (merged in
 memory, keeping the dataset's own train/test split: trainer.data.merge_ingested) with the
-TrainConfig the API stored with the job, applies the quality gate and publishes; it exits by
-itself when its worker is gone.
+TrainConfig the API stored with the job (an evaluation run on the split, then a refit on every
+pair: trainer.refit, the job's ``refit``), applies the quality gate to the evaluation run and
+publishes the refit; it exits by itself when its worker is gone.
 A worker that starts fails the jobs left running by a dead worker on the same host at once
 (others fail after the heartbeat timeout). The service hot-swaps to the new version by watching
 the registry's CURRENT pointer.
@@ -46,6 +47,7 @@ from contract.jobspec import (
     TRAIN_CONFIG_KEY,
     TRIGGER_KEY,
     job_params,
+    job_refit,
     train_config_for_job,
 )
 from contract.settings import GateSettings, HomeSettings
@@ -82,6 +84,9 @@ class WorkerSettings(HomeSettings, GateSettings):
     number itself (``processes`` of POST /retrain); 1: train in the job's own process."""
     dist_timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0)
     """Seconds a rank of a data-parallel job waits for the others before the job fails."""
+    refit: bool = True
+    """Publish a model refitted on every known pair after the evaluation run (trainer.refit),
+    for the bootstrap and for jobs that do not say (``refit`` of POST /retrain)."""
 
 
 def ensure_default_dataset(settings: WorkerSettings) -> Path:
@@ -96,7 +101,8 @@ def bootstrap(settings: WorkerSettings) -> str | None:
     """Generate the default dataset and train+publish a default model if none is published."""
     from contract.config import default_synthetic_config
     from trainer.data import load_dataset
-    from trainer.train import fit, publish_result
+    from trainer.refit import evaluate_then_refit, publish_fitted
+    from trainer.train import fit
 
     data_dir = ensure_default_dataset(settings)
     registry = ModelRegistry(settings.registry_root)
@@ -108,12 +114,12 @@ def bootstrap(settings: WorkerSettings) -> str | None:
         cfg = type(cfg).from_dict({**cfg.to_dict(), "device": settings.device})
     log.info("no model published yet: training the default model on %s", data_dir)
     ds = load_dataset(data_dir)
-    result = fit(ds, cfg)
+    fitted = evaluate_then_refit(ds, cfg, fit, refit=settings.refit)
     if registry.current() is not None:  # another worker on the shared registry was faster
         log.info("model %s was published meanwhile; not publishing mine", registry.current())
         return None
-    version = publish_result(result, ds, cfg, registry, keep=settings.keep_versions)
-    log.info("published default model %s (%s)", version, result.metrics)
+    version = publish_fitted(fitted, ds, cfg, registry, keep=settings.keep_versions)
+    log.info("published default model %s (%s)", version, fitted.evaluation.metrics)
     return version
 
 
@@ -210,7 +216,8 @@ def run_job(
     parent_pid: int | None = None,
 ) -> None:
     """Train, gate, publish; always leaves the job in a final state (unless we are killed)."""
-    from trainer.train import TrainingCancelled, publish_result
+    from trainer.refit import evaluate_then_refit, publish_fitted
+    from trainer.train import TrainingCancelled
 
     beat = _Heartbeat(store, job.id, worker_id, settings.heartbeat_interval_s, parent_pid)
     beat.start()
@@ -226,7 +233,13 @@ def run_job(
             store.heartbeat(job.id, worker_id, beat.progress)
 
         processes = int(job.params.get(PROCESSES_KEY) or settings.train_processes)
-        result = _train(settings, store, job, ds, cfg, processes, on_epoch)
+        fitted = evaluate_then_refit(
+            ds,
+            cfg,
+            lambda d, c: _train(settings, store, job, d, c, processes, on_epoch),
+            refit=job_refit(job.params, settings.refit),
+        )
+        result = fitted.evaluation  # the gate compares the run on the split
         beat.progress = {**beat.progress, "stage": "quality gate"}
         registry = ModelRegistry(settings.registry_root)
         try:
@@ -240,12 +253,13 @@ def run_job(
             serving,
             settings,
             recall_convention=cfg.recall_convention,
-            spectrum=result.spectrum,
+            spectrum=fitted.model.spectrum,  # collapse: of the embeddings to publish
         )
         outcome: dict[str, Any] = {
             "metrics": result.metrics,
             "gate": gate.to_dict(),
             "ingested": ingested,
+            "trained_on": fitted.trained_on.to_dict(),
         }
         if not gate.passed and not job.params.get("force"):
             store.finish(
@@ -260,8 +274,8 @@ def run_job(
         current = store.get(job.id)
         if current is None or current.state != "running":  # reaped or cancelled meanwhile
             return
-        version = publish_result(
-            result, ds, cfg, registry, keep=settings.keep_versions, extra={"ingested": ingested}
+        version = publish_fitted(
+            fitted, ds, cfg, registry, keep=settings.keep_versions, extra={"ingested": ingested}
         )
         outcome["model_version"] = version
         outcome["forced"] = bool(not gate.passed and job.params.get("force"))
