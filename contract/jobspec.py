@@ -1,7 +1,7 @@
 """What a retrain job asks for, turned into a TrainConfig (torch-free: the API validates with it).
 
 A job's parameters are ``{"encoder"?, "objective"?, "epochs"?, "dataset"?, "hyperparameters"?,
-"force"?, "processes"?, "refit"?}`` (processes: data-parallel training ranks, trainer.job_ranks;
+"force"?, "processes"?, "refit"?}`` (processes: data-parallel training ranks, worker.ranks;
 refit: publish a model refitted on every pair after the evaluation run, trainer.refit; absent:
 the worker's ``refit`` setting, on by default). The
 base is ``default_synthetic_config(objective, encoder)`` (each objective's

@@ -24,7 +24,8 @@ from service.app import create_app
 from service.settings import Settings
 from trainer.data import load_dataset
 from trainer.synthetic import write_dataset
-from trainer.worker import WorkerSettings, bootstrap
+from worker.bootstrap import bootstrap
+from worker.settings import WorkerSettings
 
 TOKEN = "e2e-admin-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
