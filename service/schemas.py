@@ -228,6 +228,11 @@ class ModelVersionInfo(BaseModel):
     config: dict[str, Any] = {}
     effective_rank: dict[str, float] = {}
     """Normalised effective rank of users and items from the manifest's spectrum, if present."""
+    trained_on: dict[str, Any] | None = None
+    """Which pairs the embeddings were fitted on (the manifest's ``trained_on``: ``pairs``
+    "all" for a refit on train and test, "train" for the evaluation run; ``n_pairs``,
+    ``epochs``, ``evaluated_on``); ``metrics`` are always the evaluation run's. Null for an
+    older model (fitted on its training pairs)."""
     refused: str | None = None
     """Why this process refused to serve it, if it did."""
 

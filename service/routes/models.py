@@ -59,6 +59,7 @@ def build_router(settings: Settings) -> APIRouter:
                     metrics=manifest.get("metrics") or {},
                     config=manifest.get("config") or {},
                     effective_rank=_erank(manifest),
+                    trained_on=manifest.get("trained_on"),
                 )
             versions.append(info)
         return {
