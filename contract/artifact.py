@@ -9,18 +9,27 @@ Layout under a registry root::
       CURRENT                  {"version": "...", "previous": "..."}; replaced atomically
       versions/<version>/      one published model, never modified after the rename
         manifest.json          format_version, created_at, dataset_fingerprint, config,
-                               metrics, spectrum, files{name: {sha256, bytes}}, shapes
-                               (read as contract.manifest.Manifest)
+                               metrics, spectrum, trained_on, files{name: {sha256, bytes}},
+                               shapes (read as contract.manifest.Manifest)
         user_emb.npy           (m, d) float32  final user embeddings (LightGCN: propagated)
         item_emb.npy           (n, d) float32
         user_ids.npy           (m,) unicode    external id of each user row
         item_ids.npy           (n,) unicode
-        seen_indptr.npy        (m + 1,) int64  CSR of training interactions (seen items)
+        seen_indptr.npy        (m + 1,) int64  CSR of the known interactions (seen items)
         seen_indices.npy       (nnz,) int32    item rows, sorted within each user
-        item_popularity.npy    (n,) int64      training interactions per item
+        item_popularity.npy    (n,) int64      known interactions per item
       versions/.tmp-*          work in progress; ignored by readers, removed by prune
       .CURRENT-*               the next CURRENT while it is written; ignored by readers
       .lock                    held by writers (flock), never by readers
+
+"Seen" is every interaction known when the model was trained: the dataset's training pairs AND
+its held-out test pairs (with the ingested rows a retrain merged into them). The service never
+recommends a seen item. The held-out split only exists to measure the model: ``metrics`` are
+always those of an evaluation run trained on the training pairs alone and scored on the test
+pairs. ``trained_on`` (:class:`TrainedOn`) says which pairs the published embeddings were
+fitted on: ``"all"`` (the default, a refit on train and test once evaluated, trainer/refit.py)
+or ``"train"`` (the evaluation run itself). A manifest without it (older models) means
+``"train"``.
 
 Publishing writes a temporary directory, fsyncs every file, verifies it by loading it back
 (checksums are of the bytes handed to the disk, so a silently corrupted write is caught), renames
@@ -45,11 +54,11 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -111,7 +120,7 @@ class ModelArrays:
         return int(self.item_emb.shape[1])
 
     def seen(self, user_row: int) -> np.ndarray:
-        """Item rows the user interacted with in training, shape (k,) int32."""
+        """Item rows of the user's known interactions (train and test), shape (k,) int32."""
         return self.seen_indices[self.seen_indptr[user_row] : self.seen_indptr[user_row + 1]]
 
     @classmethod
@@ -123,7 +132,8 @@ class ModelArrays:
         item_ids: list[str] | np.ndarray,
         seen_pairs: tuple[np.ndarray, np.ndarray],
     ) -> ModelArrays:
-        """Assemble from embeddings, id lists and training pairs (user_rows, item_rows)."""
+        """Assemble from embeddings, id lists and the known pairs (user_rows, item_rows):
+        duplicates are dropped, so train and test pairs may be concatenated as they are."""
         users, items = (np.asarray(a, dtype=np.int64) for a in seen_pairs)
         m, n = user_emb.shape[0], item_emb.shape[0]
         order = np.lexsort((items, users))
@@ -176,6 +186,56 @@ class ModelArrays:
             raise ArtifactInvalid("seen_indptr is not a valid CSR index pointer")
         if len(self.seen_indices) and (self.seen_indices.min() < 0 or self.seen_indices.max() >= n):
             raise ArtifactInvalid(f"seen_indices outside [0, {n})")
+
+
+@dataclass(frozen=True)
+class TrainedOn:
+    """Which pairs a published model saw (the manifest's ``trained_on``).
+
+    ``pairs``: "all" when the published embeddings were fitted on every known pair (train and
+    test; ``n_pairs`` of them) after an evaluation run on the split, "train" when they are the
+    evaluation run's (fitted on the ``train_pairs`` only). ``epochs``: epochs of the published
+    fit. ``train_pairs``/``test_pairs``: the split the evaluation run (the manifest's
+    ``metrics``) was trained and scored on.
+    """
+
+    pairs: Literal["all", "train"]
+    n_pairs: int
+    epochs: int
+    train_pairs: int
+    test_pairs: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"pairs", "n_pairs", "epochs", "evaluated_on": {"train_pairs", "test_pairs"}}``."""
+        return {
+            "pairs": self.pairs,
+            "n_pairs": self.n_pairs,
+            "epochs": self.epochs,
+            "evaluated_on": {"train_pairs": self.train_pairs, "test_pairs": self.test_pairs},
+        }
+
+    @classmethod
+    def of(cls, manifest: Manifest | Mapping[str, Any]) -> TrainedOn | None:
+        """The manifest's record, or None when it has none (an older model: "train")."""
+        if isinstance(manifest, Manifest):
+            rec: Any = manifest.trained_on
+        else:
+            rec = manifest.get("trained_on")
+        if not isinstance(rec, dict) or rec.get("pairs") not in ("all", "train"):
+            return None
+        evaluated = rec.get("evaluated_on")
+        if not isinstance(evaluated, dict):
+            evaluated = {}
+        try:
+            return cls(
+                pairs=rec["pairs"],
+                n_pairs=int(rec.get("n_pairs", 0)),
+                epochs=int(rec.get("epochs", 0)),
+                train_pairs=int(evaluated.get("train_pairs", 0)),
+                test_pairs=int(evaluated.get("test_pairs", 0)),
+            )
+        except (TypeError, ValueError):
+            return None
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """What a retrain job asks for, turned into a TrainConfig (torch-free: the API validates with it).
 
 A job's parameters are ``{"encoder"?, "objective"?, "epochs"?, "dataset"?, "hyperparameters"?,
-"force"?, "processes"?}`` (processes: data-parallel training ranks, worker.ranks). The
+"force"?, "processes"?, "refit"?}`` (processes: data-parallel training ranks, worker.ranks;
+refit: publish a model refitted on every pair after the evaluation run, trainer.refit; absent:
+the worker's ``refit`` setting, on by default). The
 base is ``dataset_config(dataset, objective, encoder)``: the defaults specrec-train uses for
 the same dataset (contract.config.DATASET_DEFAULTS; the dataset is the job's, else the
 configured ``SPECREC_DATASET``; DirectSpec+ MF when no objective/encoder is named). On top,
@@ -31,6 +33,9 @@ TRAIN_CONFIG_KEY = "train_config"
 #: The key of a job's params holding how many data-parallel processes it trains in (absent:
 #: the worker's ``train_processes``).
 PROCESSES_KEY = "processes"
+#: The key of a job's params saying whether the published model is refitted on every pair
+#: (trainer.refit; absent: the worker's ``refit`` setting).
+REFIT_KEY = "refit"
 #: The key of a job's params under which the worker records what made it queue the job.
 TRIGGER_KEY = "trigger"
 
@@ -59,6 +64,12 @@ def train_config_for_job(
     if device:
         overrides["device"] = device
     return TrainConfig.from_dict({**base.to_dict(), **overrides})
+
+
+def job_refit(params: Mapping[str, Any], default: bool) -> bool:
+    """Whether a job with ``params`` refits (REFIT_KEY), ``default`` when it does not say."""
+    value = params.get(REFIT_KEY)
+    return default if value is None else bool(value)
 
 
 def job_params(

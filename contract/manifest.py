@@ -156,6 +156,9 @@ class Manifest(_Part):
     spectrum: Spectrum = Field(default_factory=Spectrum)
     training: Training | None = None
     ingested: Ingested | None = None
+    trained_on: dict[str, Any] | None = None
+    """Which pairs the published model saw (contract.artifact.TrainedOn reads it): ``{"pairs":
+    "all" | "train", "n_pairs", "epochs", "evaluated_on": {"train_pairs", "test_pairs"}}``."""
     files: dict[str, FileEntry] = {}
     """``<array>.npy`` -> checksum and size of the bytes written."""
 

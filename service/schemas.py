@@ -69,7 +69,7 @@ class RecommendedItem(BaseModel):
     item_id: str
     score: float
     """Inner product of user and item embeddings; for the popular fallback, the number of
-    training interactions of the item."""
+    known interactions of the item (the model's train and test pairs)."""
     rank: int
     """1 for the best item (offset + 1 for the first item of a page)."""
 
@@ -138,7 +138,7 @@ class SimilarResponse(BaseModel):
     exact: bool
     items: list[RecommendedItem]
     """Nearest items by inner product of item embeddings; never the item itself, nor the
-    ``user_id``'s training items when given."""
+    ``user_id``'s seen items when given (every interaction known for the user)."""
     unknown_include: list[str] | None = None
     """Ids in ``include`` that are not in the catalogue (ignored); present only when
     ``include`` was given."""
@@ -228,6 +228,11 @@ class ModelVersionInfo(BaseModel):
     config: dict[str, Any] = {}
     effective_rank: dict[str, float] = {}
     """Normalised effective rank of users and items from the manifest's spectrum, if present."""
+    trained_on: dict[str, Any] | None = None
+    """Which pairs the embeddings were fitted on (the manifest's ``trained_on``: ``pairs``
+    "all" for a refit on train and test, "train" for the evaluation run; ``n_pairs``,
+    ``epochs``, ``evaluated_on``); ``metrics`` are always the evaluation run's. Null for an
+    older model (fitted on its training pairs)."""
     refused: str | None = None
     """Why this process refused to serve it, if it did."""
 

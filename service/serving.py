@@ -331,7 +331,7 @@ class ServingModel:
         search: Search,
     ) -> Answer:
         """Items ``offset + 1 .. offset + k`` nearest to `item_id` by inner product of item
-        embeddings, never the item itself, nor `user_id`'s training items when given; only
+        embeddings, never the item itself, nor `user_id`'s seen items when given; only
         the `include` items when given (scored directly, like ``recommend``; unknown ids are
         ignored: ``item_rows_of`` names them). `user_new_items`: that user's items ingested
         after the model was trained (service.fresh), left out too; a user with such items in
@@ -409,7 +409,7 @@ class ServingModel:
     def banned_rows(
         self, user_row: int | None, exclude_seen: bool, exclude: np.ndarray
     ) -> np.ndarray:
-        """Unique item rows a user must not get: training items (if asked) plus `exclude`."""
+        """Unique item rows a user must not get: seen items (if asked) plus `exclude`."""
         seen = (
             self.arrays.seen(user_row).astype(np.int64)
             if exclude_seen and user_row is not None
@@ -418,7 +418,7 @@ class ServingModel:
         return _union(seen, exclude)
 
     def popular(self, k: int, banned: np.ndarray, include: np.ndarray | None = None) -> Ranked:
-        """Top-k by training popularity (score = interaction count), banned rows skipped;
+        """Top-k by popularity (score = known interaction count), banned rows skipped;
         only `include` rows (unique) when given."""
         if include is not None:
             cand = (

@@ -104,6 +104,10 @@ class RunOptions(BaseSettings):
     """Published versions to keep."""
     no_publish: bool = False
     """Train and report only."""
+    refit: bool | None = None
+    """After the evaluation run on the split (the metrics reported and published), fit the
+    same config on every pair, train and test, and publish that model (twice the training
+    time). Auto: on when publishing, off with --no-publish."""
     no_activate: bool = False
     """Publish without switching CURRENT."""
     no_progress: bool = False
@@ -236,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
 
+    if args.refit and args.no_publish:
+        print(f"{PROG}: error: --refit needs publishing (drop --no-publish)", file=sys.stderr)
+        return 2
     if args.nproc_per_node > 1 and not launched_by_torchrun():
         from trainer.launch import run_torchrun, without_option
 
@@ -253,7 +260,8 @@ def _train(args: Any, cfg: TrainConfig, ds: Any, device: Any) -> int:
     """Train (as one rank of a torchrun launch, or alone), report and publish (rank 0)."""
     from contract.artifact import ModelRegistry
     from trainer.distributed import close_world, init_world
-    from trainer.train import TrainingDiverged, fit, publish_result
+    from trainer.refit import evaluate_then_refit, publish_fitted
+    from trainer.train import TrainingDiverged, fit
 
     world = init_world(device, args.dist_timeout_s)
     if world.is_main:
@@ -264,21 +272,28 @@ def _train(args: Any, cfg: TrainConfig, ds: Any, device: Any) -> int:
             file=sys.stderr,
         )
     bar = False if args.no_progress or not world.is_main else None
+    refit = not args.no_publish if args.refit is None else args.refit
     try:
-        result = fit(ds, cfg, progress_bar=bar, world=world)
+        fitted = evaluate_then_refit(
+            ds, cfg, lambda d, c: fit(d, c, progress_bar=bar, world=world), refit=refit
+        )
     except TrainingDiverged as e:  # every rank sees the same loss: all stop here
         if world.is_main:
             print(f"{PROG}: error: {e}", file=sys.stderr)
         close_world(world)
         return 1
     if world.is_main:
-        print(format_table(result, cfg))
+        print(format_table(fitted.evaluation, cfg))
         if not args.no_publish:
             registry = ModelRegistry(args.models_dir or default_models_dir())
-            version = publish_result(
-                result, ds, cfg, registry, keep=args.keep, activate=not args.no_activate
+            version = publish_fitted(
+                fitted, ds, cfg, registry, keep=args.keep, activate=not args.no_activate
             )
-            print(f"published {version} to {registry.root}")
+            pairs = fitted.trained_on
+            print(
+                f"published {version} to {registry.root} (fitted on "
+                + (f"all {pairs.n_pairs} pairs)" if pairs.pairs == "all" else "the train pairs)")
+            )
     close_world(world)
     return 0
 

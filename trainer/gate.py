@@ -1,20 +1,27 @@
 """Quality gate: publish a retrained model only if it is not worse and not collapsed.
 
-The serving model is evaluated on the *new* job's held-out split, so both models are compared on
-the same users and test pairs: users unknown to the serving model are left out of both
-evaluations, and items unknown to it can never be recommended by it (they count as misses).
+The new model is the job's evaluation run (trainer.refit: fitted on the training pairs only),
+scored on the job's held-out split. A serving model fitted on its training pairs only
+(manifest ``trained_on.pairs`` "train", or no ``trained_on``) is evaluated on the *same* split,
+so both models are compared on the same users and test pairs: users unknown to the serving
+model are left out of both evaluations, and items unknown to it can never be recommended by it
+(they count as misses). A serving model refitted on every pair (``trained_on.pairs`` "all", the
+default) has seen those test pairs, so scoring it on them would flatter it: its own evaluation
+run's metric, recorded in its manifest (``metrics``, on the split it was published from),
+stands for it instead (``serving_basis`` "manifest"), and the new model is scored on all
+test users.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from contract.artifact import LoadedModel
+from contract.artifact import LoadedModel, TrainedOn
 from contract.config import RecallConvention
 from contract.settings import GateSettings
 from trainer.data import Dataset
@@ -32,6 +39,9 @@ class GateDecision:
     n_compared_users: int
     erank_ratio: float
     thresholds: dict[str, float]
+    serving_basis: Literal["split", "manifest"] | None = None
+    """How serving_value was obtained: the serving model scored on this split, or its
+    manifest's recorded evaluation metric (it was refitted on every pair); None: no value."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,7 +91,12 @@ def decide(
     serving_value: float | None = None
     n_users = int((np.diff(test.indptr) > 0).sum())
     new_test = test
-    if serving is not None:
+    basis: Literal["split", "manifest"] | None = None
+    if serving is not None and _refitted(serving):
+        recorded = serving.manifest.metrics.get(metric)
+        if isinstance(recorded, int | float) and not isinstance(recorded, bool):
+            serving_value, basis = float(recorded), "manifest"
+    elif serving is not None:
         old_u, old_i, known_u, known_i = _aligned(ds, serving)
         new_test = _rows_only(test, known_u)
         n_users = int((np.diff(new_test.indptr) > 0).sum())
@@ -99,6 +114,7 @@ def decide(
                 ks=(k,),
                 recall_convention=recall_convention,
             )[metric]
+            basis = "split"
     new_value = 0.0
     if n_users:
         new_value = evaluate(
@@ -134,4 +150,11 @@ def decide(
             "max_relative_drop": cfg.gate_max_recall_drop,
             "min_erank_ratio": cfg.gate_min_erank_ratio,
         },
+        serving_basis=basis,
     )
+
+
+def _refitted(model: LoadedModel) -> bool:
+    """Whether `model` was fitted on its test pairs too (manifest ``trained_on.pairs``)."""
+    trained = TrainedOn.of(model.manifest)
+    return trained is not None and trained.pairs == "all"

@@ -1,4 +1,5 @@
-"""The training loop: fit() a TrainConfig on a Dataset, publish_result() to a ModelRegistry.
+"""The training loop: fit() a TrainConfig on a Dataset, publish_result() to a ModelRegistry
+(trainer.refit runs the evaluation fit and the refit on every pair that is published).
 
 One epoch = ``n_train // batch_size`` batches, ``sub_batches`` of them per optimiser step
 (their losses summed; LightGCN propagates once per step); the sampler draws a whole epoch of
@@ -24,7 +25,7 @@ import scipy.sparse as sp
 import torch
 from tqdm import tqdm
 
-from contract.artifact import ModelArrays, ModelRegistry
+from contract.artifact import ModelArrays, ModelRegistry, TrainedOn
 from contract.config import TrainConfig
 from contract.spectrum import embedding_spectrum
 from trainer.data import Dataset, holdout_split
@@ -440,40 +441,63 @@ def publish_result(
     keep: int = 5,
     activate: bool = True,
     extra: dict[str, Any] | None = None,
+    evaluation: TrainResult | None = None,
+    trained_on: TrainedOn | None = None,
 ) -> str:
-    """Write the trained model as a new registry version; return the version name.
+    """Write the trained model (``result``'s embeddings) as a new registry version; return
+    the version name.
 
-    The manifest carries the config, the test metrics, the full spectrum of the returned
-    embeddings (``result.spectrum``, as fit computed it), the dataset fingerprint, under
-    "training" the evaluation history, seconds per epoch, device and epochs run, and the
-    top-level entries of ``extra`` (e.g. the worker's "ingested").
+    The seen set is every pair of ``ds``, train and test (contract.artifact). ``evaluation``:
+    the run on ``ds``'s split whose metrics and history the manifest keeps, when ``result`` is
+    a refit on every pair (trainer.refit; None: ``result`` is that run itself).
+    ``trained_on``: which pairs ``result`` was fitted on (None: ``ds``'s training pairs).
+
+    The manifest carries the config, the evaluation's test metrics, the full spectrum of the
+    published embeddings (``result.spectrum``, as fit computed it), the dataset fingerprint,
+    ``trained_on``, under "training" the evaluation history, seconds per epoch, device and
+    epochs run (and under "training.refit" the refit's), and the top-level entries of
+    ``extra`` (e.g. the worker's "ingested").
     """
+    evaluated = evaluation or result
+    if trained_on is None:
+        trained_on = TrainedOn("train", ds.n_train, result.epochs_run, ds.n_train, ds.n_test)
     arrays = ModelArrays.build(
         result.user_emb,
         result.item_emb,
         ds.user_ids,
         ds.item_ids,
-        (ds.train_users, ds.train_items),
+        (
+            np.concatenate([ds.train_users, ds.test_users]),
+            np.concatenate([ds.train_items, ds.test_items]),
+        ),
     )
+    training: dict[str, Any] = {
+        "history": evaluated.history,
+        "seconds_per_epoch": evaluated.seconds_per_epoch,
+        "device": evaluated.device,
+        "epochs_run": evaluated.epochs_run,
+        "best_epoch": evaluated.best_epoch,
+        "stopped_early": evaluated.stopped_early,
+        "torch_version": torch.__version__,
+        # world_size, backend, devices (train.fit)
+        "distributed": evaluated.extra.get("distributed"),
+    }
+    if evaluated is not result:
+        training["refit"] = {
+            "seconds_per_epoch": result.seconds_per_epoch,
+            "device": result.device,
+            "epochs_run": result.epochs_run,
+        }
     return registry.publish(
         arrays,
         config=cfg.to_dict(),
-        metrics=dict(result.metrics),
+        metrics=dict(evaluated.metrics),
         spectrum=result.spectrum,
         dataset_fingerprint=ds.fingerprint(),
         extra={
             "dataset": ds.name,
-            "training": {
-                "history": result.history,
-                "seconds_per_epoch": result.seconds_per_epoch,
-                "device": result.device,
-                "epochs_run": result.epochs_run,
-                "best_epoch": result.best_epoch,
-                "stopped_early": result.stopped_early,
-                "torch_version": torch.__version__,
-                # world_size, backend, devices (train.fit)
-                "distributed": result.extra.get("distributed"),
-            },
+            "trained_on": trained_on.to_dict(),
+            "training": training,
             **(extra or {}),
         },
         keep=keep,

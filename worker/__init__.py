@@ -5,8 +5,10 @@ The worker process claims a queued job atomically and runs it in a child process
 with the cause ("killed by signal 9 (SIGKILL)"), and the worker goes on with the next one. The
 child sends heartbeats from a side thread, trains on the dataset plus all ingested
 interactions (merged in memory, keeping the dataset's own train/test split:
-trainer.data.merge_ingested) with the TrainConfig the API stored with the job, applies the
-quality gate and publishes; it exits by itself when its worker is gone. A worker that starts
+trainer.data.merge_ingested) with the TrainConfig the API stored with the job (an evaluation
+run on the split, then a refit on every pair: trainer.refit, the job's ``refit``), applies the
+quality gate to the evaluation run and publishes the refit; it exits by itself when its worker
+is gone. A worker that starts
 fails the jobs left running by a dead worker on the same host at once (others fail after the
 heartbeat timeout). The service hot-swaps to the new version by watching the registry's
 CURRENT pointer.
@@ -18,7 +20,8 @@ One module per job; data flows store/contract -> worker -> trainer, never back:
 - ``heartbeat``: a running job's heartbeats (and the end of an orphaned job's process);
 - ``jobconfig``: the TrainConfig a job runs with;
 - ``trainset``: a job's training set (its dataset plus the ingested interactions);
-- ``job``: one job's run: train (in this process or in ranks), gate, publish;
+- ``job``: one job's run: train (in this process or in ranks; evaluation run and refit), gate,
+  publish;
 - ``ranks``: a job's training in N data-parallel torchrun ranks;
 - ``exits``: a process's exit status in words;
 - ``isolation``: a claimed job in a child process of its own;

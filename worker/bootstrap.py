@@ -25,7 +25,8 @@ def bootstrap(settings: WorkerSettings) -> str | None:
     """Generate the default dataset and train+publish a default model if none is published."""
     from contract.config import dataset_config
     from trainer.data import load_dataset
-    from trainer.train import fit, publish_result
+    from trainer.refit import evaluate_then_refit, publish_fitted
+    from trainer.train import fit
 
     data_dir = ensure_default_dataset(settings)
     registry = ModelRegistry(settings.registry_root)
@@ -37,10 +38,10 @@ def bootstrap(settings: WorkerSettings) -> str | None:
         cfg = type(cfg).from_dict({**cfg.to_dict(), "device": settings.device})
     log.info("no model published yet: training the default model on %s", data_dir)
     ds = load_dataset(data_dir)
-    result = fit(ds, cfg)
+    fitted = evaluate_then_refit(ds, cfg, fit, refit=settings.refit)
     if registry.current() is not None:  # another worker on the shared registry was faster
         log.info("model %s was published meanwhile; not publishing mine", registry.current())
         return None
-    version = publish_result(result, ds, cfg, registry, keep=settings.keep_versions)
-    log.info("published default model %s (%s)", version, result.metrics)
+    version = publish_fitted(fitted, ds, cfg, registry, keep=settings.keep_versions)
+    log.info("published default model %s (%s)", version, fitted.evaluation.metrics)
     return version

@@ -1,5 +1,7 @@
-"""One claimed job's run: train (in this process or in data-parallel ranks), apply the quality
-gate, publish; the job always ends in a final state (unless its process is killed)."""
+"""One claimed job's run: train (in this process or in data-parallel ranks: the evaluation run
+on the split, then the refit on every pair, trainer.refit), apply the quality gate to the
+evaluation run, publish the refit; the job always ends in a final state (unless its process
+is killed)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from contract import layout
 from contract.artifact import ArtifactInvalid, ModelNotFound, ModelRegistry
 from contract.config import TrainConfig
-from contract.jobspec import PROCESSES_KEY
+from contract.jobspec import PROCESSES_KEY, job_refit
 from store.jobs import Job, JobStore
 from trainer.gate import decide
 from worker.heartbeat import Heartbeat
@@ -35,7 +37,8 @@ def run_job(
     parent_pid: int | None = None,
 ) -> None:
     """Train, gate, publish; always leaves the job in a final state (unless we are killed)."""
-    from trainer.train import TrainingCancelled, publish_result
+    from trainer.refit import evaluate_then_refit, publish_fitted
+    from trainer.train import TrainingCancelled
 
     beat = Heartbeat(store, job.id, worker_id, settings.heartbeat_interval_s, parent_pid)
     beat.start()
@@ -51,7 +54,13 @@ def run_job(
             store.heartbeat(job.id, worker_id, beat.progress)
 
         processes = int(job.params.get(PROCESSES_KEY) or settings.train_processes)
-        result = _train(settings, store, job, ds, cfg, processes, on_epoch)
+        fitted = evaluate_then_refit(
+            ds,
+            cfg,
+            lambda d, c: _train(settings, store, job, d, c, processes, on_epoch),
+            refit=job_refit(job.params, settings.refit),
+        )
+        result = fitted.evaluation  # the gate compares the run on the split
         beat.progress = {**beat.progress, "stage": "quality gate"}
         registry = ModelRegistry(settings.registry_root)
         try:
@@ -65,12 +74,13 @@ def run_job(
             serving,
             settings,
             recall_convention=cfg.recall_convention,
-            spectrum=result.spectrum,
+            spectrum=fitted.model.spectrum,  # collapse: of the embeddings to publish
         )
         outcome: dict[str, Any] = {
             "metrics": result.metrics,
             "gate": gate.to_dict(),
             "ingested": ingested,
+            "trained_on": fitted.trained_on.to_dict(),
         }
         if not gate.passed and not job.params.get("force"):
             store.finish(
@@ -85,8 +95,8 @@ def run_job(
         current = store.get(job.id)
         if current is None or current.state != "running":  # reaped or cancelled meanwhile
             return
-        version = publish_result(
-            result, ds, cfg, registry, keep=settings.keep_versions, extra={"ingested": ingested}
+        version = publish_fitted(
+            fitted, ds, cfg, registry, keep=settings.keep_versions, extra={"ingested": ingested}
         )
         outcome["model_version"] = version
         outcome["forced"] = bool(not gate.passed and job.params.get("force"))

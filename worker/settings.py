@@ -32,3 +32,6 @@ class WorkerSettings(HomeSettings, GateSettings):
     number itself (``processes`` of POST /retrain); 1: train in the job's own process."""
     dist_timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0)
     """Seconds a rank of a data-parallel job waits for the others before the job fails."""
+    refit: bool = True
+    """Publish a model refitted on every known pair after the evaluation run (trainer.refit),
+    for the bootstrap and for jobs that do not say (``refit`` of POST /retrain)."""

@@ -48,6 +48,7 @@ def build_router(settings: Settings) -> APIRouter:
                     metrics=manifest.metrics,
                     config=manifest.config.to_dict(),
                     effective_rank=manifest.spectrum.effective_rank(),
+                    trained_on=manifest.trained_on,
                 )
             versions.append(info)
         return {

@@ -103,7 +103,8 @@ def build_router(settings: Settings) -> APIRouter:
         catalogue are ignored and listed in ``unknown_history``."""
         k: json_int(1, max_k) = default_k  # type: ignore[valid-type]  # an Annotated int
         exclude_seen: bool = True
-        """Drop each user's seen items (training items, and fold-in items)."""
+        """Drop each user's seen items (the model's train and held-out pairs, and items ingested
+        since, which are folded in)."""
         exclude: Annotated[list[JsonId], Field(max_length=settings.max_exclude)] = []
         """Item ids excluded for every user; unknown ids are ignored and listed back."""
         fallback: Fallback | None = None
@@ -126,7 +127,13 @@ def build_router(settings: Settings) -> APIRouter:
         openapi_query(
             "k", {"type": "integer", "minimum": 1, "maximum": max_k}, "Number of items", default_k
         ),
-        openapi_query("exclude_seen", {"type": "boolean"}, "Drop the user's training items", True),
+        openapi_query(
+            "exclude_seen",
+            {"type": "boolean"},
+            "Drop the user's seen items: every interaction known for the user (the model's train "
+            "and held-out pairs, and items ingested since)",
+            True,
+        ),
         openapi_id_list(
             "exclude",
             settings.max_exclude,

@@ -65,6 +65,11 @@ class RetrainRequest(BaseModel):
     processes: json_int(1, 64) | None = None  # type: ignore[valid-type]  # an int in range
     """Data-parallel training processes (torchrun ranks, gloo on CPU / NCCL on GPUs) for this
     job; default: the worker's ``SPECREC_TRAIN_PROCESSES`` (1)."""
+    refit: bool | None = None
+    """After the evaluation run on the split (whose metrics the gate and the manifest keep),
+    fit the same config on every known pair, train and test, and publish that model (twice
+    the training time); false publishes the evaluation run. Default: the worker's
+    ``SPECREC_REFIT`` (true)."""
 
 
 class JobView(BaseModel):

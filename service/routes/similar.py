@@ -47,8 +47,8 @@ def build_router(settings: Settings) -> APIRouter:
                 openapi_query(
                     "user_id",
                     ID_SCHEMA,
-                    "Leave out this user's training items and those ingested since "
-                    "(404 `unknown_user` if neither is known)",
+                    "Leave out this user's seen items (train and held-out pairs) and those "
+                    "ingested since (404 `unknown_user` if neither is known)",
                 ),
                 *candidate_params(settings),
             ]

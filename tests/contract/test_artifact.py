@@ -132,3 +132,26 @@ def test_half_written_directory_is_invisible(tmp_path: Path) -> None:
     (tmp_path / "versions" / ".tmp-v2-abc" / "user_emb.npy").write_bytes(b"partial")
     assert reg.versions() == [v]
     assert reg.load().version == v
+
+
+def test_trained_on_round_trips_through_the_manifest(tmp_path) -> None:
+    from contract.artifact import TrainedOn
+
+    rec = TrainedOn("all", 120, 7, 100, 20)
+    assert rec.to_dict() == {
+        "pairs": "all",
+        "n_pairs": 120,
+        "epochs": 7,
+        "evaluated_on": {"train_pairs": 100, "test_pairs": 20},
+    }
+    reg = ModelRegistry(tmp_path)
+    a = ModelArrays.build(
+        np.ones((2, 2)), np.ones((3, 2)), ["u0", "u1"], ["i0", "i1", "i2"], ([0], [1])
+    )
+    reg.publish(a, config={}, extra={"trained_on": rec.to_dict()})
+    assert TrainedOn.of(reg.load().manifest) == rec
+    # an older manifest has none; a malformed one reads as none
+    assert TrainedOn.of({}) is None
+    assert TrainedOn.of({"trained_on": {"pairs": "some"}}) is None
+    assert TrainedOn.of({"trained_on": {"pairs": "train", "n_pairs": "x"}}) is None
+    assert TrainedOn.of({"trained_on": {"pairs": "train"}}) == TrainedOn("train", 0, 0, 0, 0)

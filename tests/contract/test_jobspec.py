@@ -5,11 +5,25 @@ from __future__ import annotations
 import pytest
 
 from contract.config import ConfigError, TrainConfig, dataset_config, default_synthetic_config
-from contract.jobspec import TRAIN_CONFIG_KEY, job_params, train_config_for_job
+from contract.jobspec import (
+    REFIT_KEY,
+    TRAIN_CONFIG_KEY,
+    job_params,
+    job_refit,
+    train_config_for_job,
+)
 
 
 def test_empty_job_is_the_product_default() -> None:
     assert train_config_for_job({}) == default_synthetic_config()
+
+
+def test_a_job_refits_unless_it_or_the_worker_says_not() -> None:
+    assert REFIT_KEY == "refit"
+    assert job_refit({}, True) is True and job_refit({}, False) is False
+    assert job_refit({"refit": None}, True) is True  # null: the worker's setting
+    assert job_refit({"refit": False}, True) is False
+    assert job_refit({"refit": True}, False) is True
 
 
 def test_epochs_and_hyperparameters_override() -> None:

@@ -104,9 +104,10 @@ def test_new_user_becomes_servable_after_retrain(home: Path, worker_thread: None
         assert len(body["items"]) == 20
         assert not (home / "snapshots").exists()  # the training set was built in memory
         assert job["result"]["ingested"] == {"rows": 10, "max_seq": 10}
-        # 8 of the 10 ingested rows are the user's training items (2 latest held out): excluded
-        seen = set(new_items[:8])
-        assert not seen & {it["item_id"] for it in body["items"]}
+        # 8 of the 10 ingested rows are the user's training items, the 2 latest are held out
+        # for the evaluation run; the published model was refitted on all 10, all seen
+        assert job["result"]["trained_on"]["pairs"] == "all"
+        assert not set(new_items) & {it["item_id"] for it in body["items"]}
 
 
 def _job(store: JobStore, params: dict[str, Any]) -> str:

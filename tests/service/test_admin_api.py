@@ -8,7 +8,7 @@ import pytest
 from fastapi import APIRouter, Depends
 from fastapi.testclient import TestClient
 
-from contract.artifact import ModelRegistry
+from contract.artifact import ModelRegistry, TrainedOn
 from service.app import create_app
 from service.auth import AdminDep, require_admin
 from service.deps import CtxDep, ServingDep, SettingsDep
@@ -20,7 +20,12 @@ from tests.service.modelkit import ADMIN_TOKEN, auth, make_model, publish
 def two_versions(settings):
     """v1 then v2 published; CURRENT = v2."""
     v1 = publish(settings.registry_root, make_model(seed=1), metrics={"recall@20": 0.11})
-    v2 = publish(settings.registry_root, make_model(seed=2), metrics={"recall@20": 0.22})
+    v2 = publish(
+        settings.registry_root,
+        make_model(seed=2),
+        metrics={"recall@20": 0.22},
+        extra={"trained_on": TrainedOn("all", 120, 4, 100, 20).to_dict()},
+    )
     return v1, v2
 
 
@@ -127,6 +132,14 @@ def test_models_lists_versions_with_metrics_and_flags(settings, two_versions):
     assert (second["current"], second["previous"], second["serving"]) == (True, False, True)
     assert second["shape"]["n_users"] == 30 and second["shape"]["n_items"] == 50
     assert second["refused"] is None and second["config"] == {"test": True}
+    # which pairs each model saw (v1: an older manifest without the record)
+    assert first["trained_on"] is None
+    assert second["trained_on"] == {
+        "pairs": "all",
+        "n_pairs": 120,
+        "epochs": 4,
+        "evaluated_on": {"train_pairs": 100, "test_pairs": 20},
+    }
 
 
 def test_models_when_nothing_is_published(settings):

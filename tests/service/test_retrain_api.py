@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from contract.config import TrainConfig, dataset_config, default_synthetic_config
-from contract.jobspec import train_config_for_job
+from contract.jobspec import job_refit, train_config_for_job
 from service.app import create_app
 from service.settings import Settings
 from store.jobs import JobStore
@@ -138,6 +138,16 @@ def test_a_job_asks_for_its_processes(api: TestClient, settings: Settings) -> No
     assert api.get(f"/retrain/{job.id}").json()["params"]["processes"] == 2
 
 
+@pytest.mark.parametrize("refit", [False, True])
+def test_a_job_says_whether_it_refits(api: TestClient, settings: Settings, refit: bool) -> None:
+    r = api.post("/retrain", headers=AUTH, json={"refit": refit})
+    assert r.status_code == 202, r.text
+    job = JobStore(settings.jobs_db).get(r.json()["job_id"])
+    assert job is not None and job.params["refit"] is refit
+    assert job_refit(job.params, not refit) is refit  # the job's word over the worker's
+    assert api.get(f"/retrain/{job.id}").json()["params"]["refit"] is refit
+
+
 def test_bpr_with_the_user_sampler_is_422_naming_the_field(api: TestClient) -> None:
     body = {"objective": "bpr", "hyperparameters": {"sampler": "user"}}
     r = api.post("/retrain", headers=AUTH, json=body)
@@ -166,6 +176,8 @@ def test_cancel_queued_job_frees_the_queue(api: TestClient) -> None:
         ({"processes": 0}, "body.processes"),
         ({"processes": 65}, "body.processes"),
         ({"processes": "2"}, "body.processes"),
+        ({"refit": "no"}, "body.refit"),
+        ({"refit": 0}, "body.refit"),
     ],
 )
 def test_invalid_requests_are_422_and_queue_nothing(

@@ -46,7 +46,34 @@ def test_trains_and_publishes_a_loadable_artifact(data_dir, tmp_path, capsys):
     printed = dict(line.split(None, 1) for line in out.splitlines() if line.startswith("recall@"))
     assert float(printed["recall@20"]) == pytest.approx(manifest.metrics["recall@20"], abs=1e-4)
     assert "recall@5" in printed
-    assert f"published {loaded.version}" in out
+    # refit by default: the published model saw every pair, the metrics are the split run's
+    n_pairs = len(loaded.arrays.seen_indices)
+    assert manifest.trained_on["pairs"] == "all" and manifest.trained_on["n_pairs"] == n_pairs
+    evaluated = manifest.trained_on["evaluated_on"]
+    assert evaluated["train_pairs"] + evaluated["test_pairs"] == n_pairs
+    assert manifest.metrics["n_users"] == 100  # every user has held-out pairs
+    assert f"published {loaded.version} to {models} (fitted on all {n_pairs} pairs)" in out
+
+
+def test_no_refit_publishes_the_evaluation_run(data_dir, tmp_path, capsys):
+    models = tmp_path / "models"
+    rc = main(small_args(data_dir, "--models-dir", str(models), "--no-refit"))
+    assert rc == 0
+    loaded = ModelRegistry(models).load()
+    trained_on = loaded.manifest.trained_on
+    assert trained_on["pairs"] == "train"
+    assert trained_on["n_pairs"] == trained_on["evaluated_on"]["train_pairs"]
+    # seen is every known pair all the same
+    assert len(loaded.arrays.seen_indices) == sum(trained_on["evaluated_on"].values())
+    assert "(fitted on the train pairs)" in capsys.readouterr().out
+
+
+def test_refit_without_publishing_exits_2(data_dir, tmp_path, capsys):
+    rc = main(small_args(data_dir, "--no-publish", "--refit"))
+    assert rc == 2
+    assert capsys.readouterr().err.strip() == (
+        "specrec-train: error: --refit needs publishing (drop --no-publish)"
+    )
 
 
 def test_no_publish_writes_nothing(data_dir, tmp_path, capsys):
@@ -178,6 +205,9 @@ def test_flags_of_the_run():
         2,
     )
     assert opts.models_dir is None and str(opts.data) == "d"
+    assert opts.refit is None  # auto: refit when publishing
+    assert parse_args(["--data", "d", "--refit"]).refit is True
+    assert parse_args(["--data", "d", "--no-refit"]).refit is False
 
 
 def test_the_readme_example_parses():

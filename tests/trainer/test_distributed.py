@@ -118,7 +118,9 @@ CASES = {
 @pytest.mark.parametrize("case", CASES)
 def test_two_ranks_match_one_process_averaging_both_ranks_gradients(case, data_dir, tmp_path):
     models = tmp_path / "models"
+    # --no-refit: the published embeddings are the run on the split, which reference_run repeats
     args = [*CASES[case], "--epochs", "2", "--eval-every", "1", "--dim", "16", "--seed", "3"]
+    args.append("--no-refit")
     proc = run_cli(
         "--data", str(data_dir), "--models-dir", str(models), "--nproc-per-node", "2", *args
     )
@@ -182,7 +184,9 @@ def test_the_documented_multi_node_form_trains_one_model(data_dir, tmp_path):
     assert sum("published" in out for out in outs) == 1  # global rank 0 only
     registry = ModelRegistry(models)
     assert len(registry.versions()) == 1
-    assert registry.load().manifest.training.distributed["world_size"] == 2
+    manifest = registry.load().manifest
+    assert manifest.training.distributed["world_size"] == 2
+    assert manifest.trained_on["pairs"] == "all"  # both ranks refitted on every pair
 
 
 def test_the_two_rank_run_differs_from_one_rank(data_dir, tmp_path):
@@ -196,7 +200,7 @@ def test_the_two_rank_run_differs_from_one_rank(data_dir, tmp_path):
 
 def test_a_one_rank_run_is_the_plain_run(data_dir, tmp_path):
     models = tmp_path / "models"
-    args = ["--epochs", "1", "--dim", "16", "--seed", "3", "--lr", "150"]
+    args = ["--epochs", "1", "--dim", "16", "--seed", "3", "--lr", "150", "--no-refit"]
     assert run_cli("--data", str(data_dir), "--models-dir", str(models), *args).returncode == 0
     loaded = ModelRegistry(models).load()
     cfg = TrainConfig.from_dict(loaded.manifest.config.to_dict())

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from contract.artifact import LoadedModel, ModelArrays, ModelRegistry
+from contract.artifact import LoadedModel, ModelArrays, ModelRegistry, TrainedOn
 from contract.settings import GateSettings
 from contract.spectrum import embedding_spectrum
 from trainer.data import Dataset
@@ -113,6 +113,41 @@ def test_items_unknown_to_serving_model_are_never_its_hits(tmp_path: Path) -> No
     d = decide(dataset(), *perfect(), reg.load(), CFG, metric="recall@1")
     assert d.serving_value == pytest.approx(0.75)  # user_0 cannot get item_2 from it
     assert d.new_value == pytest.approx(1.0)
+
+
+def refitted_serving(root: Path, recorded: float) -> LoadedModel:
+    """A serving model refitted on every pair, train and test (perfect: it saw the test
+    items), whose evaluation run recorded `recorded` as its recall@1."""
+    users, items = perfect()
+    every = (np.concatenate([TRAIN[0], TEST[0]]), np.concatenate([TRAIN[1], TEST[1]]))
+    reg = ModelRegistry(root)
+    reg.publish(
+        ModelArrays.build(users, items, USERS, ITEMS, every),
+        config={},
+        metrics={"recall@1": recorded},
+        extra={"trained_on": TrainedOn("all", 12, 3, 8, 4).to_dict()},
+    )
+    return reg.load()
+
+
+def test_a_refitted_serving_model_is_compared_by_its_recorded_split_metric(
+    tmp_path: Path,
+) -> None:
+    # scored on this split it would get recall@1 = 1.0 (it trained on these test pairs); its
+    # evaluation run's 0.5 stands for it
+    old = refitted_serving(tmp_path / "a", recorded=0.5)
+    users, items = perfect()
+    users[[1, 3]] = inverted()[0][[1, 3]]  # the new model: right for users 0 and 2 only
+    d = decide(dataset(), users, items, old, CFG, metric="recall@1")
+    assert d.serving_value == pytest.approx(0.5) and d.serving_basis == "manifest"
+    assert d.new_value == pytest.approx(0.5) and d.n_compared_users == 4
+    assert d.passed
+    better = refitted_serving(tmp_path / "b", recorded=0.8)
+    d = decide(dataset(), users, items, better, CFG, metric="recall@1")
+    assert not d.passed and "recall@1 0.5000 is below 0.7600" in d.reasons[0]
+    # a serving model fitted on the train pairs only is scored on the split
+    d = decide(dataset(), users, items, serving(tmp_path / "c", *perfect()), CFG, metric="recall@1")
+    assert d.serving_value == pytest.approx(1.0) and d.serving_basis == "split"
 
 
 def test_collapse_check_reads_the_spectrum_it_is_given() -> None:

@@ -444,9 +444,22 @@ def test_publish_result_writes_a_loadable_artifact(small_ds, tmp_path):
     assert loaded.manifest.metrics["recall@20"] == pytest.approx(res.metrics["recall@20"])
     assert loaded.manifest.dataset_fingerprint == small_ds.fingerprint()
     assert len(loaded.manifest.training.history) == 2
-    assert loaded.arrays.seen(0).tolist() == sorted(
-        small_ds.train_items[small_ds.train_users == 0].tolist()
+    # seen: every known pair of the user, the held-out ones too (never recommended)
+    known = np.concatenate(
+        [
+            small_ds.train_items[small_ds.train_users == 0],
+            small_ds.test_items[small_ds.test_users == 0],
+        ]
     )
+    assert len(small_ds.test_items[small_ds.test_users == 0]) > 0
+    assert loaded.arrays.seen(0).tolist() == sorted(set(known.tolist()))
+    # fitted on the training pairs only (no refit asked for)
+    assert loaded.manifest.trained_on == {
+        "pairs": "train",
+        "n_pairs": small_ds.n_train,
+        "epochs": cfg.epochs,
+        "evaluated_on": {"train_pairs": small_ds.n_train, "test_pairs": small_ds.n_test},
+    }
 
 
 # ----------------------------------------------------------------------------- synthetic default

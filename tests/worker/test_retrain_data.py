@@ -24,6 +24,7 @@ from contract.artifact import ModelRegistry
 from contract.config import TrainConfig, default_synthetic_config
 from store.feedback import FeedbackStore, Interaction
 from store.jobs import Job, JobStore
+from trainer import train as train_module
 from trainer.data import DEFAULT_HOLDOUT, Dataset, Holdout, load_dataset, merge_ingested
 from trainer.evaluate import evaluate
 from trainer.synthetic import write_dataset
@@ -250,9 +251,10 @@ def quick_config(**overrides: Any) -> TrainConfig:
 def test_retrain_on_a_split_dataset_is_evaluated_on_its_test_split(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """run_job in-process on the LightGCN dataset plus ingested rows: the gate and the
-    published metrics use a test set holding every original test pair, none of which is among
-    the published model's training pairs."""
+    """run_job in-process on the LightGCN dataset plus ingested rows, publishing the
+    evaluation run (no refit): the gate and the published metrics use a test set holding every
+    original test pair, none of which is among the model's training pairs; the published seen
+    set holds them all the same."""
     settings = WorkerSettings(home=home, heartbeat_interval_s=0.2)
     FeedbackStore(settings.feedback_db).append([Interaction(u, i, t) for u, i, t in INGESTED])
     gated: list[Dataset] = []
@@ -265,7 +267,12 @@ def test_retrain_on_a_split_dataset_is_evaluated_on_its_test_split(
     monkeypatch.setattr(worker_job, "decide", spy_decide)
     store = JobStore(settings.jobs_db)
     cfg = quick_config()
-    params = {"dataset": "tiny", "force": True, "train_config": cfg.to_dict() | {"device": None}}
+    params = {
+        "dataset": "tiny",
+        "force": True,
+        "train_config": cfg.to_dict() | {"device": None},
+        "refit": False,
+    }
     job, _ = store.enqueue(params)
     run_job(settings, store, store.claim("w"), "w")
     job = store.get(job.id)
@@ -290,13 +297,16 @@ def test_retrain_on_a_split_dataset_is_evaluated_on_its_test_split(
     arrays = model.arrays
     assert arrays.user_ids.tolist() == MERGED_USERS
     assert arrays.item_ids.tolist() == MERGED_ITEMS
-    published_train = {
-        (arrays.user_ids[u], arrays.item_ids[i])
-        for u in range(arrays.n_users)
-        for i in arrays.seen(u).tolist()
+    assert manifest.trained_on == {
+        "pairs": "train",
+        "n_pairs": ds.n_train,
+        "epochs": 3,
+        "evaluated_on": {"train_pairs": ds.n_train, "test_pairs": ds.n_test},
     }
-    assert published_train == named_pairs(ds, "train")
-    assert not ORIGINAL_TEST & published_train
+    assert job.result["trained_on"] == manifest.trained_on
+    # seen: every known pair, the held-out ones too (the service never recommends them)
+    assert published_seen(arrays) == named_pairs(ds, "train") | named_pairs(ds, "test")
+    assert ORIGINAL_TEST <= published_seen(arrays)
     expected_test = sp.csr_matrix(MERGED_TEST.astype(np.float32))
     recomputed = evaluate(
         torch.from_numpy(arrays.user_emb.astype(np.float32)),
@@ -313,6 +323,64 @@ def test_retrain_on_a_split_dataset_is_evaluated_on_its_test_split(
     assert manifest.config.to_dict() == cfg.to_dict()
     assert arrays.dim == 8 and manifest.training.epochs_run == 3
     assert not (home / "snapshots").exists()
+
+
+def published_seen(arrays: Any) -> set[tuple[str, str]]:
+    """The (user id, item id) pairs of a published model's seen set."""
+    return {
+        (str(arrays.user_ids[u]), str(arrays.item_ids[i]))
+        for u in range(arrays.n_users)
+        for i in arrays.seen(u).tolist()
+    }
+
+
+def test_retrain_publishes_a_refit_on_every_pair_with_the_splits_metrics(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default (refit): the job's evaluation run is gated and its metrics published, and
+    the published embeddings are a refit on train and test (seen: every pair)."""
+    settings = WorkerSettings(home=home, heartbeat_interval_s=0.2)
+    FeedbackStore(settings.feedback_db).append([Interaction(u, i, t) for u, i, t in INGESTED])
+    store = JobStore(settings.jobs_db)
+    cfg = quick_config()
+    runs: list[tuple[int, int]] = []
+    real_fit = train_module.fit
+
+    def spy_fit(ds: Dataset, c: TrainConfig, **kwargs: Any) -> Any:
+        runs.append((ds.n_train, ds.n_test))
+        return real_fit(ds, c, **kwargs)
+
+    monkeypatch.setattr(train_module, "fit", spy_fit)
+    results = []
+    for refit in (False, None):  # the evaluation alone, then the default
+        params = {"dataset": "tiny", "force": True, "train_config": cfg.to_dict()}
+        job, _ = store.enqueue(params | ({} if refit is None else {"refit": refit}))
+        run_job(settings, store, store.claim("w"), "w")
+        job = store.get(job.id)
+        assert job.state == "succeeded", job.error
+        results.append((job, ModelRegistry(settings.registry_root).load()))
+    (_, alone), (job, model) = results
+    n_train, n_test = alone.manifest.trained_on["evaluated_on"].values()
+    assert runs == [(n_train, n_test), (n_train, n_test), (n_train + n_test, 0)]
+    assert model.manifest.trained_on == {
+        "pairs": "all",
+        "n_pairs": n_train + n_test,
+        "epochs": 3,
+        "evaluated_on": {"train_pairs": n_train, "test_pairs": n_test},
+    }
+    # the split run's metrics (CPU runs are reproducible: the same as the run published alone)
+    assert model.manifest.metrics == alone.manifest.metrics
+    assert job.result["metrics"] == alone.manifest.metrics
+    assert model.manifest.metrics["n_users"] == 4
+    # the gate compared with the serving model (fitted on train only) on the split
+    assert job.result["gate"]["serving_basis"] == "split"
+    assert job.result["gate"]["serving_value"] == pytest.approx(alone.manifest.metrics["recall@20"])
+    # the collapse check read the published (refit) embeddings' spectrum
+    ratio = model.manifest.spectrum.to_dict()["all"]["normalized"]["effective_rank_ratio"]
+    assert job.result["gate"]["erank_ratio"] == ratio
+    assert not np.array_equal(model.arrays.user_emb, alone.arrays.user_emb)
+    assert published_seen(model.arrays) == published_seen(alone.arrays)
+    assert ORIGINAL_TEST <= published_seen(model.arrays)
 
 
 def test_spectrum_is_computed_once_per_trained_model(
@@ -333,7 +401,8 @@ def test_spectrum_is_computed_once_per_trained_model(
     settings = WorkerSettings(home=home, heartbeat_interval_s=0.2)
     store = JobStore(settings.jobs_db)
     cfg = quick_config(eval_every=10)  # one evaluation: the last epoch's
-    job, _ = store.enqueue({"dataset": "tiny", "force": True, "train_config": cfg.to_dict()})
+    params = {"dataset": "tiny", "force": True, "train_config": cfg.to_dict(), "refit": False}
+    job, _ = store.enqueue(params)  # one run (a refit computes its own, once)
     run_job(settings, store, store.claim("w"), "w")
     job = store.get(job.id)
     assert job.state == "succeeded", job.error
