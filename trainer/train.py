@@ -582,6 +582,7 @@ def publish_result(
                 "epochs_run": result.epochs_run,
                 "best_epoch": result.best_epoch,
                 "stopped_early": result.stopped_early,
+                "resumed_from": result.resumed_from,
                 "torch_version": torch.__version__,
                 # world_size, backend, devices (train.fit)
                 "distributed": result.extra.get("distributed"),
