@@ -4,7 +4,7 @@ The serving model's manifest says up to which feedback ``seq`` it was trained
 (``ingested.max_seq``; 0 for a model trained without the store). Rows beyond it are what the
 model has not seen: ``FreshInteractions.since(seq)`` returns them by user (item ids, first
 occurrence order, no repeats), for ServingModel.recommend to fold in. Each call costs one
-``PRAGMA data_version`` (contract.feedback.FeedbackWatcher) and reads the store only when
+``PRAGMA data_version`` (store.feedback.FeedbackWatcher) and reads the store only when
 something was committed, by this process or another API worker; the view is rebuilt when the
 model's seq changes (a new model), which happens on the model watcher's thread first
 (``prime``) so requests rarely pay for it.
@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from contract.feedback import FeedbackWatcher
+from store.feedback import FeedbackWatcher
 
 log = logging.getLogger("specrec.service")
 

@@ -1,12 +1,12 @@
-"""service.fresh and contract.feedback.FeedbackWatcher: rows newer than a model, per user."""
+"""service.fresh and store.feedback.FeedbackWatcher: rows newer than a model, per user."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from contract.feedback import FeedbackStore, FeedbackWatcher, Interaction
 from service.fresh import CHECK_INTERVAL_S, FreshInteractions, trained_seq
+from store.feedback import FeedbackStore, FeedbackWatcher, Interaction
 
 
 def test_the_watcher_notices_other_connections_commits(tmp_path: Path) -> None:

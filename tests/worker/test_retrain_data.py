@@ -22,13 +22,15 @@ from hypothesis import strategies as st
 
 from contract.artifact import ModelRegistry
 from contract.config import TrainConfig, default_synthetic_config
-from contract.feedback import FeedbackStore, Interaction
-from contract.jobs import Job, JobStore
-from trainer import worker
+from store.feedback import FeedbackStore, Interaction
+from store.jobs import Job, JobStore
 from trainer.data import DEFAULT_HOLDOUT, Dataset, Holdout, load_dataset, merge_ingested
 from trainer.evaluate import evaluate
 from trainer.synthetic import write_dataset
-from trainer.worker import WorkerSettings, job_train_config, run_job
+from worker import job as worker_job
+from worker.job import run_job
+from worker.jobconfig import job_train_config
+from worker.settings import WorkerSettings
 
 # A LightGCN dataset: users 0..2, items 0..3; each user has two training items and one test
 # item. Written as LightGCN text and as CSV pairs, it is the same Dataset.
@@ -254,13 +256,13 @@ def test_retrain_on_a_split_dataset_is_evaluated_on_its_test_split(
     settings = WorkerSettings(home=home, heartbeat_interval_s=0.2)
     FeedbackStore(settings.feedback_db).append([Interaction(u, i, t) for u, i, t in INGESTED])
     gated: list[Dataset] = []
-    real_decide = worker.decide
+    real_decide = worker_job.decide
 
     def spy_decide(ds: Dataset, *args: Any, **kwargs: Any) -> Any:
         gated.append(ds)
         return real_decide(ds, *args, **kwargs)
 
-    monkeypatch.setattr(worker, "decide", spy_decide)
+    monkeypatch.setattr(worker_job, "decide", spy_decide)
     store = JobStore(settings.jobs_db)
     cfg = quick_config()
     params = {"dataset": "tiny", "force": True, "train_config": cfg.to_dict() | {"device": None}}
