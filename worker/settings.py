@@ -34,3 +34,9 @@ class WorkerSettings(HomeSettings, GateSettings):
     number itself (``processes`` of POST /retrain); 1: train in the job's own process."""
     dist_timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0)
     """Seconds a rank of a data-parallel job waits for the others before the job fails."""
+    job_retries: int = Field(1, ge=0, le=100)
+    """Times a job whose training process or worker died is queued again, to resume from its
+    last checkpoint, before it fails (0: it fails at once)."""
+    checkpoint_every: int = Field(1, ge=0)
+    """Epochs between a job's training checkpoints (in its work directory, never published,
+    removed when the job ends); 0: none, a retried job starts from epoch 1."""

@@ -222,3 +222,31 @@ def test_a_job_the_worker_queued_shows_its_trigger(api: TestClient, settings: Se
     r = api.post("/retrain", headers=AUTH)  # an API job: no trigger
     assert r.status_code == 202
     assert api.get(r.json()["status_url"]).json()["trigger"] is None
+
+
+def test_a_retried_job_shows_its_attempts_and_resume_epoch(
+    api: TestClient, settings: Settings
+) -> None:
+    r = api.post("/retrain", json={"epochs": 3}, headers=AUTH)
+    job_id = r.json()["job_id"]
+    assert api.get(f"/retrain/{job_id}").json()["attempts"] == []
+    store = JobStore(settings.jobs_db)
+    store.claim("w1", max_attempts=2)
+    assert store.retry(job_id, "w1", "training process 42 killed by signal 9 (SIGKILL)")
+    store.claim("w2", max_attempts=2)
+    store.record_resume(job_id, "w2", 2)
+    body = api.get(f"/retrain/{job_id}").json()
+    assert body["state"] == "running" and body["max_attempts"] == 2
+    first, second = body["attempts"]
+    assert (first["number"], first["worker_id"], first["resumed_from"]) == (1, "w1", None)
+    assert first["error"] == "training process 42 killed by signal 9 (SIGKILL)"
+    assert first["ended_at"].endswith("Z") and first["started_at"].endswith("Z")
+    assert second == {
+        "number": 2,
+        "worker_id": "w2",
+        "started_at": second["started_at"],
+        "ended_at": None,
+        "resumed_from": 2,
+        "error": None,
+    }
+    assert api.get("/retrain").json()["jobs"][0]["attempts"] == body["attempts"]

@@ -25,9 +25,9 @@ def _version(store: JobStore | FeedbackStore, name: str) -> int:
 
 def test_a_new_database_records_each_stores_schema_version(store_target: StoreAt) -> None:
     jobs, feedback = JobStore(store_target("jobs")), FeedbackStore(store_target("fb"))
-    assert _version(jobs, "jobs") == 1 and _version(feedback, "interactions") == 1
+    assert _version(jobs, "jobs") == 2 and _version(feedback, "interactions") == 1
     JobStore(store_target("jobs"))  # a second start changes nothing
-    assert _version(jobs, "jobs") == 1
+    assert _version(jobs, "jobs") == 2
 
 
 def test_a_schema_newer_than_the_code_is_refused(store_target: StoreAt) -> None:
