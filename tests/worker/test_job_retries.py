@@ -126,3 +126,53 @@ def test_with_no_retries_the_killed_job_fails_as_before(
     assert job.attempts[0].error == job.error
     assert not job_workdir(settings, job.id).exists()
     assert ModelRegistry(settings.registry_root).current() is None
+
+
+def test_a_dead_rank_queues_the_job_again_keeping_its_checkpoints(
+    worker_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RanksFailed (a rank of a data-parallel job died) ends the attempt like a dead job
+    process: queued again with its checkpoints (the ranks' own files removed), and failed
+    once its attempts are spent."""
+    import worker.ranks
+    from worker.job import run_job
+
+    settings = WorkerSettings(home=worker_home, heartbeat_interval_s=0.2)
+    store = JobStore(settings.jobs_db)
+    queued, _ = store.enqueue({**PARAMS, "processes": 2})
+    ckpt = checkpoint_dir(settings, queued.id)
+
+    def rank_dies(ds, cfg, nproc, workdir, **kwargs):
+        assert kwargs["checkpoint"].directory == ckpt and kwargs["checkpoint"].resume
+        (workdir / "dataset.pkl").write_bytes(b"ranks' file")
+        (ckpt / "epoch-000003.pt").write_bytes(b"a checkpoint")
+        raise worker.ranks.RanksFailed("2-rank training failed: rank 1 killed by signal 9")
+
+    monkeypatch.setattr(worker.ranks, "run_ranks", rank_dies)
+    run_job(settings, store, store.claim("w", max_attempts=2), "w")
+    job = store.get(queued.id)
+    assert job.state == "queued"
+    assert job.attempts[0].error == "RanksFailed: 2-rank training failed: rank 1 killed by signal 9"
+    assert sorted(p.name for p in job_workdir(settings, job.id).iterdir()) == ["checkpoints"]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["epoch-000003.pt", "trainset.json"]
+
+    run_job(settings, store, store.claim("w", max_attempts=2), "w")
+    job = store.get(queued.id)
+    assert job.state == "failed" and job.error.startswith("RanksFailed: 2-rank training failed")
+    assert [a.resumed_from for a in job.attempts] == [None, 3]
+    assert not job_workdir(settings, job.id).exists()
+
+
+def test_a_starting_worker_removes_the_work_directories_of_ended_jobs(worker_home: Path) -> None:
+    from worker.orphans import remove_ended_workdirs
+
+    settings = WorkerSettings(home=worker_home)
+    store = JobStore(settings.jobs_db)
+    ended, _ = store.enqueue({}, unique=False)
+    store.claim("gone")
+    store.finish(ended.id, "gone", "failed", error="reaped")
+    waiting, _ = store.enqueue({}, unique=False)
+    for job_id in (ended.id, waiting.id, "unknown"):
+        (checkpoint_dir(settings, job_id)).mkdir(parents=True)
+    assert sorted(remove_ended_workdirs(settings, store)) == sorted([ended.id, "unknown"])
+    assert [p.name for p in (worker_home / "tmp").iterdir()] == [f"job-{waiting.id}"]
