@@ -4,8 +4,9 @@ a data-parallel rank died and attempts are left, goes back to the queue.
 
 Work directory ``<home>/tmp/job-<id>`` (never published): the ranks' files (worker.ranks) and
 ``checkpoints/``: the training checkpoints (trainer.checkpoint) and ``trainset.json``, the
-ingested-rows high-water mark of the first attempt, so that a retried attempt trains on the
-same rows and resumes from the latest checkpoint. The directory is removed when the job ends.
+first attempt's ingested-rows high-water mark and number of processes, so that a retried
+attempt trains on the same rows in as many ranks and resumes from the latest checkpoint. The
+directory is removed when the job ends.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import shutil
 import traceback
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,10 +61,14 @@ def run_job(
             checkpoint = CheckpointOptions(
                 checkpoint_dir(settings, job.id), settings.checkpoint_every, resume=True
             )
-        pinned = _pinned_seq(checkpoint.directory) if checkpoint else None
-        ds, snapshot = training_set(settings, job, upto_seq=pinned)
+        processes = int(job.params.get(PROCESSES_KEY) or settings.train_processes)
+        pinned = _pinned(checkpoint.directory) if checkpoint else None
+        if pinned is not None:  # a retry: the first attempt's rows and world size
+            processes = pinned.processes
+        upto_seq = pinned.max_seq if pinned is not None else None
+        ds, snapshot = training_set(settings, job, upto_seq=upto_seq)
         if checkpoint is not None and pinned is None:
-            _pin_seq(checkpoint.directory, snapshot.max_seq)
+            _pin(checkpoint.directory, _Pinned(snapshot.max_seq, processes))
         # which ingested rows this model includes: those with seq <= max_seq
         ingested = {"rows": len(snapshot.rows), "max_seq": snapshot.max_seq}
         found = list_checkpoints(checkpoint.directory) if checkpoint else []
@@ -75,7 +81,6 @@ def run_job(
             beat.progress = {"stage": "training", **info}
             store.heartbeat(job.id, worker_id, beat.progress)
 
-        processes = int(job.params.get(PROCESSES_KEY) or settings.train_processes)
         result = _train(settings, store, job, ds, cfg, processes, on_epoch, checkpoint)
         beat.progress = {**beat.progress, "stage": "quality gate"}
         registry = ModelRegistry(settings.registry_root)
@@ -164,17 +169,25 @@ def clear_workdir(settings: WorkerSettings, job_id: str, *, keep_checkpoints: bo
 _TRAINSET = "trainset.json"
 
 
-def _pinned_seq(directory: Path) -> int | None:
-    """The ingested-rows high-water mark the job's first attempt trained on (None: first)."""
+@dataclass(frozen=True)
+class _Pinned:
+    """What a job's first attempt trained with, which its checkpoints need again."""
+
+    max_seq: int  # ingested rows up to this seq
+    processes: int  # data-parallel world size (each rank's generator is in the checkpoint)
+
+
+def _pinned(directory: Path) -> _Pinned | None:
+    """The first attempt's _Pinned (None: this is the first attempt)."""
     try:
-        return int(json.loads((directory / _TRAINSET).read_text())["max_seq"])
+        return _Pinned(**json.loads((directory / _TRAINSET).read_text()))
     except FileNotFoundError:
         return None
 
 
-def _pin_seq(directory: Path, max_seq: int) -> None:
+def _pin(directory: Path, pinned: _Pinned) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / _TRAINSET).write_text(json.dumps({"max_seq": max_seq}))
+    (directory / _TRAINSET).write_text(json.dumps(asdict(pinned)))
 
 
 def _train(

@@ -133,17 +133,23 @@ def test_a_dead_rank_queues_the_job_again_keeping_its_checkpoints(
 ) -> None:
     """RanksFailed (a rank of a data-parallel job died) ends the attempt like a dead job
     process: queued again with its checkpoints (the ranks' own files removed), and failed
-    once its attempts are spent."""
+    once its attempts are spent. The retry trains on the first attempt's rows, in as many
+    ranks, whatever was ingested and whatever the next worker's SPECREC_TRAIN_PROCESSES."""
     import worker.ranks
+    from store.feedback import FeedbackStore, Interaction
     from worker.job import run_job
 
-    settings = WorkerSettings(home=worker_home, heartbeat_interval_s=0.2)
+    settings = WorkerSettings(home=worker_home, heartbeat_interval_s=0.2, train_processes=2)
     store = JobStore(settings.jobs_db)
-    queued, _ = store.enqueue({**PARAMS, "processes": 2})
+    feedback = FeedbackStore(settings.feedback_db)
+    feedback.append([Interaction("new_user", "item_1", 1.0)])
+    queued, _ = store.enqueue(PARAMS)
     ckpt = checkpoint_dir(settings, queued.id)
+    seen: list[tuple[int, int]] = []
 
     def rank_dies(ds, cfg, nproc, workdir, **kwargs):
         assert kwargs["checkpoint"].directory == ckpt and kwargs["checkpoint"].resume
+        seen.append((nproc, ds.n_train))
         (workdir / "dataset.pkl").write_bytes(b"ranks' file")
         (ckpt / "epoch-000003.pt").write_bytes(b"a checkpoint")
         raise worker.ranks.RanksFailed("2-rank training failed: rank 1 killed by signal 9")
@@ -156,9 +162,12 @@ def test_a_dead_rank_queues_the_job_again_keeping_its_checkpoints(
     assert sorted(p.name for p in job_workdir(settings, job.id).iterdir()) == ["checkpoints"]
     assert sorted(p.name for p in ckpt.iterdir()) == ["epoch-000003.pt", "trainset.json"]
 
-    run_job(settings, store, store.claim("w", max_attempts=2), "w")
+    feedback.append([Interaction("newer_user", "item_2", 2.0)])
+    other_worker = settings.model_copy(update={"train_processes": 3})
+    run_job(other_worker, store, store.claim("w", max_attempts=2), "w")
     job = store.get(queued.id)
     assert job.state == "failed" and job.error.startswith("RanksFailed: 2-rank training failed")
+    assert seen[0] == seen[1] and seen[0][0] == 2
     assert [a.resumed_from for a in job.attempts] == [None, 3]
     assert not job_workdir(settings, job.id).exists()
 
