@@ -83,7 +83,9 @@ def test_many_workers_claim_each_job_exactly_once(store_target: StoreAt) -> None
 
 def test_concurrent_reapers_fail_each_stale_job_once(store_target: StoreAt) -> None:
     target = store_target("jobs")
-    store = JobStore(target, heartbeat_timeout_s=0.2)
+    # the setup's own enqueues and claims reap too: with a long timeout they leave all five
+    # to the reapers below, however slowly the machine claims them
+    store = JobStore(target, heartbeat_timeout_s=60)
     for n in range(5):
         store.enqueue({"n": n}, unique=False)
         store.claim(f"dead-{n}")
