@@ -120,14 +120,17 @@ class FeedbackStore:
         with self.db.connect() as db:
             return [(u, i, t) for _, u, i, t in _rows_after(db, after_seq)]
 
-    def snapshot(self) -> FeedbackSnapshot:
-        """Every row, read in one read transaction: a point-in-time view with each committed
+    def snapshot(self, upto_seq: int | None = None) -> FeedbackSnapshot:
+        """Every row (with ``upto_seq``: those with seq <= upto_seq, the snapshot an earlier
+        read returned), read in one read transaction: a point-in-time view with each committed
         row once, however many batches are ingested meanwhile (those get a larger seq than the
         returned ``max_seq``)."""
         rows: list[tuple[str, str, float]] = []
         max_seq = 0
         with self.db.read() as db:
             for seq, user, item, ts in _rows_after(db, 0):
+                if upto_seq is not None and seq > upto_seq:
+                    break
                 rows.append((user, item, ts))
                 max_seq = seq
         return FeedbackSnapshot(rows, max_seq)

@@ -9,9 +9,15 @@ LOCKED``) and moves it to running only if still queued, so each job is claimed o
 worker, however many workers on however many hosts ask. Heartbeats and reaping use each
 host's clock (keep hosts NTP-synchronised: the timeout is tens of seconds).
 
-States: queued -> running -> succeeded | failed | rejected | cancelled; queued -> cancelled.
-A running job whose heartbeat is older than the timeout is marked failed by :meth:`reap`
-(called by the worker loop and by the API whenever it reads jobs).
+States: queued -> running -> succeeded | failed | rejected | cancelled; queued -> cancelled;
+running -> queued (a retry). A running job whose heartbeat is older than the timeout is
+retried or failed by :meth:`reap` (called by the worker loop and by the API whenever it reads
+jobs).
+
+Attempts: every claim starts an attempt (``Job.attempts``: who ran it, from which checkpoint
+epoch it resumed, how it ended). A job whose attempt died (its training process or its
+worker) goes back to the queue while it has fewer attempts than ``max_attempts`` (set by the
+claiming worker: 1 + SPECREC_JOB_RETRIES), else it fails.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from contract.settings import DEFAULT_HEARTBEAT_TIMEOUT_S
@@ -53,8 +59,41 @@ _STEPS: list[dict[Dialect, str]] = [
             f"CREATE TABLE IF NOT EXISTS jobs ({_COLUMNS.format(real='DOUBLE PRECISION')}); "
             + _INDEX
         ),
-    }
+    },
+    {  # 2: attempts (retries from checkpoints)
+        "sqlite": "ALTER TABLE jobs ADD COLUMN attempts TEXT; "
+        "ALTER TABLE jobs ADD COLUMN max_attempts INTEGER NOT NULL DEFAULT 1",
+        "postgresql": "ALTER TABLE jobs ADD COLUMN attempts TEXT; "
+        "ALTER TABLE jobs ADD COLUMN max_attempts INTEGER NOT NULL DEFAULT 1",
+    },
 ]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One run of a job by a worker; times are unix seconds."""
+
+    number: int  # 1, 2, ...
+    worker_id: str
+    started_at: float
+    resumed_from: int | None = None  # the checkpoint epoch it continued from (None: epoch 0)
+    ended_at: float | None = None
+    error: str | None = None  # why it ended without finishing the job (None: it did, or runs)
+
+
+def _load_attempts(text: str | None) -> list[Attempt]:
+    return [Attempt(**a) for a in json.loads(text)] if text else []
+
+
+def _dump_attempts(attempts: list[Attempt]) -> str:
+    return json.dumps([asdict(a) for a in attempts])
+
+
+def _ended(attempts: list[Attempt], now: float, error: str | None) -> list[Attempt]:
+    """`attempts` with the last one, if still open, ended at `now` with `error`."""
+    if attempts and attempts[-1].ended_at is None:
+        return [*attempts[:-1], replace(attempts[-1], ended_at=now, error=error)]
+    return attempts
 
 
 @dataclass(frozen=True)
@@ -73,6 +112,8 @@ class Job:
     progress: dict[str, Any] | None
     result: dict[str, Any] | None
     error: str | None
+    attempts: tuple[Attempt, ...] = ()
+    max_attempts: int = 1
 
     @classmethod
     def _from_row(cls, row: Any) -> Job:
@@ -92,6 +133,8 @@ class Job:
             progress=load(row["progress"]),
             result=load(row["result"]),
             error=row["error"],
+            attempts=tuple(_load_attempts(row["attempts"])),
+            max_attempts=int(row["max_attempts"]),
         )
 
 
@@ -165,8 +208,11 @@ class JobStore:
         return Job._from_row(row)
 
     # ---- worker side ---------------------------------------------------------------------
-    def claim(self, worker_id: str) -> Job | None:
-        """Atomically take the oldest queued job (state -> running), or None."""
+    def claim(self, worker_id: str, max_attempts: int = 1) -> Job | None:
+        """Atomically take the oldest queued job (state -> running), or None; it starts a new
+        attempt, and the job may be tried `max_attempts` times in all (see retry)."""
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts: {max_attempts!r}, expected >= 1")
         self.reap()
         now = time.time()
         with self._write() as db:
@@ -177,11 +223,66 @@ class JobStore:
             if row is None:
                 return None
             row = db.execute(
-                "UPDATE jobs SET state = 'running', worker_id = ?, started_at = ?, "
-                "heartbeat_at = ? WHERE id = ? AND state = 'queued' RETURNING *",
-                (worker_id, now, now, row["id"]),
+                "UPDATE jobs SET state = 'running', worker_id = ?, "
+                "started_at = COALESCE(started_at, ?), heartbeat_at = ?, max_attempts = ? "
+                "WHERE id = ? AND state = 'queued' RETURNING *",
+                (worker_id, now, now, max_attempts, row["id"]),
             ).fetchone()
-        return Job._from_row(row) if row is not None else None
+            if row is None:
+                return None
+            attempts = _load_attempts(row["attempts"])
+            attempts.append(Attempt(len(attempts) + 1, worker_id, now))
+            row = db.execute(
+                "UPDATE jobs SET attempts = ? WHERE id = ? RETURNING *",
+                (_dump_attempts(attempts), row["id"]),
+            ).fetchone()
+        return Job._from_row(row)
+
+    def record_resume(self, job_id: str, worker_id: str, epoch: int | None) -> bool:
+        """Note on the running attempt the checkpoint epoch it resumes from (None: none);
+        False if the job is no longer ours."""
+        with self._write() as db:
+            row = db.execute(
+                "SELECT attempts FROM jobs WHERE id = ? AND worker_id = ? AND state = 'running'"
+                + self.db.for_update,
+                (job_id, worker_id),
+            ).fetchone()
+            if row is None:
+                return False
+            attempts = _load_attempts(row["attempts"])
+            if attempts:
+                attempts[-1] = replace(attempts[-1], resumed_from=epoch)
+            db.execute(
+                "UPDATE jobs SET attempts = ? WHERE id = ?", (_dump_attempts(attempts), job_id)
+            )
+        return True
+
+    def retry(self, job_id: str, worker_id: str, error: str) -> bool:
+        """Our running job's attempt died with `error`: back to the queue (True) if it has
+        attempts left, else nothing changes (False: the caller fails it)."""
+        with self._write() as db:
+            row = db.execute(
+                "SELECT attempts, max_attempts FROM jobs "
+                "WHERE id = ? AND worker_id = ? AND state = 'running'" + self.db.for_update,
+                (job_id, worker_id),
+            ).fetchone()
+            if row is None:
+                return False
+            return self._requeue(db, job_id, row, time.time(), error)
+
+    @staticmethod
+    def _requeue(db: Any, job_id: str, row: Any, now: float, error: str) -> bool:
+        """Inside a write transaction holding `row` (attempts, max_attempts) of a running job:
+        end its attempt with `error` and queue it again, if it has attempts left."""
+        attempts = _load_attempts(row["attempts"])
+        if len(attempts) >= int(row["max_attempts"]):
+            return False
+        db.execute(
+            "UPDATE jobs SET state = 'queued', worker_id = NULL, heartbeat_at = NULL, "
+            "attempts = ? WHERE id = ? AND state = 'running'",
+            (_dump_attempts(_ended(attempts, now, error)), job_id),
+        )
+        return True
 
     def heartbeat(
         self, job_id: str, worker_id: str, progress: dict[str, Any] | None = None
@@ -224,18 +325,29 @@ class JobStore:
         result: dict[str, Any] | None = None,
         error: str | None = None,
     ) -> bool:
-        """Move our running job to a final state; False if it was reaped meanwhile."""
+        """Move our running job to a final state (its attempt ends with it); False if it was
+        reaped meanwhile."""
         if state not in FINAL_STATES:
             raise ValueError(f"state must be one of {FINAL_STATES}, got {state!r}")
+        now = time.time()
         with self._write() as db:
+            row = db.execute(
+                "SELECT attempts FROM jobs WHERE id = ? AND worker_id = ? AND state = 'running'"
+                + self.db.for_update,
+                (job_id, worker_id),
+            ).fetchone()
+            if row is None:
+                return False
+            attempts = _ended(_load_attempts(row["attempts"]), now, error)
             cur = db.execute(
-                "UPDATE jobs SET state = ?, finished_at = ?, result = ?, error = ? "
+                "UPDATE jobs SET state = ?, finished_at = ?, result = ?, error = ?, attempts = ? "
                 "WHERE id = ? AND worker_id = ? AND state = 'running'",
                 (
                     state,
-                    time.time(),
+                    now,
                     json.dumps(result, default=str) if result is not None else None,
                     error,
+                    _dump_attempts(attempts),
                     job_id,
                     worker_id,
                 ),
@@ -243,17 +355,27 @@ class JobStore:
         return cur.rowcount == 1
 
     def reap(self) -> list[str]:
-        """Fail running jobs whose worker stopped sending heartbeats; returns their ids.
-        One statement: concurrent reapers (every worker and replica) fail each job once."""
+        """Retry (see retry) or else fail running jobs whose worker stopped sending heartbeats;
+        returns the ids of those failed. The rows are locked first (SQLite: the write lock;
+        PostgreSQL: FOR UPDATE, re-checked by a waiting reaper), so concurrent reapers (every
+        worker and replica) handle each job once."""
         now = time.time()
+        error = f"worker vanished: no heartbeat for more than {self.heartbeat_timeout_s:g} s"
+        failed = []
         with self._write() as db:
             rows = db.execute(
-                "UPDATE jobs SET state = 'failed', finished_at = ?, error = ? "
-                "WHERE state = 'running' AND heartbeat_at < ? RETURNING id",
-                (
-                    now,
-                    f"worker vanished: no heartbeat for more than {self.heartbeat_timeout_s:g} s",
-                    now - self.heartbeat_timeout_s,
-                ),
+                "SELECT id, attempts, max_attempts FROM jobs "
+                "WHERE state = 'running' AND heartbeat_at < ?" + self.db.for_update,
+                (now - self.heartbeat_timeout_s,),
             ).fetchall()
-        return [r["id"] for r in rows]
+            for row in rows:
+                if self._requeue(db, row["id"], row, now, error):
+                    continue
+                attempts = _ended(_load_attempts(row["attempts"]), now, error)
+                db.execute(
+                    "UPDATE jobs SET state = 'failed', finished_at = ?, error = ?, attempts = ? "
+                    "WHERE id = ? AND state = 'running'",
+                    (now, error, _dump_attempts(attempts), row["id"]),
+                )
+                failed.append(row["id"])
+        return failed

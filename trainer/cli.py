@@ -118,6 +118,14 @@ class RunOptions(BaseSettings):
     (docs/distributed.md)."""
     dist_timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0)
     """Seconds a rank waits for the others before a distributed run fails (a hung rank)."""
+    checkpoint_dir: Path | None = None
+    """Write training checkpoints here (model, optimiser, random generators, epoch, history;
+    atomically; the newest two kept)."""
+    checkpoint_every: int = Field(1, ge=1)
+    """Epochs between checkpoints (with --checkpoint-dir)."""
+    resume: bool = False
+    """Continue from the latest checkpoint in --checkpoint-dir (none there: start from epoch
+    1); refused when its config, dataset or number of ranks differ from this run's."""
 
     @classmethod
     def settings_customise_sources(
@@ -229,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.device import DeviceError, pick_device
     from trainer.distributed import launched_by_torchrun
 
+    if args.resume and args.checkpoint_dir is None:
+        print(f"{PROG}: error: --resume needs --checkpoint-dir", file=sys.stderr)
+        return 2
     try:
         cfg = config_from_args(args)
         device = pick_device(cfg.device)  # fail early on an unusable device
@@ -259,6 +270,7 @@ def _argv(argv: list[str] | None) -> list[str]:
 def _train(args: Any, cfg: TrainConfig, ds: Any, device: Any) -> int:
     """Train (as one rank of a torchrun launch, or alone), report and publish (rank 0)."""
     from contract.artifact import ModelRegistry
+    from trainer.checkpoint import CheckpointMismatch, CheckpointOptions
     from trainer.distributed import close_world, init_world
     from trainer.refit import evaluate_then_refit, publish_fitted
     from trainer.train import TrainingDiverged, fit
@@ -273,16 +285,32 @@ def _train(args: Any, cfg: TrainConfig, ds: Any, device: Any) -> int:
         )
     bar = False if args.no_progress or not world.is_main else None
     refit = not args.no_publish if args.refit is None else args.refit
+
+    def run(d: Any, c: TrainConfig) -> Any:
+        """One run; the evaluation run checkpoints into --checkpoint-dir, the refit (on
+        every pair) into its ``refit/`` subdirectory."""
+        checkpoint = None
+        if args.checkpoint_dir is not None:
+            where = args.checkpoint_dir / "refit" if d is not ds else args.checkpoint_dir
+            checkpoint = CheckpointOptions(where, args.checkpoint_every, args.resume)
+        return fit(d, c, progress_bar=bar, world=world, checkpoint=checkpoint)
+
     try:
-        fitted = evaluate_then_refit(
-            ds, cfg, lambda d, c: fit(d, c, progress_bar=bar, world=world), refit=refit
-        )
+        fitted = evaluate_then_refit(ds, cfg, run, refit=refit)
     except TrainingDiverged as e:  # every rank sees the same loss: all stop here
         if world.is_main:
             print(f"{PROG}: error: {e}", file=sys.stderr)
         close_world(world)
         return 1
+    except CheckpointMismatch as e:  # every rank reads the same checkpoint
+        if world.is_main:
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+        close_world(world)
+        return 2
     if world.is_main:
+        if fitted.evaluation.resumed_from is not None:
+            resumed = fitted.evaluation.resumed_from
+            print(f"resumed from the epoch-{resumed} checkpoint", file=sys.stderr)
         print(format_table(fitted.evaluation, cfg))
         if not args.no_publish:
             registry = ModelRegistry(args.models_dir or default_models_dir())

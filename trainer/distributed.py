@@ -27,7 +27,7 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -37,6 +37,7 @@ import torch.distributed as dist
 from trainer.launch import DEFAULT_TIMEOUT_S
 
 Tensor = torch.Tensor
+T = TypeVar("T")
 
 #: Environment variables torchrun sets for each rank.
 RANK_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -153,6 +154,15 @@ def any_rank(flag: bool, world: World, device: torch.device) -> bool:
     t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def gather_objects(value: T, world: World) -> list[T]:
+    """`value` (picklable: e.g. a dict of CPU tensors) of every rank, in rank order."""
+    if not world.parallel:
+        return [value]
+    out: list[object] = [None] * world.size
+    dist.all_gather_object(out, value)
+    return out  # type: ignore[return-value]  # each rank's `value`
 
 
 def gather_strings(value: str, world: World) -> list[str]:

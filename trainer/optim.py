@@ -221,6 +221,17 @@ class RowAdam(torch.optim.Optimizer):
         p.index_copy_(0, rows, p_rows)
         state["pending"] = (rows, p_rows, m_rows, v_rows)
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As torch's, but each state tensor keeps its own dtype (torch casts them all to the
+        parameter's, which would turn the int64 ``last`` rows and float64 ``F`` into float32),
+        and the deferred rows of a pending catch-up come back as they were."""
+        super().load_state_dict(state_dict)
+        params = [p for group in self.param_groups for p in group["params"]]
+        saved = state_dict["state"]
+        for index, p in enumerate(params):
+            if index in saved:
+                self.state[p] = {k: _on_device(v, p.device) for k, v in saved[index].items()}
+
     @torch.no_grad()
     def flush(self) -> None:
         """Apply every row's deferred steps, so that the tables equal dense Adam's now."""
@@ -235,6 +246,15 @@ class RowAdam(torch.optim.Optimizer):
                 m, v = state["exp_avg"], state["exp_avg_sq"]
                 self._catch_up(state, p, m, v, state["last"], now, beta1, beta2)
                 state["last"].fill_(now)
+
+
+def _on_device(value: Any, device: torch.device) -> Any:
+    """A copy of `value` (a tensor, or a tuple of them, or a plain value) on `device`."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device, copy=True)
+    if isinstance(value, tuple):
+        return tuple(_on_device(v, device) for v in value)
+    return value
 
 
 def build_optimizer(

@@ -28,6 +28,15 @@ from tqdm import tqdm
 from contract.artifact import ModelArrays, ModelRegistry, TrainedOn
 from contract.config import TrainConfig
 from contract.spectrum import embedding_spectrum
+from trainer.checkpoint import (
+    CheckpointOptions,
+    TrainState,
+    check_compatible,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    to_cpu,
+)
 from trainer.data import Dataset, holdout_split
 from trainer.device import pick_device
 from trainer.distributed import (
@@ -36,6 +45,7 @@ from trainer.distributed import (
     any_rank,
     broadcast_parameters,
     combine_metrics,
+    gather_objects,
     gather_strings,
     rank_device,
     rank_seed,
@@ -75,6 +85,7 @@ class TrainResult:
     epochs_run: int = 0
     best_epoch: int | None = None  # early stopping: the epoch whose embeddings are returned
     stopped_early: bool = False
+    resumed_from: int | None = None  # the checkpoint's epoch this run continued from
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -202,6 +213,7 @@ def fit(
     should_stop: Callable[[], bool] | None = None,
     progress_bar: bool | None = None,
     world: World | None = None,
+    checkpoint: CheckpointOptions | None = None,
 ) -> TrainResult:
     """Train `cfg` on `ds`; return final embeddings, evaluation history and test metrics.
 
@@ -220,6 +232,12 @@ def fit(
     "seconds" (cumulative training time), "split" ("test" or "validation")}. The result's
     ``spectrum`` is the full ``embedding_spectrum`` of the returned embeddings, computed once,
     at the evaluation that produced them: the gate and publish_result use it as it is.
+
+    checkpoint: write a checkpoint (trainer.checkpoint) every ``checkpoint.every`` epochs
+    (rank 0 writes, with every rank's generators) and, with ``checkpoint.resume``, start from
+    the latest one in ``checkpoint.directory`` when there is one: the result then equals the
+    uninterrupted run's (CheckpointMismatch when the checkpoint's config, dataset or number
+    of ranks differ). progress() is called for the epochs run after it only.
     """
     world = world or World.single()
     device = rank_device(pick_device(cfg.device), world)
@@ -231,7 +249,7 @@ def fit(
     # is the worker's normal case beside the API. num_threads > 0 opts in.
     torch.set_num_threads(cfg.num_threads or (1 if device.type == "cpu" else old_threads))
     try:
-        return _fit(ds, cfg, device, world, progress, should_stop, progress_bar)
+        return _fit(ds, cfg, device, world, progress, should_stop, progress_bar, checkpoint)
     finally:
         torch.set_num_threads(old_threads)
 
@@ -244,6 +262,7 @@ def _fit(
     progress: ProgressFn | None,
     should_stop: Callable[[], bool] | None,
     progress_bar: bool | None,
+    checkpoint: CheckpointOptions | None,
 ) -> TrainResult:
     torch.manual_seed(cfg.seed)
     init_gen = torch.Generator().manual_seed(cfg.seed)
@@ -280,7 +299,6 @@ def _fit(
     catch_up = row_catch_up(optimizer, encoder)
     average = _gradient_averager(cfg, encoder, world)
 
-    bar = _progress_bar(cfg.epochs, progress_bar)
     history: list[dict[str, Any]] = []
     last_metrics: dict[str, float] = {}
     train_seconds = 0.0
@@ -291,9 +309,30 @@ def _fit(
     evals_since_best = 0
     stopped_early = False
     epoch = 0
+    fingerprint = ds.fingerprint() if checkpoint is not None else ""
+    resumed = _resume(checkpoint, cfg, fingerprint, world)
+    if resumed is not None:
+        encoder.load_state_dict(resumed.encoder)
+        optimizer.load_state_dict(resumed.optimizer)
+        scheduler.load_state_dict(resumed.scheduler)
+        _set_rng_states(resumed.rng[world.rank], sample_gen, device)
+        epoch = resumed.epoch
+        p, arrays = resumed.progress, resumed.arrays
+        history, last_metrics = p["history"], p["last_metrics"]
+        train_seconds, evals_since_best = p["train_seconds"], p["evals_since_best"]
+        stopped_early = p["stopped_early"]
+        if p["last_spectrum"] is not None:
+            last = (arrays["last_user"].numpy(), arrays["last_item"].numpy(), p["last_spectrum"])
+        if p["best"] is not None:
+            score, best_at, spec = p["best"]
+            best = (score, best_at, arrays["best_user"].numpy(), arrays["best_item"].numpy(), spec)
+    bar = _progress_bar(cfg.epochs, progress_bar)
+    if bar is not None and epoch:
+        bar.update(epoch)
+    start, end = epoch + 1, epoch if stopped_early else cfg.epochs  # resumed: may be empty
     encoder.train()
     try:
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(start, end + 1):
             stop = should_stop is not None and should_stop()
             if any_rank(stop, world, device):
                 raise TrainingCancelled(f"cancelled before epoch {epoch}")
@@ -353,6 +392,31 @@ def _fit(
                 "metrics": last_metrics,
                 "seconds": seconds,
             }
+            if checkpoint is not None and checkpoint.every and epoch % checkpoint.every == 0:
+                # every rank's generators (each draws its own batches); rank 0 writes
+                rngs = gather_objects(_rng_states(sample_gen, device), world)
+                if world.is_main:
+                    state = TrainState(
+                        epoch=epoch,
+                        config=cfg.to_dict(),
+                        dataset_fingerprint=fingerprint,
+                        world_size=world.size,
+                        encoder=to_cpu(encoder.state_dict()),
+                        optimizer=to_cpu(optimizer.state_dict()),
+                        scheduler=scheduler.state_dict(),
+                        rng=rngs,
+                        progress={
+                            "history": history,
+                            "last_metrics": last_metrics,
+                            "train_seconds": train_seconds,
+                            "evals_since_best": evals_since_best,
+                            "stopped_early": stopped_early,
+                            "last_spectrum": last[2] if last is not None else None,
+                            "best": best[:2] + best[4:] if best is not None else None,
+                        },
+                        arrays=_kept_arrays(last, best),
+                    )
+                    save_checkpoint(state, checkpoint.directory, checkpoint.keep)
             if bar is not None:
                 bar.set_postfix(_postfix(mean_loss, last_metrics, cfg), refresh=False)
                 bar.update(1)
@@ -391,6 +455,7 @@ def _fit(
         epochs_run=epoch,
         best_epoch=best_epoch,
         stopped_early=stopped_early,
+        resumed_from=resumed.epoch if resumed is not None else None,
         extra={
             "distributed": {
                 "world_size": world.size,
@@ -399,6 +464,53 @@ def _fit(
             }
         },
     )
+
+
+def _resume(
+    checkpoint: CheckpointOptions | None, cfg: TrainConfig, fingerprint: str, world: World
+) -> TrainState | None:
+    """The latest checkpoint to resume from (None: none asked for, or none written yet);
+    CheckpointMismatch when it belongs to another run."""
+    if checkpoint is None or not checkpoint.resume:
+        return None
+    path = latest_checkpoint(checkpoint.directory)
+    if path is None:
+        return None
+    state = load_checkpoint(path)
+    check_compatible(state, cfg.to_dict(), fingerprint, world.size)
+    return state
+
+
+def _rng_states(sample_gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    """This rank's generator states: the sampler's, torch's global CPU one and, on CUDA,
+    the device's. (Training draws from no numpy or Python generator: the validation split
+    is seeded by cfg.seed.)"""
+    states = {"sample": sample_gen.get_state(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _set_rng_states(
+    states: dict[str, torch.Tensor], sample_gen: torch.Generator, device: torch.device
+) -> None:
+    sample_gen.set_state(states["sample"])
+    torch.set_rng_state(states["torch"])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(states["cuda"], device)
+
+
+def _kept_arrays(
+    last: tuple[np.ndarray, np.ndarray, dict[str, Any]] | None,
+    best: tuple[float, int, np.ndarray, np.ndarray, dict[str, Any]] | None,
+) -> dict[str, torch.Tensor]:
+    """The embeddings of the last and the best evaluation, as CPU tensors (copies)."""
+    out = {}
+    if last is not None:
+        out["last_user"], out["last_item"] = (torch.from_numpy(a.copy()) for a in last[:2])
+    if best is not None:
+        out["best_user"], out["best_item"] = (torch.from_numpy(a.copy()) for a in best[2:4])
+    return out
 
 
 def _gradient_averager(cfg: TrainConfig, encoder: Encoder, world: World) -> GradientAverager | None:
@@ -478,6 +590,7 @@ def publish_result(
         "epochs_run": evaluated.epochs_run,
         "best_epoch": evaluated.best_epoch,
         "stopped_early": evaluated.stopped_early,
+        "resumed_from": evaluated.resumed_from,
         "torch_version": torch.__version__,
         # world_size, backend, devices (train.fit)
         "distributed": evaluated.extra.get("distributed"),

@@ -1,18 +1,18 @@
-"""A claimed job in a child process of its own: a crash, an OOM kill or a CUDA error fails
-that job, with the cause, and the worker goes on."""
+"""A claimed job in a child process of its own: a crash, an OOM kill or a CUDA error ends
+that attempt, with the cause, and the worker goes on; the job is queued again to resume from
+its last checkpoint while it has attempts left (SPECREC_JOB_RETRIES), else it fails."""
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
 import os
-import shutil
 import signal
 import threading
 
 from store.jobs import Job, JobStore
 from worker.exits import describe_exit
-from worker.job import job_workdir, run_job
+from worker.job import clear_workdir, run_job
 from worker.settings import LOG_FORMAT, WorkerSettings
 
 log = logging.getLogger("specrec.worker")
@@ -39,9 +39,11 @@ def run_job_isolated(
 ) -> int:
     """Run a claimed job in a child process; returns its exit code.
 
-    A child that dies before finishing the job (signal, crash, ``os._exit``) fails the job with
-    the cause at once, not after the heartbeat timeout. ``stop`` set meanwhile (the worker is
-    shutting down) terminates the child, which fails the job the same way.
+    A child that dies before finishing the job (signal, crash, ``os._exit``) ends its attempt
+    with the cause at once, not after the heartbeat timeout: the job goes back to the queue
+    (its checkpoints kept) while it has attempts left, else it fails. ``stop`` set meanwhile
+    (the worker is shutting down) terminates the child, which ends the attempt the same way.
+    The job's work directory is removed once the job ended.
     """
     ctx = multiprocessing.get_context("spawn")
     proc = ctx.Process(
@@ -61,8 +63,6 @@ def run_job_isolated(
             proc.terminate()
             terminated = True
     code = proc.exitcode
-    # a data-parallel job's work directory, left behind when its process was killed
-    shutil.rmtree(job_workdir(settings, job.id), ignore_errors=True)
     left = store.get(job.id)
     if left is not None and left.state == "running" and left.worker_id == worker_id:
         error = f"training process {proc.pid} {describe_exit(code)} before the job finished"
@@ -70,6 +70,20 @@ def run_job_isolated(
             error += ": the worker was shut down"
         elif code == -signal.SIGKILL:
             error += " (out of memory? the kernel's OOM killer sends SIGKILL)"
-        store.finish(job.id, worker_id, "failed", error=error, result=None)
-        log.error("job %s failed: %s", job.id, error)
+        if store.retry(job.id, worker_id, error):
+            n = len(left.attempts)
+            log.warning(
+                "job %s: attempt %d of %d ended: %s; queued again to resume from its checkpoint",
+                job.id,
+                n,
+                left.max_attempts,
+                error,
+            )
+        else:
+            store.finish(job.id, worker_id, "failed", error=error, result=None)
+            log.error("job %s failed: %s", job.id, error)
+        left = store.get(job.id)
+    # what a killed process left behind; the checkpoints too once the job ended
+    requeued = left is not None and left.state == "queued"
+    clear_workdir(settings, job.id, keep_checkpoints=requeued)
     return code

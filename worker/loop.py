@@ -11,7 +11,7 @@ from collections.abc import Callable
 from store.db import StoreUnavailable, describe
 from store.jobs import JobStore
 from worker.isolation import run_job_isolated
-from worker.orphans import fail_orphaned_jobs, new_worker_id
+from worker.orphans import fail_orphaned_jobs, new_worker_id, remove_ended_workdirs
 from worker.scheduler import RetrainScheduler
 from worker.settings import WorkerSettings
 
@@ -26,12 +26,13 @@ def serve_forever(
     if store is None:
         return
     fail_orphaned_jobs(store, worker_id)
+    remove_ended_workdirs(settings, store)
     scheduler = RetrainScheduler(settings, store, clock)
     log.info("worker %s polling %s", worker_id, describe(settings.jobs_db))
     down = False
     while not stop.is_set():
         try:
-            job = store.claim(worker_id)
+            job = store.claim(worker_id, max_attempts=settings.job_retries + 1)
             down = False
             if job is None:
                 if scheduler.maybe_enqueue() is None:
@@ -39,6 +40,7 @@ def serve_forever(
                 continue
             log.info("job %s claimed: %s", job.id, job.params)
             run_job_isolated(settings, store, job, worker_id, stop)
+            remove_ended_workdirs(settings, store)
         except StoreUnavailable as e:  # PostgreSQL down: keep polling, say so once
             if not down:
                 log.warning("the job store is unavailable (%s); retrying", e)

@@ -6,7 +6,7 @@ Work directory (private to one job):
     dataset.pkl    the job's training set (the dataset plus its ingested rows, merged once by
                    the job process, so every rank trains on the same snapshot)
     config.json    TrainConfig.to_dict()
-    spec.json      {"timeout_s": collective timeout}
+    spec.json      {"timeout_s": collective timeout, "checkpoint": null or {"dir", "every"}}
     progress.json  rank 0, after every epoch: fit's progress info (written atomically)
     cancel         created by the job process when cancellation is requested; rank 0 polls
                    it before every epoch and every rank stops (trainer.train.fit)
@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.config import TrainConfig
+from trainer.checkpoint import CheckpointOptions
 from trainer.launch import rank_env, torchrun_command
 from worker.exits import describe_exit
 
@@ -160,19 +161,24 @@ def run_ranks(
     timeout_s: float,
     poll_s: float = 0.5,
     keep_log: Path | None = None,
+    checkpoint: CheckpointOptions | None = None,
 ) -> Any:
     """Train `cfg` on `ds` in `nproc` ranks on this machine; the TrainResult of rank 0.
 
     Raises TrainingCancelled / TrainingDiverged as fit does, RanksFailed when a rank died,
     hung past `timeout_s` or raised (ranks.log then copied to `keep_log`, named in the
-    message). The torchrun process group is stopped on any exit.
+    message). The torchrun process group is stopped on any exit. `checkpoint`: the ranks
+    checkpoint (rank 0 writes) and resume as fit does (a directory outside `workdir` that
+    survives a failed run, or a subdirectory of it that the caller keeps).
     """
     from trainer.train import TrainingCancelled, TrainingDiverged
 
     workdir.mkdir(parents=True, exist_ok=True)
     _write_atomic(workdir / "dataset.pkl", pickle.dumps(ds, protocol=pickle.HIGHEST_PROTOCOL))
     _write_atomic(workdir / "config.json", json.dumps(cfg.to_dict()).encode())
-    _write_atomic(workdir / "spec.json", json.dumps({"timeout_s": timeout_s}).encode())
+    ckpt = checkpoint and {"dir": str(checkpoint.directory), "every": checkpoint.every}
+    spec = {"timeout_s": timeout_s, "checkpoint": ckpt}
+    _write_atomic(workdir / "spec.json", json.dumps(spec).encode())
     for stale in ("progress.json", "outcome.json", "result.pkl", "cancel"):
         (workdir / stale).unlink(missing_ok=True)
     command = torchrun_command(
@@ -260,6 +266,8 @@ def main(workdir: Path) -> int:
     cfg = TrainConfig.from_dict(json.loads((workdir / "config.json").read_text()))
     spec = json.loads((workdir / "spec.json").read_text())
     world = init_world(pick_device(cfg.device), spec["timeout_s"])
+    ckpt = spec.get("checkpoint")
+    checkpoint = ckpt and CheckpointOptions(Path(ckpt["dir"]), ckpt["every"], resume=True)
     with open(workdir / "dataset.pkl", "rb") as f:
         ds = pickle.load(f)
 
@@ -278,6 +286,7 @@ def main(workdir: Path) -> int:
             should_stop=cancelled if world.is_main else None,
             progress_bar=False,
             world=world,
+            checkpoint=checkpoint,
         )
     except TrainingCancelled as e:  # every rank stops at the same epoch
         outcome = {"state": "cancelled", "error": str(e)}

@@ -35,3 +35,9 @@ class WorkerSettings(HomeSettings, GateSettings):
     refit: bool = True
     """Publish a model refitted on every known pair after the evaluation run (trainer.refit),
     for the bootstrap and for jobs that do not say (``refit`` of POST /retrain)."""
+    job_retries: int = Field(1, ge=0, le=100)
+    """Times a job whose training process or worker died is queued again, to resume from its
+    last checkpoint, before it fails (0: it fails at once)."""
+    checkpoint_every: int = Field(1, ge=0)
+    """Epochs between a job's training checkpoints (in its work directory, never published,
+    removed when the job ends); 0: none, a retried job starts from epoch 1."""

@@ -17,11 +17,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("specrec.worker")
 
 
-def training_set(settings: WorkerSettings, job: Job) -> tuple[Dataset, FeedbackSnapshot]:
+def training_set(
+    settings: WorkerSettings, job: Job, upto_seq: int | None = None
+) -> tuple[Dataset, FeedbackSnapshot]:
     """The job's dataset plus every ingested interaction, in memory, keeping its split.
 
     The ingested rows are one point-in-time read of the FeedbackStore; the returned snapshot
-    says up to which ``seq`` they go (rows ingested later are the next retrain's).
+    says up to which ``seq`` they go (rows ingested later are the next retrain's). A retried
+    job passes its first attempt's ``upto_seq``: the same rows, so its checkpoint fits.
     """
     from trainer.data import load_dataset, merge_ingested
 
@@ -32,7 +35,7 @@ def training_set(settings: WorkerSettings, job: Job) -> tuple[Dataset, FeedbackS
     if not base.exists():
         raise FileNotFoundError(f"dataset {name!r} not found at {base}")
     ds = load_dataset(base)
-    snapshot = FeedbackStore(settings.feedback_db).snapshot()
+    snapshot = FeedbackStore(settings.feedback_db).snapshot(upto_seq)
     merged = merge_ingested(ds, snapshot.rows)
     log.info(
         "job %s: %s plus %d ingested interactions (up to seq %d): %d users, %d items, "

@@ -72,6 +72,19 @@ class RetrainRequest(BaseModel):
     ``SPECREC_REFIT`` (true)."""
 
 
+class AttemptView(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    number: int
+    worker_id: str
+    started_at: str | None
+    ended_at: str | None
+    resumed_from: int | None
+    """The checkpoint epoch this run continued from (null: it started at epoch 1)."""
+    error: str | None
+    """Why it ended (null while it runs, or when it finished the job)."""
+
+
 class JobView(BaseModel):
     model_config = ConfigDict(use_attribute_docstrings=True)
 
@@ -100,6 +113,11 @@ class JobView(BaseModel):
     result: dict[str, Any] | None
     """Metrics and quality-gate numbers once training ended."""
     error: str | None
+    attempts: list[AttemptView] = []
+    """Each run of the job, oldest first: a job whose training process or worker died is
+    queued again and resumes from its last checkpoint, up to max_attempts runs in all."""
+    max_attempts: int = 1
+    """Runs the job may take (1 + the worker's SPECREC_JOB_RETRIES when it claimed it)."""
 
 
 class JobAccepted(BaseModel):
@@ -169,6 +187,18 @@ def _view(job: Job) -> dict[str, Any]:
         "model_version": (job.result or {}).get("model_version"),
         "result": job.result,
         "error": job.error,
+        "attempts": [
+            {
+                "number": a.number,
+                "worker_id": a.worker_id,
+                "started_at": _iso(a.started_at),
+                "ended_at": _iso(a.ended_at),
+                "resumed_from": a.resumed_from,
+                "error": a.error,
+            }
+            for a in job.attempts
+        ],
+        "max_attempts": job.max_attempts,
     }
 
 

@@ -96,6 +96,9 @@ class Launcher:
             SPECREC_HEARTBEAT_TIMEOUT_S=str(HEARTBEAT_TIMEOUT_S),
             SPECREC_POLL_INTERVAL_S="0.2",
             SPECREC_WATCH_INTERVAL_S="0.2",
+            # the faults below end their job; retries from checkpoints (the default, one) are
+            # tested in tests/worker/test_job_retries.py
+            SPECREC_JOB_RETRIES="0",
         )
         self.child = pexpect.spawn(
             "make", ["run"], cwd=str(REPO), env=env, encoding="utf-8", dimensions=(50, 160)

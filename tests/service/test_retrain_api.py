@@ -284,3 +284,31 @@ def test_one_default_per_dataset_whatever_the_door(tmp_path: Path) -> None:
         # the request's epochs, then hyperparameters.epochs on top (as documented)
         assert queued({"epochs": 3, "hyperparameters": {"epochs": 9}})["epochs"] == 9
         assert queued({"epochs": 3})["epochs"] == 3
+
+
+def test_a_retried_job_shows_its_attempts_and_resume_epoch(
+    api: TestClient, settings: Settings
+) -> None:
+    r = api.post("/retrain", json={"epochs": 3}, headers=AUTH)
+    job_id = r.json()["job_id"]
+    assert api.get(f"/retrain/{job_id}").json()["attempts"] == []
+    store = JobStore(settings.jobs_db)
+    store.claim("w1", max_attempts=2)
+    assert store.retry(job_id, "w1", "training process 42 killed by signal 9 (SIGKILL)")
+    store.claim("w2", max_attempts=2)
+    store.record_resume(job_id, "w2", 2)
+    body = api.get(f"/retrain/{job_id}").json()
+    assert body["state"] == "running" and body["max_attempts"] == 2
+    first, second = body["attempts"]
+    assert (first["number"], first["worker_id"], first["resumed_from"]) == (1, "w1", None)
+    assert first["error"] == "training process 42 killed by signal 9 (SIGKILL)"
+    assert first["ended_at"].endswith("Z") and first["started_at"].endswith("Z")
+    assert second == {
+        "number": 2,
+        "worker_id": "w2",
+        "started_at": second["started_at"],
+        "ended_at": None,
+        "resumed_from": 2,
+        "error": None,
+    }
+    assert api.get("/retrain").json()["jobs"][0]["attempts"] == body["attempts"]

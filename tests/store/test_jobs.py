@@ -100,3 +100,69 @@ def test_queue_survives_reopen(store_target: StoreAt) -> None:
     reopened = JobStore(path)
     assert reopened.get(job.id).state == "queued"
     assert reopened.claim("w").params == {"objective": "directspec+"}
+
+
+def test_a_job_is_retried_while_it_has_attempts_left(store_target: StoreAt) -> None:
+    """claim(max_attempts=2): the first attempt's death queues the job again (the error on that
+    attempt), the second claim is attempt 2 with its resume epoch, and a second death is
+    refused by retry, so the worker fails the job; each attempt ends with its own error."""
+    store = JobStore(store_target("jobs"))
+    job, _ = store.enqueue({"epochs": 4})
+    first = store.claim("w1", max_attempts=2)
+    assert [(a.number, a.worker_id, a.resumed_from, a.ended_at) for a in first.attempts] == [
+        (1, "w1", None, None)
+    ]
+    assert first.max_attempts == 2
+    assert store.record_resume(job.id, "w1", None)
+    assert not store.retry(job.id, "someone-else", "x")  # only the claiming worker's
+    assert store.retry(job.id, "w1", "training process 7 killed by signal 9 (SIGKILL)")
+    queued = store.get(job.id)
+    assert queued.state == "queued" and queued.worker_id is None
+    assert queued.attempts[0].error == "training process 7 killed by signal 9 (SIGKILL)"
+    assert queued.attempts[0].ended_at is not None
+    assert not store.heartbeat(job.id, "w1")  # the dead attempt's worker lost it
+
+    second = store.claim("w2", max_attempts=2)
+    assert second.id == job.id and second.started_at == first.started_at
+    assert store.record_resume(job.id, "w2", 3)
+    assert not store.retry(job.id, "w2", "died again")  # 2 of 2 attempts: no retry
+    assert store.finish(job.id, "w2", "failed", error="died again")
+    done = store.get(job.id)
+    assert done.state == "failed"
+    assert [(a.number, a.worker_id, a.resumed_from, a.error) for a in done.attempts] == [
+        (1, "w1", None, "training process 7 killed by signal 9 (SIGKILL)"),
+        (2, "w2", 3, "died again"),
+    ]
+
+
+def test_a_reaped_job_with_attempts_left_goes_back_to_the_queue(store_target: StoreAt) -> None:
+    store = JobStore(store_target("jobs"), heartbeat_timeout_s=0.2)
+    job, _ = store.enqueue({})
+    store.claim("vanished", max_attempts=2)
+    time.sleep(0.3)
+    assert store.reap() == []  # retried, not failed
+    again = store.get(job.id)
+    assert again.state == "queued" and "no heartbeat" in again.attempts[0].error
+    assert store.claim("w2", max_attempts=2).id == job.id
+    time.sleep(0.3)
+    assert store.reap() == [job.id]  # the second attempt was the last
+    failed = store.get(job.id)
+    assert failed.state == "failed" and "no heartbeat" in failed.error
+    assert [a.worker_id for a in failed.attempts] == ["vanished", "w2"]
+
+
+def test_a_version_1_queue_is_upgraded_with_its_rows(tmp_path) -> None:
+    """A jobs file written before attempts existed: its jobs read as one attempt allowed."""
+    from store.db import SQLiteDatabase
+    from store.jobs import _STEPS
+
+    db = SQLiteDatabase(tmp_path / "jobs.sqlite")
+    db.migrate("jobs", _STEPS[:1])
+    with db.write() as conn:
+        conn.execute(
+            "INSERT INTO jobs (id, state, params, created_at) VALUES ('old', 'queued', '{}', 1.0)"
+        )
+    store = JobStore(tmp_path / "jobs.sqlite")
+    old = store.get("old")
+    assert old.state == "queued" and old.attempts == () and old.max_attempts == 1
+    assert store.claim("w").attempts[0].number == 1

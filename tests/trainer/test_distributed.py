@@ -253,3 +253,46 @@ def test_the_launch_option_is_taken_off_the_ranks_command_line():
         "--nproc-per-nodes",
         "1",
     ]
+
+
+def test_a_two_rank_run_resumes_with_two_ranks_only(data_dir, tmp_path, capsys):
+    """Rank 0 writes the checkpoint with both ranks' generators; two ranks resumed from the
+    epoch-2 checkpoint of a 4-epoch run publish the uninterrupted run's model; one process
+    is refused (its batches would come from other generators)."""
+    from trainer import cli
+    from trainer.checkpoint import list_checkpoints, load_checkpoint
+
+    ckpt = tmp_path / "ckpt"
+    args = [*CASES["mf-bpr"], "--epochs", "4", "--eval-every", "2", "--dim", "8", "--seed", "3"]
+    args += ["--data", str(data_dir), "--checkpoint-dir", str(ckpt), "--checkpoint-every", "2"]
+    whole = run_cli(*args, "--models-dir", str(tmp_path / "a"), "--nproc-per-node", "2")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    assert [e for e, _ in list_checkpoints(ckpt)] == [2, 4]
+    state = load_checkpoint(ckpt / "epoch-000002.pt")
+    assert state.world_size == 2 and len(state.rng) == 2
+    assert not torch.equal(state.rng[0]["sample"], state.rng[1]["sample"])
+
+    (ckpt / "epoch-000004.pt").unlink()
+    resumed = run_cli(
+        *args, "--resume", "--models-dir", str(tmp_path / "b"), "--nproc-per-node", "2"
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from the epoch-2 checkpoint" in resumed.stderr
+    a, b = ModelRegistry(tmp_path / "a").load(), ModelRegistry(tmp_path / "b").load()
+    assert np.array_equal(a.arrays.user_emb, b.arrays.user_emb)
+    assert np.array_equal(a.arrays.item_emb, b.arrays.item_emb)
+    assert a.manifest["metrics"] == b.manifest["metrics"]
+    history = [
+        [{k: v for k, v in e.items() if k != "seconds"} for e in m.manifest["training"]["history"]]
+        for m in (a, b)
+    ]
+    assert history[0] == history[1] and [e["epoch"] for e in history[0]] == [2, 4]
+    assert (a.manifest["training"]["resumed_from"], b.manifest["training"]["resumed_from"]) == (
+        None,
+        2,
+    )
+
+    capsys.readouterr()
+    assert cli.main([*args, "--resume", "--no-publish", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "it was written by 2 rank(s), this run has 1" in err

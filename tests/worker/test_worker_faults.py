@@ -20,7 +20,8 @@ from worker.settings import WorkerSettings
 
 @pytest.fixture
 def settings(worker_home: Path) -> WorkerSettings:
-    return WorkerSettings(home=worker_home, heartbeat_interval_s=0.2)
+    # no training checkpoints: the disk-full test fails fsync for publishing only
+    return WorkerSettings(home=worker_home, heartbeat_interval_s=0.2, checkpoint_every=0)
 
 
 def _run(settings: WorkerSettings, store: JobStore, params: dict) -> str:
