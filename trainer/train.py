@@ -46,6 +46,7 @@ from trainer.evaluate import evaluate
 from trainer.objectives import BatchLoss
 from trainer.optim import RowAdam, build_optimizer
 from trainer.sampling import CSR, PairSampler, UserItemSampler
+from trainer.spectral import fit_spectral, spectral_arrays, spectral_embeddings
 
 ProgressFn = Callable[[dict[str, Any]], None]
 T = TypeVar("T")
@@ -221,6 +222,8 @@ def fit(
     at the evaluation that produced them: the gate and publish_result use it as it is.
     """
     world = world or World.single()
+    if cfg.objective == "spectral":
+        return _fit_spectral(ds, cfg, progress)
     device = rank_device(pick_device(cfg.device), world)
     old_threads = torch.get_num_threads()
     # auto (0) = 1 thread on CPU: MF's kernels (B x B x d) are too small to gain from
@@ -400,6 +403,38 @@ def _fit(
     )
 
 
+def _fit_spectral(ds: Dataset, cfg: TrainConfig, progress: ProgressFn | None) -> TrainResult:
+    """The training-free filter as a TrainResult: the low-pass part as embeddings (users @
+    items.T is its score) and the whole filter in ``extra["filter"]`` (publish_result)."""
+    filt, summary = fit_spectral(ds, cfg)
+    train = ds.train_matrix()
+    users, items = spectral_embeddings(filt, train)
+    spec = embedding_spectrum(users, items)
+    metrics = summary["metrics"]
+    seconds = summary["seconds_fit"]
+    entry = {
+        "epoch": 1,
+        "loss": 0.0,
+        "metrics": metrics,
+        "spectrum": spectrum_summary(spec),
+        "seconds": seconds,
+        "split": "test",
+    }
+    if progress is not None:
+        progress({"epoch": 1, "epochs": 1, "loss": 0.0, "metrics": metrics, "seconds": seconds})
+    return TrainResult(
+        user_emb=users,
+        item_emb=items,
+        history=[entry],
+        metrics=metrics,
+        spectrum=spec,
+        seconds_per_epoch=seconds,
+        device="cpu",
+        epochs_run=1,
+        extra={"filter": filt, "seconds_eval": summary["seconds_eval"]},
+    )
+
+
 def _gradient_averager(cfg: TrainConfig, encoder: Encoder, world: World) -> GradientAverager | None:
     """Averages gradients across ranks after each backward pass (None for one process).
     MF's sparse row gradients carry at most B x S users and B x S (BPR: 2 B x S) items."""
@@ -455,6 +490,16 @@ def publish_result(
         ds.item_ids,
         (ds.train_users, ds.train_items),
     )
+    model: dict[str, Any] = {"kind": "embedding"}
+    filt = result.extra.get("filter")
+    if filt is not None:
+        arrays = spectral_arrays(arrays, filt, ds.train_matrix(), cfg)
+        model = {
+            "kind": "spectral",
+            "spectral_k": filt.rank,
+            "spectral_alpha": filt.alpha,
+            "top_k": int(arrays.top_rows.shape[1]) if arrays.top_rows is not None else 0,
+        }
     return registry.publish(
         arrays,
         config=cfg.to_dict(),
@@ -474,6 +519,7 @@ def publish_result(
                 # world_size, backend, devices (train.fit)
                 "distributed": result.extra.get("distributed"),
             },
+            "model": model,
             **(extra or {}),
         },
         keep=keep,

@@ -1,0 +1,213 @@
+"""Fit and evaluate the training-free spectral filter (contract/spectral.py) on a Dataset.
+
+Fitting is one truncated SVD of R̃ (scipy's ARPACK ``svds``; a dense SVD for small
+matrices); there are no epochs. Evaluation ranks every test user by the filter's own scores
+(the service's scores), with the same full-ranking metrics as the embedding models
+(trainer/evaluate.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from scipy.sparse.linalg import svds
+
+from contract.artifact import ModelArrays
+from contract.config import TrainConfig
+from contract.spectral import SpectralFilter, normalized_matrix
+from contract.spectrum import embedding_spectrum
+from trainer.data import Dataset
+from trainer.evaluate import _binary_csr, _check_args, _ranking_metrics
+
+DENSE_SVD_UP_TO = 2000
+"""Below this many rows or columns, R̃'s SVD is computed densely (exact, deterministic)."""
+
+
+def top_singular(norm: sp.csr_matrix, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k right singular vectors (n, k') and values (k',) of `norm`, values descending;
+    k' = min(k, rank bound). Dense SVD for small matrices, ARPACK otherwise."""
+    m, n = norm.shape
+    small = min(m, n)
+    if small <= DENSE_SVD_UP_TO or k >= small - 1:
+        _, s, vt = np.linalg.svd(norm.toarray().astype(np.float64), full_matrices=False)
+        k = min(k, len(s))
+        return vt[:k].T.copy(), s[:k].copy()
+    v0 = np.random.default_rng(seed).uniform(-1.0, 1.0, size=small)
+    _, s, vt = svds(norm.astype(np.float64), k=k, v0=v0, solver="arpack")
+    order = np.argsort(-s, kind="stable")
+    return vt[order].T.copy(), s[order].copy()
+
+
+def fit_filter(train: sp.csr_matrix, k: int, alpha: float, seed: int = 0) -> SpectralFilter:
+    """The GF-CF filter of a binary (m, n) training matrix: R̃, its top-k right singular
+    vectors and the low-pass weight `alpha`."""
+    norm = normalized_matrix(train)
+    vectors, values = top_singular(norm, k, seed)
+    return SpectralFilter.build(norm, vectors, values, alpha)
+
+
+def _score_fn(filt: SpectralFilter, threads: int) -> Callable[[sp.csr_matrix], np.ndarray]:
+    """filt.scores, with a block split over `threads` threads (scipy's sparse products
+    release the GIL, so two threads use two cores)."""
+    if threads <= 1:
+        return filt.scores
+    pool = ThreadPoolExecutor(threads)
+
+    def scores(h: sp.csr_matrix) -> np.ndarray:
+        cuts = np.linspace(0, h.shape[0], threads + 1).astype(int)
+        parts = pool.map(filt.scores, [h[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)])
+        return np.concatenate(list(parts))
+
+    return scores
+
+
+def stable_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k columns of each row of `scores` (B, n) ordered by (score desc, column asc) — the
+    service's order (ties at the cut go to the lower column): rows (B, k) int64 and their
+    scores (B, k). k <= n."""
+    b, n = scores.shape
+    if k >= n:
+        idx = np.broadcast_to(np.arange(n), (b, n))
+    else:
+        kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1]  # (B,) k-th best score
+        above = scores > kth[:, None]
+        at = scores == kth[:, None]
+        idx = np.empty((b, k), dtype=np.int64)
+        for i in range(b):  # the items above the k-th score, then the lowest tied ones
+            top = np.flatnonzero(above[i])
+            tied = np.flatnonzero(at[i])[: k - len(top)]
+            idx[i, : len(top)] = top
+            idx[i, len(top) :] = tied
+    vals = np.take_along_axis(scores, idx, axis=1)
+    order = np.lexsort((idx, -vals), axis=1)
+    return np.take_along_axis(idx, order, axis=1), np.take_along_axis(vals, order, axis=1)
+
+
+def evaluate_filter(
+    filt: SpectralFilter,
+    histories: sp.csr_matrix,
+    test: sp.csr_matrix,
+    *,
+    ks: tuple[int, ...] = (10, 20),
+    recall_convention: Any = "lightgcn",
+    batch_users: int = 1024,
+    threads: int = 1,
+) -> dict[str, float]:
+    """Full-ranking Recall@K / NDCG@K of the filter's scores for users whose history is
+    their row of `histories` (m, n) (masked, never hits), against `test` (m, n)."""
+    ks_list = _check_args(ks, recall_convention, batch_users, histories.shape, histories, test)
+    histories, test = _binary_csr(histories), _binary_csr(test)
+    score = _score_fn(filt, threads)
+    cpu = torch.device("cpu")
+
+    def rank_batch(batch: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        h = histories[batch]
+        scores = score(h)  # (B, n)
+        rows, cols = h.nonzero()
+        scores[rows, cols] = -np.inf
+        top_items, top_scores = stable_topk(scores, k)
+        return torch.from_numpy(top_items), torch.from_numpy(top_scores > -np.inf)
+
+    return _ranking_metrics(rank_batch, test, ks_list, recall_convention, batch_users, cpu)
+
+
+def fit_spectral(
+    ds: Dataset,
+    cfg: TrainConfig,
+    *,
+    evaluate_on: sp.csr_matrix | None = None,
+) -> tuple[SpectralFilter, dict[str, Any]]:
+    """Fit on ds's training pairs and score ds's test split (or `evaluate_on`, e.g. nothing
+    for a refit on every pair: an empty test split gives no metrics). Returns the filter and
+    a summary {"metrics", "seconds_fit", "seconds_eval"}."""
+    threads = cfg.num_threads or 2
+    t0 = time.perf_counter()
+    train = ds.train_matrix()
+    filt = fit_filter(train, cfg.spectral_k, cfg.spectral_alpha, cfg.seed)
+    t1 = time.perf_counter()
+    test = ds.test_matrix() if evaluate_on is None else evaluate_on
+    metrics: dict[str, float] = {}
+    if test.nnz:
+        metrics = evaluate_filter(
+            filt,
+            train,
+            test,
+            ks=cfg.ks,
+            recall_convention=cfg.recall_convention,
+            threads=threads,
+        )
+    t2 = time.perf_counter()
+    return filt, {"metrics": metrics, "seconds_fit": t1 - t0, "seconds_eval": t2 - t1}
+
+
+def spectral_embeddings(filt: SpectralFilter, train: sp.csr_matrix) -> tuple[np.ndarray, ...]:
+    """The low-pass part as embeddings: users (m, K) = α r D_I^-1/2 V̄, items (n, K) =
+    D_I^1/2 V̄, so that users @ items.T is the ideal filter's score."""
+    return filt.user_factors(_binary_csr(train)), filt.lowpass_out
+
+
+def spectral_spectrum(filt: SpectralFilter, train: sp.csr_matrix) -> dict[str, Any]:
+    """embedding_spectrum of the low-pass embeddings (what the gate and /health read)."""
+    users, items = spectral_embeddings(filt, train)
+    return embedding_spectrum(users, items)
+
+
+def top_lists(
+    filt: SpectralFilter,
+    histories: sp.csr_matrix,
+    banned: sp.csr_matrix,
+    length: int,
+    *,
+    batch_users: int = 1024,
+    threads: int = 2,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's top-`length` items by the filter's score of their `histories` row (m, n),
+    the user's `banned` row (m, n) left out: rows (m, L) int32 and scores (m, L) float32,
+    best first, ties by lower row; -1 / -inf pad a user with fewer than L rankable items."""
+    m, n = histories.shape
+    length = min(length, n)
+    histories, banned = _binary_csr(histories), _binary_csr(banned)
+    score = _score_fn(filt, threads)
+    rows_out = np.full((m, length), -1, dtype=np.int32)
+    scores_out = np.full((m, length), -np.inf, dtype=np.float32)
+    for start in range(0, m, batch_users):
+        stop = min(start + batch_users, m)
+        scores = score(histories[start:stop])  # (B, n)
+        r, c = banned[start:stop].nonzero()
+        scores[r, c] = -np.inf
+        top, top_scores = stable_topk(scores, length)
+        valid = np.isfinite(top_scores)
+        rows_out[start:stop] = np.where(valid, top, -1)
+        scores_out[start:stop] = np.where(valid, top_scores, -np.inf)
+    return rows_out, scores_out
+
+
+TOP_LIST_LENGTH = 100
+"""Items per user in a published filter model's precomputed lists (the service's default
+precompute_k): answers to depth 100 for known users are lookups."""
+
+
+def spectral_arrays(
+    arrays: ModelArrays, filt: SpectralFilter, histories: sp.csr_matrix, cfg: TrainConfig
+) -> ModelArrays:
+    """`arrays` (ids, seen items, the low-pass embeddings) with the filter and each user's
+    top list (their `histories` row scored, their seen items left out) added."""
+    seen = sp.csr_matrix(
+        (np.ones(len(arrays.seen_indices), np.float32), arrays.seen_indices, arrays.seen_indptr),
+        shape=(arrays.n_users, arrays.n_items),
+    )
+    rows, scores = top_lists(filt, histories, seen, TOP_LIST_LENGTH, threads=cfg.num_threads or 2)
+    return arrays.with_arrays(
+        filter_indptr=filt.norm.indptr.astype(np.int64),
+        filter_indices=filt.norm.indices.astype(np.int32),
+        filter_data=filt.norm.data.astype(np.float32),
+        filter_singular_values=filt.singular_values.astype(np.float32),
+        top_rows=rows,
+        top_scores=scores,
+    )
