@@ -21,7 +21,9 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY contract ./contract
+COPY store ./store
 COPY trainer ./trainer
+COPY worker ./worker
 COPY service ./service
 RUN pip wheel --no-deps --wheel-dir /wheels .
 

@@ -32,8 +32,9 @@ help:
 	@echo "make run      create .venv, install, build the default model if needed, start API + worker"
 	@echo "make test     create .venv, install dev deps, ruff check + format check + pytest"
 	@echo "make lint     ruff check, ruff format --check, deptry (every import declared),"
-	@echo "              lint-imports (contract <- trainer, contract <- service; no torch in service),"
-	@echo "              mypy (contract, trainer, service)"
+	@echo "              lint-imports (contract <- store, trainer <- worker, contract <- service;"
+	@echo "              no torch, trainer or worker in service),"
+	@echo "              mypy (contract, store, trainer, worker, service)"
 	@echo "make format   ruff format and ruff check --fix"
 	@echo "make clean    remove .venv, caches and build outputs (keeps ./var: data and models)"
 

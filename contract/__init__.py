@@ -1,14 +1,16 @@
 """The contract between the trainer and the service: what both processes read and write.
 
-numpy, pydantic and the standard library only (and psycopg, the ``postgres`` extra, when
-``SPECREC_DATABASE_URL`` names PostgreSQL): no torch, no FastAPI. ``trainer`` and ``service``
-both import this package and never each other (``make lint`` checks it with import-linter).
+numpy, pydantic and the standard library only: no torch, no FastAPI, no database. ``trainer``,
+``service``, ``store`` and ``worker`` import this package; it imports none of them, and
+``trainer`` and ``service`` never import each other (``make lint`` checks it with
+import-linter).
 
 - ``artifact``: the versioned model artifact and its registry (write, verify, switch atomically);
+- ``manifest``: the artifact's manifest as a typed model (``Manifest``);
 - ``spectrum``: singular values and effective rank of embedding matrices;
 - ``config``: ``TrainConfig``, the hyper-parameters of a training run, and their defaults;
 - ``jobspec``: a retrain job's parameters resolved into a ``TrainConfig``;
-- ``jobs`` / ``feedback``: the retrain-job queue and the ingested interactions;
-- ``db``: the database both stores use, SQLite files or PostgreSQL, and its schema versions;
+- ``ids``: the rule user and item ids follow;
+- ``settings``: the settings both processes read (home, registry, database URL, gate);
 - ``layout``: where everything lives under ``SPECREC_HOME``.
 """

@@ -10,6 +10,7 @@ Layout under a registry root::
       versions/<version>/      one published model, never modified after the rename
         manifest.json          format_version, created_at, dataset_fingerprint, config,
                                metrics, spectrum, files{name: {sha256, bytes}}, shapes
+                               (read as contract.manifest.Manifest)
         user_emb.npy           (m, d) float32  final user embeddings (LightGCN: propagated)
         item_emb.npy           (n, d) float32
         user_ids.npy           (m,) unicode    external id of each user row
@@ -63,6 +64,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from contract.manifest import Manifest, parse_manifest
 
 log = logging.getLogger("specrec.artifact")
 
@@ -262,7 +265,7 @@ class ModelArrays:
 @dataclass(frozen=True)
 class LoadedModel:
     version: str
-    manifest: dict[str, Any]
+    manifest: Manifest
     arrays: ModelArrays
 
 
@@ -367,16 +370,20 @@ def read_model_dir(path: Path, verify_checksums: bool = True) -> LoadedModel:
             raise ArtifactInvalid(f"{path}: cannot read {fname}: {e}") from e
     arrays = ModelArrays(**loaded)
     arrays.validate()
-    shape = manifest.get("shape", {})
-    if (shape.get("n_users"), shape.get("n_items"), shape.get("dim")) != (
+    try:
+        typed = parse_manifest(manifest)
+    except ValueError as e:
+        raise ArtifactInvalid(f"{path}: {e}") from e
+    shape = typed.shape
+    if shape is None or (shape.n_users, shape.n_items, shape.dim) != (
         arrays.n_users,
         arrays.n_items,
         arrays.dim,
     ):
-        raise ArtifactInvalid(f"{path}: manifest shape {shape} does not match the arrays")
-    return LoadedModel(
-        version=str(manifest.get("version", path.name)), manifest=manifest, arrays=arrays
-    )
+        raise ArtifactInvalid(
+            f"{path}: manifest shape {manifest.get('shape', {})} does not match the arrays"
+        )
+    return LoadedModel(version=typed.version or path.name, manifest=typed, arrays=arrays)
 
 
 class ModelRegistry:
@@ -408,11 +415,12 @@ class ModelRegistry:
             p.name for p in self.versions_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
         )
 
-    def manifest(self, version: str) -> dict[str, Any]:
+    def manifest(self, version: str) -> Manifest:
+        """The manifest of `version` (not checked against its arrays: ``load`` does that)."""
         path = self._version_path(version) / MANIFEST
         try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            return parse_manifest(json.loads(path.read_text()))
+        except (OSError, ValueError) as e:  # json.JSONDecodeError is a ValueError
             raise ArtifactInvalid(f"{version}: unreadable manifest: {e}") from e
 
     def load(self, version: str | None = None) -> LoadedModel:

@@ -1,7 +1,7 @@
 """What a retrain job asks for, turned into a TrainConfig (torch-free: the API validates with it).
 
 A job's parameters are ``{"encoder"?, "objective"?, "epochs"?, "dataset"?, "hyperparameters"?,
-"force"?, "processes"?}`` (processes: data-parallel training ranks, trainer.job_ranks). The
+"force"?, "processes"?}`` (processes: data-parallel training ranks, worker.ranks). The
 base is ``default_synthetic_config(objective, encoder)`` (each objective's
 settings tuned for the embedded synthetic default, DirectSpec+ MF when none is named);
 ``epochs`` and then ``hyperparameters`` override any TrainConfig field. For a real dataset pass

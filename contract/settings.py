@@ -1,5 +1,5 @@
 """The settings both processes read, defined once: the API's ``service.settings.Settings`` and
-the worker's ``trainer.worker.WorkerSettings`` are built from these.
+the worker's ``worker.settings.WorkerSettings`` are built from these.
 
 Environment variables carry the prefix ``SPECREC_`` (``SPECREC_HOME``, ``SPECREC_GATE_...``):
 set one and both processes see it. Each group is a model of its own, composed into a process's
@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract import layout
-from contract.db import Target
-from contract.jobs import DEFAULT_HEARTBEAT_TIMEOUT_S
+
+#: Seconds without a heartbeat after which a running job is failed (SPECREC_HEARTBEAT_TIMEOUT_S).
+DEFAULT_HEARTBEAT_TIMEOUT_S = 30.0
 
 
 class HomeSettings(BaseSettings):
@@ -54,13 +55,13 @@ class HomeSettings(BaseSettings):
         return layout.data_root(self.home)
 
     @property
-    def jobs_db(self) -> Target:
+    def jobs_db(self) -> Path | str:
         """The retrain job queue shared by the API and the worker: the database URL, else
         ``<home>/jobs.sqlite``."""
         return self.database_url or layout.jobs_db(self.home)
 
     @property
-    def feedback_db(self) -> Target:
+    def feedback_db(self) -> Path | str:
         """Ingested interactions, read by the worker at each retrain: the database URL, else
         ``<home>/interactions.sqlite``."""
         return self.database_url or layout.feedback_db(self.home)

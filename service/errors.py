@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Match
 
-from contract.db import StoreUnavailable
+from store.db import StoreUnavailable
 
 log = logging.getLogger("specrec.service")
 

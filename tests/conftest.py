@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from contract.db import Target
+from store.db import Target
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +26,7 @@ def postgres() -> Iterator[object]:
     try:
         yield server
     finally:
-        from contract.db import close_pools
+        from store.db import close_pools
 
         close_pools()
         server.stop()

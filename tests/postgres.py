@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from contract.db import Target
+from store.db import Target
 
 #: the store_target fixture: a store name -> where that store lives
 StoreAt = Callable[[str], Target]

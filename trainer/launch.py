@@ -7,7 +7,6 @@ the ranks themselves join the process group in trainer.distributed.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -15,18 +14,6 @@ from collections.abc import Sequence
 #: Seconds a rank waits for the others in a collective before the run fails (a hung rank):
 #: the default of ``specrec-train --dist-timeout-s`` and of the worker's ``dist_timeout_s``.
 DEFAULT_TIMEOUT_S = 120.0
-
-
-def describe_exit(exitcode: int) -> str:
-    """A process's exit code in words (``multiprocessing``/``subprocess`` convention: negative
-    is the signal that killed it)."""
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = "unknown signal"
-        return f"killed by signal {-exitcode} ({name})"
-    return f"exited with status {exitcode}"
 
 
 def torchrun_command(nproc: int, target: Sequence[str], options: Sequence[str] = ()) -> list[str]:

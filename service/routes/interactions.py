@@ -16,7 +16,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from contract.feedback import FeedbackStore, Interaction, row_problem
 from service.auth import HOW_TO_ENABLE
 from service.errors import (
     STORE_UNAVAILABLE,
@@ -28,6 +27,7 @@ from service.errors import (
 )
 from service.schemas import ID_SCHEMA
 from service.settings import Settings
+from store.feedback import FeedbackStore, Interaction, row_problem
 
 _bearer = HTTPBearer(auto_error=False, description="ADMIN_TOKEN or SPECREC_INGEST_TOKEN")
 ROW_FIELDS = {"user_id", "item_id", "timestamp"}

@@ -18,13 +18,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from contract.config import ConfigError, Encoder, Objective, TrainConfig, field_type
-from contract.jobs import Job, JobState, JobStore
 from contract.jobspec import TRAIN_CONFIG_KEY, TRIGGER_KEY, job_params
 from service.auth import ADMIN_ERRORS, AdminDep
 from service.errors import STORE_UNAVAILABLE, InvalidRequest, ServiceError, error_responses
 from service.hyperparameters import BPR_NEEDS_PAIRS, Hyperparameters
 from service.schemas import json_int
 from service.settings import Settings
+from store.jobs import Job, JobState, JobStore
 
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
 DATASET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"

@@ -2,7 +2,7 @@
 
 One server and one retrain worker for the whole browser session: ``python -m service.main`` on a
 free loopback port, serving two tiny published models (so there is a previous one), and
-``python -m trainer.worker`` on the synthetic default dataset, so retrain jobs really train.
+``python -m worker.cli`` on the synthetic default dataset, so retrain jobs really train.
 
 No browser is ever downloaded (``playwright install`` is not used): Playwright launches the
 system Chromium through ``executable_path``; ``make test`` installs it (apt-get) when missing.
@@ -165,7 +165,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             [sys.executable, "-m", "service.main"], cwd=REPO, env=api_env, stdout=out, stderr=out
         )
         worker = subprocess.Popen(
-            [sys.executable, "-m", "trainer.worker", "--no-bootstrap"],
+            [sys.executable, "-m", "worker.cli", "--no-bootstrap"],
             cwd=REPO,
             env=worker_env,
             stdout=wout,

@@ -51,8 +51,8 @@ def test_publish_then_load_roundtrip(tmp_path: Path) -> None:
     assert loaded.version == v == reg.current()
     np.testing.assert_array_equal(loaded.arrays.item_emb, a.item_emb)
     np.testing.assert_array_equal(loaded.arrays.seen_indices, a.seen_indices)
-    assert loaded.manifest["config"] == {"objective": "directspec+"}
-    assert loaded.manifest["shape"] == {"n_users": 6, "n_items": 9, "dim": 4, "n_seen": 6}
+    assert loaded.manifest.config.to_dict() == {"objective": "directspec+"}
+    assert loaded.manifest.shape.to_dict() == {"n_users": 6, "n_items": 9, "dim": 4, "n_seen": 6}
     assert not list((tmp_path / "versions").glob(".tmp-*"))
 
 

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from contract.settings import GateSettings, HomeSettings
 from service.settings import IndexSettings, Settings
-from trainer.worker import WorkerSettings
+from worker.settings import WorkerSettings
 
 SHARED = {
     "SPECREC_HOME": ("/srv/specrec", "home", Path("/srv/specrec")),

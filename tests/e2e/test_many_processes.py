@@ -27,8 +27,8 @@ from typing import Any
 import httpx
 import pytest
 
-from contract.feedback import FeedbackStore
-from contract.jobs import FINAL_STATES, JobStore
+from store.feedback import FeedbackStore
+from store.jobs import FINAL_STATES, JobStore
 from tests.service.modelkit import make_model, publish
 from trainer.synthetic import write_dataset
 
@@ -108,7 +108,7 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
 def start_worker(processes: Processes, env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
     return processes.start(
         name,
-        [sys.executable, "-m", "trainer.worker", "--no-bootstrap"],
+        [sys.executable, "-m", "worker.cli", "--no-bootstrap"],
         {
             **env,
             "SPECREC_POLL_INTERVAL_S": "0.1",

@@ -21,11 +21,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from contract.artifact import ModelArrays, ModelRegistry
-from contract.jobs import JobStore
 from service.app import create_app
 from service.settings import Settings
+from store.jobs import JobStore
 from trainer.synthetic import write_dataset
-from trainer.worker import WorkerSettings, run_job, serve_forever
+from worker.job import run_job
+from worker.loop import serve_forever
+from worker.settings import WorkerSettings
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "e2e-admin-token-0123456789"
@@ -155,7 +157,7 @@ def _start_worker(home: Path) -> subprocess.Popen[bytes]:
         "SPECREC_POLL_INTERVAL_S": "0.2",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "trainer.worker", "--no-bootstrap"],
+        [sys.executable, "-m", "worker.cli", "--no-bootstrap"],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -14,13 +14,15 @@ from pydantic_settings import BaseSettings
 
 from service.settings import Settings
 from trainer import device as trainer_device
-from trainer.worker import WorkerSettings
+from worker.settings import WorkerSettings
 
 ROW = re.compile(r"^\|\s*`([A-Z][A-Z0-9_]*)`\s*\|([^|]*)\|([^|]*)\|\s*$")
 # Files where a documented variable may be read; README and tests do not count.
 SOURCES = [
     "contract",
+    "store",
     "trainer",
+    "worker",
     "service",
     "scripts",
     "Makefile",

@@ -1,6 +1,6 @@
 """The wheel the Dockerfile builds (`pip wheel --no-deps .` on the COPYed files) holds every
-module of contract/, trainer/ and service/ and the four console scripts: a module outside the
-package globs in pyproject.toml would be missing from the image."""
+module of contract/, store/, trainer/, worker/ and service/ and the four console scripts: a
+module outside the package globs in pyproject.toml would be missing from the image."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def wheel(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFi
     src = tmp_path_factory.mktemp("context")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(repo / name, src / name)
-    for pkg in ("contract", "trainer", "service"):
+    for pkg in ("contract", "store", "trainer", "worker", "service"):
         shutil.copytree(repo / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path_factory.mktemp("wheel")
     cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out)]
@@ -41,7 +41,7 @@ def test_wheel_contains_exactly_the_package_modules(repo, wheel):
     in_wheel = {n for n in wheel.namelist() if n.endswith(".py")}
     on_disk = {
         p.relative_to(repo).as_posix()
-        for pkg in ("contract", "trainer", "service")
+        for pkg in ("contract", "store", "trainer", "worker", "service")
         for p in (repo / pkg).rglob("*.py")
         if "__pycache__" not in p.parts
     }

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from contract.feedback import FeedbackStore
 from service.app import create_app
 from service.body_limit import BodyLimitMiddleware
 from service.settings import Settings
+from store.feedback import FeedbackStore
 from tests.service.modelkit import auth
 
 LIMIT = 4096

@@ -13,11 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from contract.artifact import ModelRegistry
-from contract.feedback import FeedbackStore, Interaction
 from service.app import create_app
 from service.foldin import FoldIn, fit_map, history_sum, history_sums, item_weights, rule_for
 from service.fresh import CHECK_INTERVAL_S
 from service.settings import Settings
+from store.feedback import FeedbackStore, Interaction
 from tests.service.modelkit import ADMIN_TOKEN, Model, auth, make_model
 
 N_USERS, N_ITEMS = 20, 60

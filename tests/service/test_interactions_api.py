@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from contract.feedback import FeedbackStore
 from service.app import create_app
 from service.settings import Settings
+from store.feedback import FeedbackStore
 from tests.service.modelkit import ADMIN_TOKEN
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -9,10 +9,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from contract.config import TrainConfig, default_synthetic_config
-from contract.jobs import JobStore
 from contract.jobspec import train_config_for_job
 from service.app import create_app
 from service.settings import Settings
+from store.jobs import JobStore
 from tests.service.modelkit import ADMIN_TOKEN
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -11,17 +11,17 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-import contract.db
 import service.fresh
 from service.app import create_app
 from service.settings import Settings
+from store import db as store_db
 from tests.service.modelkit import ADMIN_TOKEN, auth, make_model, publish
 
 
 @pytest.fixture
 def outage(tmp_path: Path, postgres: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Settings, str]:
     """Settings pointing at a database that is not there (yet); its name."""
-    monkeypatch.setattr(contract.db, "POOL_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(store_db, "POOL_TIMEOUT_S", 1.0)
     monkeypatch.setattr(service.fresh, "RETRY_S", 0.2)
     name = "t_outage_" + tmp_path.name.replace("-", "_")[-20:].lower()
     settings = Settings(

@@ -39,11 +39,12 @@ def test_trains_and_publishes_a_loadable_artifact(data_dir, tmp_path, capsys):
     assert loaded.arrays.user_emb.shape == (100, 8)
     assert loaded.arrays.item_emb.shape[1] == 8
     manifest = loaded.manifest
-    assert manifest["config"]["lr"] == 300.0 and manifest["config"]["ks"] == [5, 20]
-    assert manifest["config"]["epochs"] == 2 and manifest["config"]["objective"] == "directspec+"
+    cfg = manifest.config.to_dict()
+    assert cfg["lr"] == 300.0 and cfg["ks"] == [5, 20]
+    assert cfg["epochs"] == 2 and manifest.config.objective == "directspec+"
     # the printed table shows the published metrics
     printed = dict(line.split(None, 1) for line in out.splitlines() if line.startswith("recall@"))
-    assert float(printed["recall@20"]) == pytest.approx(manifest["metrics"]["recall@20"], abs=1e-4)
+    assert float(printed["recall@20"]) == pytest.approx(manifest.metrics["recall@20"], abs=1e-4)
     assert "recall@5" in printed
     assert f"published {loaded.version}" in out
 
@@ -60,7 +61,7 @@ def test_objective_defaults_apply(data_dir, tmp_path, capsys):
     models = tmp_path / "models"
     rc = main(small_args(data_dir, "--models-dir", str(models), "--objective", "bpr"))
     assert rc == 0
-    cfg = ModelRegistry(models).load().manifest["config"]
+    cfg = ModelRegistry(models).load().manifest.config.to_dict()
     assert (cfg["optimizer"], cfg["lr"], cfg["reg"]) == ("sparse_adam", 1e-3, 1e-4)
 
 

@@ -440,10 +440,10 @@ def test_publish_result_writes_a_loadable_artifact(small_ds, tmp_path):
     assert loaded.version == version
     np.testing.assert_array_equal(loaded.arrays.user_emb, res.user_emb)
     np.testing.assert_array_equal(loaded.arrays.user_ids, small_ds.user_ids)
-    assert loaded.manifest["config"] == cfg.to_dict()
-    assert loaded.manifest["metrics"]["recall@20"] == pytest.approx(res.metrics["recall@20"])
-    assert loaded.manifest["dataset_fingerprint"] == small_ds.fingerprint()
-    assert len(loaded.manifest["training"]["history"]) == 2
+    assert loaded.manifest.config.to_dict() == cfg.to_dict()
+    assert loaded.manifest.metrics["recall@20"] == pytest.approx(res.metrics["recall@20"])
+    assert loaded.manifest.dataset_fingerprint == small_ds.fingerprint()
+    assert len(loaded.manifest.training.history) == 2
     assert loaded.arrays.seen(0).tolist() == sorted(
         small_ds.train_items[small_ds.train_users == 0].tolist()
     )

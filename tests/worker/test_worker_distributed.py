@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from contract.artifact import ModelRegistry
-from contract.jobs import JobStore
-from trainer.job_ranks import crash_detail, failure_summary
-from trainer.worker import WorkerSettings, run_job
+from store.jobs import JobStore
+from worker.job import run_job
+from worker.ranks import crash_detail, failure_summary
+from worker.settings import WorkerSettings
 
 
 @pytest.fixture
@@ -25,7 +26,7 @@ def settings(worker_home: Path) -> WorkerSettings:
 
 
 def rank_pids(home: Path) -> dict[int, int]:
-    """{rank: pid} of the trainer.job_ranks processes working under `home`."""
+    """{rank: pid} of the worker.ranks processes working under `home`."""
     out: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -35,7 +36,7 @@ def rank_pids(home: Path) -> dict[int, int]:
             env = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"trainer.job_ranks" in cmd and any(str(home).encode() in c for c in cmd):
+        if b"worker.ranks" in cmd and any(str(home).encode() in c for c in cmd):
             ranks = [e.split(b"=", 1)[1] for e in env if e.startswith(b"RANK=")]
             if ranks:
                 out[int(ranks[0])] = int(entry.name)
@@ -72,11 +73,11 @@ def test_a_two_rank_job_publishes_a_model_that_records_its_world(settings):
     loaded = ModelRegistry(settings.registry_root).load()
     assert loaded.version == job.result["model_version"]
     assert loaded.arrays.user_emb.shape == (300, 64)
-    training = loaded.manifest["training"]
+    training = loaded.manifest.training.to_dict()
     assert training["distributed"] == {"world_size": 2, "backend": "gloo", "devices": ["cpu"] * 2}
     assert training["epochs_run"] == 3
     assert job.progress["epoch"] == 3 and job.progress["epochs"] == 3  # rank 0's progress
-    assert job.result["metrics"] == loaded.manifest["metrics"]
+    assert job.result["metrics"] == loaded.manifest.metrics
     assert not (settings.home / "tmp" / f"job-{job_id}").exists()  # work directory removed
 
 

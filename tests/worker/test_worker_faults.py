@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from contract.artifact import ModelRegistry
-from contract.jobs import JobStore
-from trainer.launch import describe_exit
-from trainer.worker import WorkerSettings, fail_orphaned_jobs, run_job
+from store.jobs import JobStore
+from worker.exits import describe_exit
+from worker.job import run_job
+from worker.orphans import fail_orphaned_jobs
+from worker.settings import WorkerSettings
 
 
 @pytest.fixture
@@ -99,12 +101,12 @@ def test_a_worker_waits_for_an_unreachable_store_then_runs_its_jobs(
 
     import psycopg
 
-    import contract.db
-    import trainer.worker
-    from trainer.worker import serve_forever
+    from store import db as store_db
+    from worker import loop as worker_loop
+    from worker.loop import serve_forever
 
-    monkeypatch.setattr(contract.db, "POOL_TIMEOUT_S", 0.5)
-    monkeypatch.setattr(trainer.worker, "STORE_RETRY_S", 0.1)
+    monkeypatch.setattr(store_db, "POOL_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(worker_loop, "STORE_RETRY_S", 0.1)
     name = "t_late_" + os.urandom(6).hex()
     settings = WorkerSettings(
         home=worker_home,

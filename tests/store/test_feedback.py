@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from contract.feedback import FeedbackSnapshot, FeedbackStore, Interaction, row_problem
+from store.feedback import FeedbackSnapshot, FeedbackStore, Interaction, row_problem
 from tests.postgres import StoreAt
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-import contract.feedback
-from contract.db import Connection
-from contract.feedback import FeedbackSnapshot, FeedbackStore, Interaction
 from service.app import create_app
 from service.settings import Settings
+from store import feedback as feedback_module
+from store.db import Connection
+from store.feedback import FeedbackSnapshot, FeedbackStore, Interaction
 from tests.postgres import StoreAt
 
 TOKEN = "race-test-admin-token-0123456789"
@@ -142,7 +142,7 @@ def test_snapshot_is_one_read_transaction(
     store = FeedbackStore(store_target("fb"))
     store.append([Interaction(f"old_{i}", "item_0", float(i)) for i in range(5)])
     other = FeedbackStore(store.target)  # the API's connection, meanwhile
-    real_rows_after = contract.feedback._rows_after
+    real_rows_after = feedback_module._rows_after
     yielded: list[StoredRow] = []
     committed_after: list[int] = []  # rows the snapshot had read when the late batch committed
     totals: list[int] = []
@@ -170,7 +170,7 @@ def test_snapshot_is_one_read_transaction(
             yielded.append(row)
             yield row
 
-    monkeypatch.setattr(contract.feedback, "_rows_after", interleaved)
+    monkeypatch.setattr(feedback_module, "_rows_after", interleaved)
     snap = store.snapshot()
     monkeypatch.undo()
     assert committed_after == [2]  # the batch committed in the middle of the read

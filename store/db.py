@@ -1,7 +1,7 @@
 """The database behind the job queue and the ingested interactions: SQLite files (the embedded
 default, one machine) or PostgreSQL (``SPECREC_DATABASE_URL=postgresql://...``: several
 workers and API replicas on several machines). One small interface over both, so that
-contract.jobs and contract.feedback hold one copy of every query.
+store.jobs and store.feedback hold one copy of every query.
 
 - ``open_database(target)``: a Path is a SQLite file; a ``postgresql://`` URL is PostgreSQL.
 - ``db.connect()`` runs statements in autocommit; ``db.write(lock=...)`` is one write

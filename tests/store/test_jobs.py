@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from contract.jobs import JobStore
+from store.jobs import JobStore
 from tests.postgres import StoreAt
 
 

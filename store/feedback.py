@@ -1,4 +1,4 @@
-"""Durable store of ingested interactions (contract.db: a SQLite file, or PostgreSQL shared by
+"""Durable store of ingested interactions (store.db: a SQLite file, or PostgreSQL shared by
 several API replicas and workers); the next retrain trains on a snapshot.
 
 Shared by the service (``POST /interactions`` appends a validated batch in one transaction:
@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from contract.db import (
+from contract.ids import ID_RULE, is_valid_id
+from store.db import (
     Connection,
     Dialect,
     Target,
@@ -32,9 +33,8 @@ from contract.db import (
     is_postgres_url,
     open_database,
 )
-from contract.ids import ID_RULE, is_valid_id
 
-#: schema versions, oldest first (contract.db.migrate applies the missing ones on start)
+#: schema versions, oldest first (store.db.migrate applies the missing ones on start)
 _STEPS: list[dict[Dialect, str]] = [
     {
         "sqlite": """CREATE TABLE IF NOT EXISTS interactions (

@@ -1,4 +1,4 @@
-"""Scheduled retraining (trainer.worker.RetrainScheduler): the idle worker queues a retrain by
+"""Scheduled retraining (worker.scheduler.RetrainScheduler): the idle worker queues a retrain by
 itself after enough new interactions or enough time, records why, never doubles an active job and
 does not re-trigger in a loop after a triggered job ended unpublished. Real SQLite stores and a
 real registry in tmp; a fake clock."""
@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 
 from contract.artifact import ModelArrays, ModelRegistry
-from contract.feedback import FeedbackStore, Interaction
-from contract.jobs import JobStore
 from contract.jobspec import TRAIN_CONFIG_KEY, job_params, train_config_for_job
-from trainer.worker import RetrainScheduler, WorkerSettings, serve_forever
+from store.feedback import FeedbackStore, Interaction
+from store.jobs import JobStore
+from worker.loop import serve_forever
+from worker.scheduler import RetrainScheduler
+from worker.settings import WorkerSettings
 
 
 class Clock:
@@ -142,7 +144,7 @@ def test_an_active_job_is_not_doubled(tmp_path: Path) -> None:
 def test_time_threshold_with_an_old_model_queues_one_job(tmp_path: Path) -> None:
     s = settings_for(tmp_path, retrain_after_s=3600)
     version = publish_model(s)
-    created = ModelRegistry(s.registry_root).manifest(version)["created_unix"]
+    created = ModelRegistry(s.registry_root).manifest(version).created_unix
     clock = Clock()
     sched, store = scheduler(s, clock)
     assert sched.maybe_enqueue() is None  # fresh
@@ -221,7 +223,7 @@ def test_after_a_rejected_triggered_job_no_immediate_retrigger(tmp_path: Path) -
 def test_after_a_rejected_scheduled_job_the_time_trigger_waits(tmp_path: Path) -> None:
     s = settings_for(tmp_path, retrain_after_s=10)
     version = publish_model(s)
-    created = ModelRegistry(s.registry_root).manifest(version)["created_unix"]
+    created = ModelRegistry(s.registry_root).manifest(version).created_unix
     clock = Clock()
     clock.t = created + 10.5
     sched, store = scheduler(s, clock)
@@ -254,7 +256,7 @@ def test_serve_forever_queues_and_claims_the_triggered_job(
         stop.set()
         return 0
 
-    monkeypatch.setattr("trainer.worker.run_job_isolated", fake_run)
+    monkeypatch.setattr("worker.loop.run_job_isolated", fake_run)
     t = threading.Thread(target=serve_forever, args=(s, stop), daemon=True)
     t.start()
     t.join(timeout=10)

@@ -22,13 +22,15 @@ from hypothesis import strategies as st
 
 from contract.artifact import ModelRegistry
 from contract.config import TrainConfig, default_synthetic_config
-from contract.feedback import FeedbackStore, Interaction
-from contract.jobs import Job, JobStore
-from trainer import worker
+from store.feedback import FeedbackStore, Interaction
+from store.jobs import Job, JobStore
 from trainer.data import DEFAULT_HOLDOUT, Dataset, Holdout, load_dataset, merge_ingested
 from trainer.evaluate import evaluate
 from trainer.synthetic import write_dataset
-from trainer.worker import WorkerSettings, job_train_config, run_job
+from worker import job as worker_job
+from worker.job import run_job
+from worker.jobconfig import job_train_config
+from worker.settings import WorkerSettings
 
 # A LightGCN dataset: users 0..2, items 0..3; each user has two training items and one test
 # item. Written as LightGCN text and as CSV pairs, it is the same Dataset.
@@ -254,13 +256,13 @@ def test_retrain_on_a_split_dataset_is_evaluated_on_its_test_split(
     settings = WorkerSettings(home=home, heartbeat_interval_s=0.2)
     FeedbackStore(settings.feedback_db).append([Interaction(u, i, t) for u, i, t in INGESTED])
     gated: list[Dataset] = []
-    real_decide = worker.decide
+    real_decide = worker_job.decide
 
     def spy_decide(ds: Dataset, *args: Any, **kwargs: Any) -> Any:
         gated.append(ds)
         return real_decide(ds, *args, **kwargs)
 
-    monkeypatch.setattr(worker, "decide", spy_decide)
+    monkeypatch.setattr(worker_job, "decide", spy_decide)
     store = JobStore(settings.jobs_db)
     cfg = quick_config()
     params = {"dataset": "tiny", "force": True, "train_config": cfg.to_dict() | {"device": None}}
@@ -282,9 +284,9 @@ def test_retrain_on_a_split_dataset_is_evaluated_on_its_test_split(
     model = ModelRegistry(settings.registry_root).load()
     assert model.version == job.result["model_version"]
     manifest = model.manifest
-    assert manifest["dataset"] == "tiny"
-    assert manifest["ingested"] == {"rows": len(INGESTED), "max_seq": len(INGESTED)}
-    assert manifest["dataset_fingerprint"] == ds.fingerprint()
+    assert manifest.dataset == "tiny"
+    assert manifest.ingested.to_dict() == {"rows": len(INGESTED), "max_seq": len(INGESTED)}
+    assert manifest.dataset_fingerprint == ds.fingerprint()
     arrays = model.arrays
     assert arrays.user_ids.tolist() == MERGED_USERS
     assert arrays.item_ids.tolist() == MERGED_ITEMS
@@ -304,12 +306,12 @@ def test_retrain_on_a_split_dataset_is_evaluated_on_its_test_split(
         ks=cfg.ks,
         recall_convention=cfg.recall_convention,
     )
-    assert manifest["metrics"] == pytest.approx(recomputed)
+    assert manifest.metrics == pytest.approx(recomputed)
     assert job.result["metrics"] == pytest.approx(recomputed)
-    assert manifest["metrics"]["n_users"] == 4
+    assert manifest.metrics["n_users"] == 4
     # the stored config ran as stored (dim 8, 3 epochs), and nothing was written per job
-    assert manifest["config"] == cfg.to_dict()
-    assert arrays.dim == 8 and manifest["training"]["epochs_run"] == 3
+    assert manifest.config.to_dict() == cfg.to_dict()
+    assert arrays.dim == 8 and manifest.training.epochs_run == 3
     assert not (home / "snapshots").exists()
 
 
@@ -337,11 +339,11 @@ def test_spectrum_is_computed_once_per_trained_model(
     assert job.state == "succeeded", job.error
     assert len(svds) == 6  # one embedding_spectrum: users, items, all; raw and normalised
     manifest = ModelRegistry(settings.registry_root).load().manifest
-    ratio = manifest["spectrum"]["all"]["normalized"]["effective_rank_ratio"]
+    ratio = manifest.spectrum.all.normalized.effective_rank_ratio
     assert job.result["gate"]["erank_ratio"] == ratio
-    summary = manifest["training"]["history"][-1]["spectrum"]
+    summary = manifest.training.history[-1]["spectrum"]
     assert summary["all"]["normalized"]["effective_rank"] == pytest.approx(
-        manifest["spectrum"]["all"]["normalized"]["effective_rank"]
+        manifest.spectrum.all.normalized.effective_rank
     )
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from contract.db import PostgresDatabase, SQLiteDatabase, describe
-from contract.feedback import FeedbackStore, FeedbackWatcher, Interaction
-from contract.jobs import JobStore
+from store.db import PostgresDatabase, SQLiteDatabase, describe
+from store.feedback import FeedbackStore, FeedbackWatcher, Interaction
+from store.jobs import JobStore
 from tests.postgres import StoreAt
 
 

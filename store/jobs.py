@@ -1,4 +1,4 @@
-"""Persistent retrain-job queue (contract.db: a SQLite file, or PostgreSQL for several
+"""Persistent retrain-job queue (store.db: a SQLite file, or PostgreSQL for several
 machines): the API enqueues, workers claim and run.
 
 Shared by the service (enqueue, read, cancel) and the worker (claim, heartbeat, finish).
@@ -22,10 +22,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from contract.db import Dialect, Target, open_database
-
-#: Seconds without a heartbeat after which a running job is failed (SPECREC_HEARTBEAT_TIMEOUT_S).
-DEFAULT_HEARTBEAT_TIMEOUT_S = 30.0
+from contract.settings import DEFAULT_HEARTBEAT_TIMEOUT_S
+from store.db import Dialect, Target, open_database
 
 JobState = Literal["queued", "running", "succeeded", "failed", "rejected", "cancelled"]
 ACTIVE_STATES: tuple[JobState, ...] = ("queued", "running")
@@ -46,7 +44,7 @@ _COLUMNS = """
     error            TEXT
 """
 
-#: schema versions, oldest first (contract.db.migrate applies the missing ones on start)
+#: schema versions, oldest first (store.db.migrate applies the missing ones on start)
 _INDEX = "CREATE INDEX IF NOT EXISTS jobs_state_created ON jobs(state, created_at)"
 _STEPS: list[dict[Dialect, str]] = [
     {

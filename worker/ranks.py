@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from contract.config import TrainConfig
-from trainer.launch import describe_exit, rank_env, torchrun_command
+from trainer.launch import rank_env, torchrun_command
+from worker.exits import describe_exit
 
 _PR_SET_PDEATHSIG = 1
 # loaded here, not in the forked child (where only async-signal-safe work belongs)
@@ -61,7 +62,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     """Linux: SIGTERM this process (torchrun, which then stops its ranks) when the job process
-    that started it dies, e.g. os._exit of an orphaned job (worker._Heartbeat)."""
+    that started it dies, e.g. os._exit of an orphaned job (worker.heartbeat)."""
     if _LIBC is not None:
         _LIBC.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
@@ -176,7 +177,7 @@ def run_ranks(
         (workdir / stale).unlink(missing_ok=True)
     command = torchrun_command(
         nproc,
-        ["-m", "trainer.job_ranks", str(workdir)],
+        ["-m", "worker.ranks", str(workdir)],
         ["--log-dir", str(workdir / "ranks"), "--tee", "3"],
     )
     with open(workdir / "ranks.log", "wb") as log:

@@ -1,0 +1,45 @@
+"""First run: the generated default dataset and, if no model is published, a default model."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from contract.artifact import ModelRegistry
+from worker.settings import WorkerSettings
+
+log = logging.getLogger("specrec.worker")
+
+
+def ensure_default_dataset(settings: WorkerSettings) -> Path:
+    """Write the synthetic ``default`` dataset under the home (a no-op when it is there)."""
+    from trainer.synthetic import write_dataset
+
+    out = settings.dataset_dir("default")
+    write_dataset(out)
+    return out
+
+
+def bootstrap(settings: WorkerSettings) -> str | None:
+    """Generate the default dataset and train+publish a default model if none is published."""
+    from contract.config import default_synthetic_config
+    from trainer.data import load_dataset
+    from trainer.train import fit, publish_result
+
+    data_dir = ensure_default_dataset(settings)
+    registry = ModelRegistry(settings.registry_root)
+    if registry.current() is not None:
+        log.info("model %s is published; nothing to bootstrap", registry.current())
+        return None
+    cfg = default_synthetic_config()
+    if settings.device:
+        cfg = type(cfg).from_dict({**cfg.to_dict(), "device": settings.device})
+    log.info("no model published yet: training the default model on %s", data_dir)
+    ds = load_dataset(data_dir)
+    result = fit(ds, cfg)
+    if registry.current() is not None:  # another worker on the shared registry was faster
+        log.info("model %s was published meanwhile; not publishing mine", registry.current())
+        return None
+    version = publish_result(result, ds, cfg, registry, keep=settings.keep_versions)
+    log.info("published default model %s (%s)", version, result.metrics)
+    return version

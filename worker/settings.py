@@ -1,0 +1,36 @@
+"""The worker's configuration (``SPECREC_*`` environment variables)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from contract.settings import GateSettings, HomeSettings
+from trainer.launch import DEFAULT_TIMEOUT_S
+
+#: the worker's log lines (its own and its job processes')
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+
+
+class WorkerSettings(HomeSettings, GateSettings):
+    """The worker's configuration: the shared settings, the gate, and its own below."""
+
+    model_config = HomeSettings.model_config
+
+    dataset: str = "default"
+    """Dataset under ``<home>/data`` that retrain jobs train on unless a job names one."""
+    heartbeat_interval_s: float = Field(2.0, gt=0)
+    """Seconds between a running job's heartbeats."""
+    poll_interval_s: float = Field(1.0, gt=0)
+    """Seconds between job-queue polls."""
+    device: str | None = None
+    """cpu, cuda, cuda:N or mps; unset or auto: CUDA when present, else CPU."""
+    retrain_after_interactions: int = Field(0, ge=0)
+    """Queue a retrain by itself once this many interactions were ingested beyond those the
+    serving model was trained on (0: off)."""
+    retrain_after_s: float = Field(0.0, ge=0)
+    """Queue a retrain by itself once the serving model is this many seconds old (0: off)."""
+    train_processes: int = Field(1, ge=1, le=1024)
+    """Data-parallel training processes (torchrun ranks) of a job that does not ask for a
+    number itself (``processes`` of POST /retrain); 1: train in the job's own process."""
+    dist_timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0)
+    """Seconds a rank of a data-parallel job waits for the others before the job fails."""
