@@ -133,6 +133,18 @@ class Training(_Part):
     """``world_size``, ``backend``, ``devices`` of a data-parallel run; None otherwise."""
 
 
+class ModelInfo(_Part):
+    """What kind of model the arrays hold (contract/artifact.py): "embedding" (user and item
+    vectors) or "spectral" (the GF-CF filter, contract/spectral.py, with its parameters)."""
+
+    kind: str = "embedding"
+    spectral_k: int | None = None
+    spectral_alpha: float = 0.0
+    """The low-pass weight α (the service rebuilds the filter with it)."""
+    top_k: int | None = None
+    """Length of the per-user lists the artifact carries (None: none)."""
+
+
 class FileEntry(_Part):
     sha256: str
     bytes: int
@@ -156,6 +168,7 @@ class Manifest(_Part):
     spectrum: Spectrum = Field(default_factory=Spectrum)
     training: Training | None = None
     ingested: Ingested | None = None
+    model: ModelInfo = Field(default_factory=ModelInfo)
     files: dict[str, FileEntry] = {}
     """``<array>.npy`` -> checksum and size of the bytes written."""
 
