@@ -33,14 +33,21 @@ PROCESSES_KEY = "processes"
 TRIGGER_KEY = "trigger"
 
 
+AUTO = "auto"
+"""The job objective that fits DirectSpec+ and the spectral filter on a validation split and
+trains the winner (worker.job; trainer.select). Its stored train_config is DirectSpec+'s."""
+
+
 def train_config_for_job(params: dict[str, Any], device: str | None = None) -> TrainConfig:
-    """The TrainConfig a job runs with; raises ConfigError (a ValueError) naming bad fields."""
+    """The TrainConfig a job runs with; raises ConfigError (a ValueError) naming bad fields.
+    An ``auto`` job's is DirectSpec+'s (its first candidate)."""
     hyper = dict(params.get("hyperparameters") or {})
     reserved = sorted(RESERVED_FIELDS & set(hyper))
     if reserved:
         raise ConfigError(f"hyperparameters: {reserved} are set by the worker, not by a job")
+    objective = params.get("objective") or "directspec+"
     base = default_synthetic_config(
-        params.get("objective") or "directspec+", params.get("encoder") or "mf"
+        "directspec+" if objective == AUTO else objective, params.get("encoder") or "mf"
     )
     overrides: dict[str, Any] = {**hyper}
     if params.get("epochs") is not None:

@@ -169,6 +169,9 @@ class Manifest(_Part):
     training: Training | None = None
     ingested: Ingested | None = None
     model: ModelInfo = Field(default_factory=ModelInfo)
+    selection: dict[str, Any] | None = None
+    """How an ``auto`` job or the bootstrap chose this model: ``{"winner", "metric",
+    "validation": {objective: score}, "reason", "split"}`` (trainer.select); None otherwise."""
     files: dict[str, FileEntry] = {}
     """``<array>.npy`` -> checksum and size of the bytes written."""
 

@@ -9,7 +9,7 @@ matrices); there are no epochs. Evaluation ranks every test user by the filter's
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -89,32 +89,57 @@ def stable_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(idx, order, axis=1), np.take_along_axis(vals, order, axis=1)
 
 
+ScoreRows = Callable[[np.ndarray], np.ndarray]
+"""user rows (B,) -> their scores over every item (B, n) float32."""
+
+
+def evaluate_scores(
+    score_rows: ScoreRows,
+    train: sp.csr_matrix,
+    test: sp.csr_matrix,
+    *,
+    ks: Sequence[int] = (10, 20),
+    recall_convention: Any = "lightgcn",
+    batch_users: int = 1024,
+) -> dict[str, float]:
+    """Full-ranking Recall@K / NDCG@K of any scorer: each test user's `train` row (m, n) is
+    masked (never a hit), ties go to the lower item row (the service's order)."""
+    ks_list = _check_args(ks, recall_convention, batch_users, train.shape, train, test)
+    train, test = _binary_csr(train), _binary_csr(test)
+    cpu = torch.device("cpu")
+
+    def rank_batch(batch: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = score_rows(batch)  # (B, n)
+        rows, cols = train[batch].nonzero()
+        scores[rows, cols] = -np.inf
+        top_items, top_scores = stable_topk(scores, k)
+        return torch.from_numpy(top_items), torch.from_numpy(top_scores > -np.inf)
+
+    return _ranking_metrics(rank_batch, test, ks_list, recall_convention, batch_users, cpu)
+
+
 def evaluate_filter(
     filt: SpectralFilter,
     histories: sp.csr_matrix,
     test: sp.csr_matrix,
     *,
-    ks: tuple[int, ...] = (10, 20),
+    ks: Sequence[int] = (10, 20),
     recall_convention: Any = "lightgcn",
     batch_users: int = 1024,
     threads: int = 1,
 ) -> dict[str, float]:
     """Full-ranking Recall@K / NDCG@K of the filter's scores for users whose history is
     their row of `histories` (m, n) (masked, never hits), against `test` (m, n)."""
-    ks_list = _check_args(ks, recall_convention, batch_users, histories.shape, histories, test)
-    histories, test = _binary_csr(histories), _binary_csr(test)
+    histories = _binary_csr(histories)
     score = _score_fn(filt, threads)
-    cpu = torch.device("cpu")
-
-    def rank_batch(batch: np.ndarray, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        h = histories[batch]
-        scores = score(h)  # (B, n)
-        rows, cols = h.nonzero()
-        scores[rows, cols] = -np.inf
-        top_items, top_scores = stable_topk(scores, k)
-        return torch.from_numpy(top_items), torch.from_numpy(top_scores > -np.inf)
-
-    return _ranking_metrics(rank_batch, test, ks_list, recall_convention, batch_users, cpu)
+    return evaluate_scores(
+        lambda rows: score(histories[rows]),
+        histories,
+        test,
+        ks=ks,
+        recall_convention=recall_convention,
+        batch_users=batch_users,
+    )
 
 
 def fit_spectral(

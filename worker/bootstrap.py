@@ -31,15 +31,24 @@ def bootstrap(settings: WorkerSettings) -> str | None:
     if registry.current() is not None:
         log.info("model %s is published; nothing to bootstrap", registry.current())
         return None
-    cfg = default_synthetic_config()
-    if settings.device:
-        cfg = type(cfg).from_dict({**cfg.to_dict(), "device": settings.device})
+    device = {"device": settings.device} if settings.device else {}
     log.info("no model published yet: training the default model on %s", data_dir)
     ds = load_dataset(data_dir)
+    extra = {}
+    if settings.bootstrap_objective == "auto":
+        from trainer.select import select_by_validation
+
+        candidates = [default_synthetic_config(o, **device) for o in ("directspec+", "spectral")]
+        selection = select_by_validation(ds, candidates)
+        log.info("bootstrap: %s", selection.reason)
+        cfg = selection.winner
+        extra["selection"] = selection.to_dict()
+    else:
+        cfg = default_synthetic_config(settings.bootstrap_objective, **device)
     result = fit(ds, cfg)
     if registry.current() is not None:  # another worker on the shared registry was faster
         log.info("model %s was published meanwhile; not publishing mine", registry.current())
         return None
-    version = publish_result(result, ds, cfg, registry, keep=settings.keep_versions)
+    version = publish_result(result, ds, cfg, registry, keep=settings.keep_versions, extra=extra)
     log.info("published default model %s (%s)", version, result.metrics)
     return version

@@ -17,7 +17,7 @@ from contract.jobspec import PROCESSES_KEY
 from store.jobs import Job, JobStore
 from trainer.gate import decide
 from worker.heartbeat import Heartbeat
-from worker.jobconfig import job_train_config
+from worker.jobconfig import auto_candidates, is_auto, job_train_config
 from worker.settings import WorkerSettings
 from worker.trainset import training_set
 
@@ -50,7 +50,22 @@ def run_job(
             beat.progress = {"stage": "training", **info}
             store.heartbeat(job.id, worker_id, beat.progress)
 
+        selection = None
+        if is_auto(job):
+            from trainer.select import select_by_validation
+
+            beat.progress = {"stage": "choosing by validation"}
+            selection = select_by_validation(
+                ds,
+                auto_candidates(job, settings.device),
+                progress=on_epoch,
+                should_stop=lambda: store.cancel_requested(job.id),
+            )
+            cfg = selection.winner
+            log.info("job %s: %s", job.id, selection.reason)
         processes = int(job.params.get(PROCESSES_KEY) or settings.train_processes)
+        if cfg.objective == "spectral":  # one SVD and sparse products: nothing to parallelise
+            processes = 1
         result = _train(settings, store, job, ds, cfg, processes, on_epoch)
         beat.progress = {**beat.progress, "stage": "quality gate"}
         registry = ModelRegistry(settings.registry_root)
@@ -66,11 +81,13 @@ def run_job(
             settings,
             recall_convention=cfg.recall_convention,
             spectrum=result.spectrum,
+            new_filter=result.extra.get("filter"),
         )
         outcome: dict[str, Any] = {
             "metrics": result.metrics,
             "gate": gate.to_dict(),
             "ingested": ingested,
+            "selection": selection.to_dict() if selection is not None else None,
         }
         if not gate.passed and not job.params.get("force"):
             store.finish(
@@ -85,8 +102,11 @@ def run_job(
         current = store.get(job.id)
         if current is None or current.state != "running":  # reaped or cancelled meanwhile
             return
+        extra: dict[str, Any] = {"ingested": ingested}
+        if selection is not None:
+            extra["selection"] = selection.to_dict()
         version = publish_result(
-            result, ds, cfg, registry, keep=settings.keep_versions, extra={"ingested": ingested}
+            result, ds, cfg, registry, keep=settings.keep_versions, extra=extra
         )
         outcome["model_version"] = version
         outcome["forced"] = bool(not gate.passed and job.params.get("force"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contract.config import TrainConfig
-from contract.jobspec import TRAIN_CONFIG_KEY, train_config_for_job
+from contract.jobspec import AUTO, TRAIN_CONFIG_KEY, train_config_for_job
 from store.jobs import Job
 
 
@@ -20,3 +20,17 @@ def job_train_config(job: Job, device: str | None) -> TrainConfig:
     if stored is None:
         return train_config_for_job(job.params, device)
     return TrainConfig.from_dict(stored).with_overrides(device=device)
+
+
+def auto_candidates(job: Job, device: str | None) -> list[TrainConfig]:
+    """What an ``"objective": "auto"`` job chooses between: DirectSpec+ (the job's config, as
+    resolved when it was queued) and the spectral filter (its defaults plus the job's
+    hyper-parameters that concern it)."""
+    directspec = job_train_config(job, device)
+    spectral = train_config_for_job({**job.params, "objective": "spectral"}, device)
+    return [directspec, spectral]
+
+
+def is_auto(job: Job) -> bool:
+    """Whether the job asks for the validation winner (``"objective": "auto"``)."""
+    return job.params.get("objective") == AUTO

@@ -116,8 +116,8 @@ def test_fit_and_publish_a_spectral_model(tmp_path: Path) -> None:
     loaded = registry.load(version)
     a = loaded.arrays
     assert a.kind == "spectral" and a.dim == 8
-    assert loaded.manifest["model"]["kind"] == "spectral"
+    assert loaded.manifest.model.kind == "spectral"
     assert a.top_rows is not None and a.top_rows.shape == (ds.n_users, min(100, ds.n_items))
     np.testing.assert_array_equal(a.filter_indices, filt.norm.indices)
     np.testing.assert_allclose(a.filter_data, filt.norm.data)
-    assert loaded.manifest["config"]["objective"] == "spectral"
+    assert loaded.manifest.config.objective == "spectral"
