@@ -9,8 +9,9 @@ matrices); there are no epochs. Evaluation ranks every test user by the filter's
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -52,41 +53,46 @@ def fit_filter(train: sp.csr_matrix, k: int, alpha: float, seed: int = 0) -> Spe
     return SpectralFilter.build(norm, vectors, values, alpha)
 
 
-def _score_fn(filt: SpectralFilter, threads: int) -> Callable[[sp.csr_matrix], np.ndarray]:
-    """filt.scores, with a block split over `threads` threads (scipy's sparse products
-    release the GIL, so two threads use two cores)."""
+@contextmanager
+def _scorer(filt: SpectralFilter, threads: int) -> Iterator[Callable[[sp.csr_matrix], np.ndarray]]:
+    """filt.scores, with each block split over `threads` threads (scipy's sparse products
+    and numpy's GEMM release the GIL, so two threads use two cores)."""
     if threads <= 1:
-        return filt.scores
-    pool = ThreadPoolExecutor(threads)
+        yield filt.scores
+        return
+    with ThreadPoolExecutor(threads) as pool:
 
-    def scores(h: sp.csr_matrix) -> np.ndarray:
-        cuts = np.linspace(0, h.shape[0], threads + 1).astype(int)
-        parts = pool.map(filt.scores, [h[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)])
-        return np.concatenate(list(parts))
+        def scores(h: sp.csr_matrix) -> np.ndarray:
+            cuts = np.linspace(0, h.shape[0], threads + 1).astype(int)
+            blocks = [h[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+            return np.concatenate(list(pool.map(filt.scores, blocks)))
 
-    return scores
+        yield scores
 
 
 def stable_topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k columns of each row of `scores` (B, n) ordered by (score desc, column asc) — the
-    service's order (ties at the cut go to the lower column): rows (B, k) int64 and their
-    scores (B, k). k <= n."""
+    service's order (ties at the cut go to the lower column): columns (B, k) int64 and their
+    scores (B, k). k <= n.
+
+    torch.topk (threaded) takes k + 1 per row; a row whose k-th and (k+1)-th scores tie is
+    redone exactly, since topk may have kept any of the tied columns."""
     b, n = scores.shape
     if k >= n:
-        idx = np.broadcast_to(np.arange(n), (b, n))
+        idx = np.broadcast_to(np.arange(n), (b, n)).copy()
     else:
-        kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1]  # (B,) k-th best score
-        above = scores > kth[:, None]
-        at = scores == kth[:, None]
-        idx = np.empty((b, k), dtype=np.int64)
-        for i in range(b):  # the items above the k-th score, then the lowest tied ones
-            top = np.flatnonzero(above[i])
-            tied = np.flatnonzero(at[i])[: k - len(top)]
+        vals_t, idx_t = torch.topk(torch.from_numpy(scores), k + 1, dim=1)
+        vals, idx = vals_t.numpy(), idx_t.numpy()
+        tied = np.flatnonzero(vals[:, k - 1] == vals[:, k])
+        idx = idx[:, :k].copy()
+        for i in tied:  # the columns above the k-th score, then the lowest tied ones
+            kth = vals[i, k - 1]
+            top = np.flatnonzero(scores[i] > kth)
             idx[i, : len(top)] = top
-            idx[i, len(top) :] = tied
-    vals = np.take_along_axis(scores, idx, axis=1)
-    order = np.lexsort((idx, -vals), axis=1)
-    return np.take_along_axis(idx, order, axis=1), np.take_along_axis(vals, order, axis=1)
+            idx[i, len(top) :] = np.flatnonzero(scores[i] == kth)[: k - len(top)]
+    top_vals = np.take_along_axis(scores, idx, axis=1)
+    order = np.lexsort((idx, -top_vals), axis=1)
+    return np.take_along_axis(idx, order, axis=1), np.take_along_axis(top_vals, order, axis=1)
 
 
 ScoreRows = Callable[[np.ndarray], np.ndarray]
@@ -131,15 +137,15 @@ def evaluate_filter(
     """Full-ranking Recall@K / NDCG@K of the filter's scores for users whose history is
     their row of `histories` (m, n) (masked, never hits), against `test` (m, n)."""
     histories = _binary_csr(histories)
-    score = _score_fn(filt, threads)
-    return evaluate_scores(
-        lambda rows: score(histories[rows]),
-        histories,
-        test,
-        ks=ks,
-        recall_convention=recall_convention,
-        batch_users=batch_users,
-    )
+    with _scorer(filt, threads) as score:
+        return evaluate_scores(
+            lambda rows: score(histories[rows]),
+            histories,
+            test,
+            ks=ks,
+            recall_convention=recall_convention,
+            batch_users=batch_users,
+        )
 
 
 def fit_spectral(
@@ -198,18 +204,18 @@ def top_lists(
     m, n = histories.shape
     length = min(length, n)
     histories, banned = _binary_csr(histories), _binary_csr(banned)
-    score = _score_fn(filt, threads)
     rows_out = np.full((m, length), -1, dtype=np.int32)
     scores_out = np.full((m, length), -np.inf, dtype=np.float32)
-    for start in range(0, m, batch_users):
-        stop = min(start + batch_users, m)
-        scores = score(histories[start:stop])  # (B, n)
-        r, c = banned[start:stop].nonzero()
-        scores[r, c] = -np.inf
-        top, top_scores = stable_topk(scores, length)
-        valid = np.isfinite(top_scores)
-        rows_out[start:stop] = np.where(valid, top, -1)
-        scores_out[start:stop] = np.where(valid, top_scores, -np.inf)
+    with _scorer(filt, threads) as score:
+        for start in range(0, m, batch_users):
+            stop = min(start + batch_users, m)
+            scores = score(histories[start:stop])  # (B, n)
+            r, c = banned[start:stop].nonzero()
+            scores[r, c] = -np.inf
+            top, top_scores = stable_topk(scores, length)
+            valid = np.isfinite(top_scores)
+            rows_out[start:stop] = np.where(valid, top, -1)
+            scores_out[start:stop] = np.where(valid, top_scores, -np.inf)
     return rows_out, scores_out
 
 

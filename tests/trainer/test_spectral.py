@@ -121,3 +121,18 @@ def test_fit_and_publish_a_spectral_model(tmp_path: Path) -> None:
     np.testing.assert_array_equal(a.filter_indices, filt.norm.indices)
     np.testing.assert_allclose(a.filter_data, filt.norm.data)
     assert loaded.manifest.config.objective == "spectral"
+
+
+def test_stable_topk_breaks_ties_by_lower_column() -> None:
+    from trainer.spectral import stable_topk
+
+    rng = np.random.default_rng(5)
+    scores = rng.integers(0, 4, size=(50, 30)).astype(np.float32)  # many ties
+    scores[3] = 1.0  # a row of equal scores
+    scores[7, 5] = -np.inf
+    for k in (1, 4, 10, 30):
+        cols, vals = stable_topk(scores, k)
+        for i in range(len(scores)):
+            want = np.lexsort((np.arange(30), -scores[i]))[:k]
+            np.testing.assert_array_equal(cols[i], want)
+            np.testing.assert_array_equal(vals[i], scores[i, want])
