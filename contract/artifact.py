@@ -18,6 +18,17 @@ Layout under a registry root::
         seen_indptr.npy        (m + 1,) int64  CSR of the known interactions (seen items)
         seen_indices.npy       (nnz,) int32    item rows, sorted within each user
         item_popularity.npy    (n,) int64      known interactions per item
+      and, for a spectral-filter model (manifest "model": {"kind": "spectral", ...};
+      contract/spectral.py), the filter and its per-user answers:
+        filter_indptr.npy      (m + 1,) int64  CSR of R̃ = D_U^-1/2 R D_I^-1/2 (R: its pairs)
+        filter_indices.npy     (nnz,) int32    item rows, sorted within each user
+        filter_data.npy        (nnz,) float32  R̃'s values
+        filter_singular_values.npy (K,) float32  top-K singular values of R̃, descending
+        top_rows.npy           (m, L) int32    each user's top-L unseen items, best first
+                                               (-1 pads a user with fewer than L)
+        top_scores.npy         (m, L) float32  their scores (-inf at the padding)
+      user_emb and item_emb then hold the filter's low-pass part (users @ items.T is its
+      score): users α r D_I^-1/2 V̄, items D_I^1/2 V̄, with K columns.
       versions/.tmp-*          work in progress; ignored by readers, removed by prune
       .CURRENT-*               the next CURRENT while it is written; ignored by readers
       .lock                    held by writers (flock), never by readers
@@ -46,6 +57,7 @@ it belongs to a dead one. Readers take no lock.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -81,6 +93,19 @@ _ARRAYS: dict[str, tuple[str, int]] = {
     "seen_indices": ("i", 1),
     "item_popularity": ("i", 1),
 }
+# arrays only some models have: name -> (kind, ndim); a model has all of a group or none
+_OPTIONAL: dict[str, tuple[str, int]] = {
+    "filter_indptr": ("i", 1),
+    "filter_indices": ("i", 1),
+    "filter_data": ("f", 1),
+    "filter_singular_values": ("f", 1),
+    "top_rows": ("i", 2),
+    "top_scores": ("f", 2),
+}
+_GROUPS = (
+    ("filter_indptr", "filter_indices", "filter_data", "filter_singular_values"),
+    ("top_rows", "top_scores"),
+)
 
 
 class ArtifactInvalid(Exception):
@@ -106,6 +131,25 @@ class ModelArrays:
     seen_indptr: np.ndarray
     seen_indices: np.ndarray
     item_popularity: np.ndarray
+    filter_indptr: np.ndarray | None = None
+    filter_indices: np.ndarray | None = None
+    filter_data: np.ndarray | None = None
+    filter_singular_values: np.ndarray | None = None
+    top_rows: np.ndarray | None = None
+    top_scores: np.ndarray | None = None
+
+    @property
+    def kind(self) -> str:
+        """ "spectral" (a filter model: the filter arrays are present) or "embedding"."""
+        return "spectral" if self.filter_indptr is not None else "embedding"
+
+    def present(self) -> list[str]:
+        """Names of the arrays this model has (required ones first)."""
+        return list(_ARRAYS) + [k for k in _OPTIONAL if getattr(self, k) is not None]
+
+    def with_arrays(self, **arrays: Any) -> ModelArrays:
+        """A copy with some arrays added or replaced."""
+        return dataclasses.replace(self, **arrays)
 
     @property
     def n_users(self) -> int:
@@ -186,6 +230,46 @@ class ModelArrays:
             raise ArtifactInvalid("seen_indptr is not a valid CSR index pointer")
         if len(self.seen_indices) and (self.seen_indices.min() < 0 or self.seen_indices.max() >= n):
             raise ArtifactInvalid(f"seen_indices outside [0, {n})")
+        self._validate_optional(m, n)
+
+    def _validate_optional(self, m: int, n: int) -> None:
+        for name, (kind, ndim) in _OPTIONAL.items():
+            arr = getattr(self, name)
+            if arr is None:
+                continue
+            if arr.dtype.kind != kind and not (kind == "i" and arr.dtype.kind == "u"):
+                raise ArtifactInvalid(f"{name}: dtype {arr.dtype}, expected kind '{kind}'")
+            if arr.ndim != ndim:
+                raise ArtifactInvalid(f"{name}: {arr.ndim}-D, expected {ndim}-D")
+        for group in _GROUPS:
+            have = [getattr(self, g) is not None for g in group]
+            if any(have) and not all(have):
+                raise ArtifactInvalid(f"{', '.join(group)}: all or none")
+        if self.filter_indptr is not None:
+            ptr, idx, data = self.filter_indptr, self.filter_indices, self.filter_data
+            assert idx is not None and data is not None and self.filter_singular_values is not None
+            if len(ptr) != m + 1 or ptr[0] != 0 or ptr[-1] != len(idx) or (np.diff(ptr) < 0).any():
+                raise ArtifactInvalid("filter_indptr is not a valid CSR index pointer")
+            if len(data) != len(idx):
+                raise ArtifactInvalid("filter_data and filter_indices differ in length")
+            if len(idx) and (idx.min() < 0 or idx.max() >= n):
+                raise ArtifactInvalid(f"filter_indices outside [0, {n})")
+            if not np.isfinite(data).all() or not np.isfinite(self.filter_singular_values).all():
+                raise ArtifactInvalid("filter arrays contain NaN or inf")
+            if len(self.filter_singular_values) != self.dim:
+                raise ArtifactInvalid(
+                    f"filter_singular_values: length {len(self.filter_singular_values)}, "
+                    f"expected the embedding dim {self.dim}"
+                )
+        if self.top_rows is not None:
+            assert self.top_scores is not None
+            if self.top_rows.shape[0] != m or self.top_rows.shape != self.top_scores.shape:
+                raise ArtifactInvalid(
+                    f"top_rows {self.top_rows.shape} / top_scores {self.top_scores.shape}: "
+                    f"expected ({m}, L) each"
+                )
+            if self.top_rows.size and (self.top_rows.min() < -1 or self.top_rows.max() >= n):
+                raise ArtifactInvalid(f"top_rows outside [-1, {n})")
 
 
 @dataclass(frozen=True)
@@ -337,10 +421,15 @@ def read_model_dir(path: Path, verify_checksums: bool = True) -> LoadedModel:
         got = manifest.get("format_version") if isinstance(manifest, dict) else None
         raise ArtifactInvalid(f"{where}: format_version {got!r}, expected {FORMAT_VERSION}")
     files = manifest.get("files")
-    if not isinstance(files, dict) or set(files) != {f"{k}.npy" for k in _ARRAYS}:
-        raise ArtifactInvalid(f"{where}: manifest 'files' must list exactly {sorted(_ARRAYS)}")
+    required = {f"{k}.npy" for k in _ARRAYS}
+    known = required | {f"{k}.npy" for k in _OPTIONAL}
+    if not isinstance(files, dict) or not required <= set(files) or not set(files) <= known:
+        raise ArtifactInvalid(
+            f"{where}: manifest 'files' must list {sorted(_ARRAYS)} and only known optional "
+            f"arrays ({sorted(_OPTIONAL)})"
+        )
     loaded: dict[str, np.ndarray] = {}
-    for name in _ARRAYS:
+    for name in [f.removesuffix(".npy") for f in files]:
         fname = f"{name}.npy"
         fpath = path / fname
         if not fpath.is_file():
@@ -629,7 +718,7 @@ def _manifest(
 def _write_model_dir(tmp: Path, arrays: ModelArrays, manifest: dict[str, Any], at: _Step) -> None:
     """Every array, then the manifest with the checksums of the bytes written; all fsynced."""
     files: dict[str, dict[str, Any]] = {}
-    for name in _ARRAYS:
+    for name in arrays.present():
         fname = f"{name}.npy"
         at.now = f"writing {fname}"
         with _DurableFile.create(tmp / fname) as f:

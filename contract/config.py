@@ -42,7 +42,9 @@ from pydantic.fields import FieldInfo
 from contract import layout
 
 Encoder = Literal["mf", "lightgcn"]
-Objective = Literal["directspec", "directspec+", "bpr", "directau", "align"]
+Objective = Literal["directspec", "directspec+", "bpr", "directau", "align", "spectral"]
+"""What a run fits: a DirectSpec-family or baseline embedding objective (trained), or
+"spectral", the training-free GF-CF filter (contract/spectral.py; no epochs)."""
 Optimizer = Literal["sgd", "adam", "sparse_adam"]
 Sampler = Literal["user", "pair"]
 Init = Literal["xavier", "normal"]
@@ -179,6 +181,12 @@ class TrainConfig(BaseModel):
     """Weight of the uniformity term."""
     uniformity_t: float = Field(2.0, gt=0)
     """Uniformity temperature t in exp(-t |x - y|^2)."""
+
+    # --- the spectral filter (objective "spectral") --------------------------------------
+    spectral_k: Int = Field(256, ge=1, le=4096)
+    """Singular vectors of the normalised matrix kept by the ideal low-pass part (K)."""
+    spectral_alpha: float = Field(0.3, ge=0)
+    """Weight of the ideal low-pass part beside the linear item-item part (0 = linear only)."""
 
     # --- evaluation & control ------------------------------------------------------------
     eval_every: Int = Field(10, ge=1, le=100_000)
@@ -322,6 +330,8 @@ class TrainConfig(BaseModel):
                 "reg": 1e-4,
                 "epochs": 300,
             }
+        elif objective == "spectral":
+            base |= {"epochs": 1, "spectral_k": 256, "spectral_alpha": 0.3}
         elif objective == "directau":
             base |= {
                 "optimizer": "adam" if gcn else "sparse_adam",
@@ -501,6 +511,7 @@ _SYNTHETIC: dict[str, dict[str, Any]] = {
     "align": {"epochs": 10, "lr": 500.0, "shrink_norm": 0.1},  # collapses to erank ~1
     "bpr": {"epochs": 15, "lr": 0.005},  # ~0.32
     "directau": {"epochs": 10, "lr": 0.005, "gamma": 0.5},  # ~0.18
+    "spectral": {},  # no training: the filter's own defaults
 }
 
 

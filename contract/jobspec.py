@@ -40,6 +40,11 @@ REFIT_KEY = "refit"
 TRIGGER_KEY = "trigger"
 
 
+AUTO = "auto"
+"""The job objective that fits DirectSpec+ and the spectral filter on a validation split and
+trains the winner (worker.job; trainer.select). Its stored train_config is DirectSpec+'s."""
+
+
 def train_config_for_job(
     params: Mapping[str, Any],
     device: str | None = None,
@@ -47,14 +52,16 @@ def train_config_for_job(
     default_dataset: str = DEFAULT_DATASET,
 ) -> TrainConfig:
     """The TrainConfig a job runs with (on ``params["dataset"]``, else `default_dataset`);
-    raises ConfigError (a ValueError) naming bad fields."""
+    raises ConfigError (a ValueError) naming bad fields. An ``auto`` job's is DirectSpec+'s
+    (its first candidate)."""
     hyper = dict(params.get("hyperparameters") or {})
     reserved = sorted(RESERVED_FIELDS & set(hyper))
     if reserved:
         raise ConfigError(f"hyperparameters: {reserved} are set by the worker, not by a job")
+    objective: Any = params.get("objective") or "directspec+"  # validated by TrainConfig
     base = dataset_config(
         params.get("dataset") or default_dataset,
-        params.get("objective") or "directspec+",
+        "directspec+" if objective == AUTO else objective,
         params.get("encoder") or "mf",
     )
     overrides: dict[str, Any] = {}

@@ -133,6 +133,18 @@ class Training(_Part):
     """``world_size``, ``backend``, ``devices`` of a data-parallel run; None otherwise."""
 
 
+class ModelInfo(_Part):
+    """What kind of model the arrays hold (contract/artifact.py): "embedding" (user and item
+    vectors) or "spectral" (the GF-CF filter, contract/spectral.py, with its parameters)."""
+
+    kind: str = "embedding"
+    spectral_k: int | None = None
+    spectral_alpha: float = 0.0
+    """The low-pass weight α (the service rebuilds the filter with it)."""
+    top_k: int | None = None
+    """Length of the per-user lists the artifact carries (None: none)."""
+
+
 class FileEntry(_Part):
     sha256: str
     bytes: int
@@ -159,6 +171,10 @@ class Manifest(_Part):
     trained_on: dict[str, Any] | None = None
     """Which pairs the published model saw (contract.artifact.TrainedOn reads it): ``{"pairs":
     "all" | "train", "n_pairs", "epochs", "evaluated_on": {"train_pairs", "test_pairs"}}``."""
+    model: ModelInfo = Field(default_factory=ModelInfo)
+    selection: dict[str, Any] | None = None
+    """How an ``auto`` job or the bootstrap chose this model: ``{"winner", "metric",
+    "validation": {objective: score}, "reason", "split"}`` (trainer.select); None otherwise."""
     files: dict[str, FileEntry] = {}
     """``<array>.npy`` -> checksum and size of the bytes written."""
 

@@ -68,3 +68,15 @@ def precompute(index: ItemIndex, arrays: ModelArrays, k: int, chunk: int = 256) 
             lengths[u] = len(r)
     complete = lengths >= (n - n_seen) if index.exact else np.zeros(m, dtype=bool)
     return TopLists(rows, scores, lengths, complete)
+
+
+def stored_lists(arrays: ModelArrays) -> TopLists | None:
+    """The lists a model's artifact carries (``top_rows``/``top_scores``, written by the
+    trainer for a filter model), or None when it has none."""
+    if arrays.top_rows is None or arrays.top_scores is None:
+        return None
+    rows = arrays.top_rows.astype(np.int32, copy=False)
+    lengths = (rows >= 0).sum(axis=1).astype(np.int32)
+    n_seen = np.diff(arrays.seen_indptr)
+    complete = lengths >= (arrays.n_items - n_seen)
+    return TopLists(rows, arrays.top_scores.astype(np.float32, copy=False), lengths, complete)

@@ -209,10 +209,30 @@ class SpectrumThresholds(BaseModel):
     """effective_rank_ratio < collapsed_below: collapsed; in between: partial collapse."""
 
 
+class FilterResponse(BaseModel):
+    linear: list[float]
+    """The linear (item-item) part's gain at each kept frequency: (σ_k / σ_1)²."""
+    total: list[float]
+    """Linear part plus the ideal low-pass weight α."""
+
+
+class FilterSpectrum(BaseModel):
+    """A spectral-filter model: the spectrum of its normalised interaction matrix R̃ that the
+    low-pass part keeps, and the filter's response over it."""
+
+    kind: Literal["spectral"] = "spectral"
+    alpha: float
+    singular_values: list[float]
+    """Top-K singular values of R̃, descending."""
+    response: FilterResponse
+
+
 class SpectrumResponse(ModelSpectrum):
     thresholds: SpectrumThresholds
     previous: ModelSpectrum | None
     """The model served before this one (null when there was none)."""
+    filter: FilterSpectrum | None = None
+    """The serving model's filter, when it is a spectral-filter model (null otherwise)."""
 
 
 class ModelVersionInfo(BaseModel):

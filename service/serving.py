@@ -18,8 +18,9 @@ from contract.manifest import Manifest
 from contract.spectrum import embedding_spectrum
 from service.foldin import FoldIn, rule_for
 from service.index import ItemIndex, build_index
-from service.precompute import TopLists, precompute
+from service.precompute import TopLists, precompute, stored_lists
 from service.schemas import Fallback
+from service.scoring import EmbeddingScorer, FilterScorer, Query, Scorer
 from service.settings import IndexSettings
 from service.topk import Ranked, order
 
@@ -136,7 +137,8 @@ class ServingModel:
     popular_order: np.ndarray  # (n,) item rows by popularity desc, row asc
     spectrum: SpectrumSnapshot
     top_lists: TopLists | None  # per-user precomputed answers (service.precompute)
-    foldin: FoldIn  # how an item history becomes a user vector (service.foldin)
+    foldin: FoldIn | None  # how an item history becomes a user vector (embedding models)
+    scorer: Scorer  # queries and scores of this model's kind (service.scoring)
     trained_seq: int  # highest feedback seq the model was trained on (service.fresh)
     created_unix: float
     loaded_unix: float
@@ -151,28 +153,39 @@ class ServingModel:
         t0 = time.perf_counter()
         version = version or loaded.version
         a = loaded.arrays
-        index = build_index(a.item_emb, config)
         pop = a.item_popularity
         popular_order = np.lexsort((np.arange(a.n_items), -pop)).astype(np.int64)
         item_id_list = a.item_ids.tolist()
         spectrum = SpectrumSnapshot.of(loaded, version)
         top_lists = None
-        if config.precompute_k > 0 and a.n_users * a.n_items <= config.precompute_max_cells:
-            top_lists = precompute(index, a, config.precompute_k)
+        foldin: FoldIn | None = None
+        scorer: Scorer
+        if a.kind == "spectral":
+            # the filter's lists come with the artifact (the trainer scored every user once)
+            scorer = FilterScorer.of(a, loaded.manifest.model.spectral_alpha)
+            if config.precompute_k > 0:
+                top_lists = stored_lists(a)
+        else:
+            index = build_index(a.item_emb, config)
+            if config.precompute_k > 0 and a.n_users * a.n_items <= config.precompute_max_cells:
+                top_lists = precompute(index, a, config.precompute_k)
+            rule = rule_for(loaded.manifest.config.encoder)
+            foldin = FoldIn.fit(a.item_emb, a.user_emb, a.seen_indptr, a.seen_indices, rule)
+            scorer = EmbeddingScorer(a, index, foldin)
         created = loaded.manifest.created_unix
-        rule = rule_for(loaded.manifest.config.encoder)
         return cls(
             version=version,
             manifest=loaded.manifest,
             arrays=a,
-            index=index,
+            index=scorer.index,
             user_rows={u: i for i, u in enumerate(a.user_ids.tolist())},
             item_rows={it: i for i, it in enumerate(item_id_list)},
             item_id_list=item_id_list,
             popular_order=popular_order,
             spectrum=spectrum,
             top_lists=top_lists,
-            foldin=FoldIn.fit(a.item_emb, a.user_emb, a.seen_indptr, a.seen_indices, rule),
+            foldin=foldin,
+            scorer=scorer,
             trained_seq=loaded.manifest.trained_seq,
             created_unix=created if created is not None else time.time(),
             loaded_unix=time.time(),
@@ -241,7 +254,7 @@ class ServingModel:
         lists = self.top_lists if exclude_seen and incl is None else None
         fresh = new_items or {}
         answers: list[Answer] = []
-        to_search: list[tuple[int, np.ndarray, np.ndarray, Source]] = []  # (i, query, banned)
+        to_search: list[tuple[int, Query, np.ndarray, Source]] = []  # (i, query, banned)
         for i, user_id in enumerate(user_ids):
             row = self.user_rows.get(user_id)
             new = fresh.get(user_id)
@@ -258,7 +271,7 @@ class ServingModel:
                             self._page(found_list, k, offset, depth, None, "precomputed")
                         )
                         continue
-                vec = self.arrays.user_emb[row]
+                vec = self.scorer.user_query(row)
                 banned = self.banned_rows(row, exclude_seen, excl)
                 source = "search"
             else:
@@ -279,7 +292,7 @@ class ServingModel:
             answers.append(_UNANSWERED)  # replaced below
             to_search.append((i, vec, banned, source))
         if to_search:
-            queries = np.stack([q for _, q, _, _ in to_search]).astype(np.float32, copy=False)
+            queries = self.scorer.stack([q for _, q, _, _ in to_search])
             found_all = await search(
                 self.index, queries, [depth] * len(to_search), [b for _, _, b, _ in to_search]
             )
@@ -305,18 +318,19 @@ class ServingModel:
 
     def fold_in_user(
         self, row: int | None, new_items: Sequence[str]
-    ) -> tuple[np.ndarray, np.ndarray] | None:
-        """(vector (d,), seen rows) of a user with items new to the model: a known user's
-        trained vector moved by them (FoldIn.update), an unknown user's fold-in.
-        None when no new item is in the catalogue and unseen: the trained vector stands."""
+    ) -> tuple[Query, np.ndarray] | None:
+        """(query, seen rows) of a user with items new to the model: a known user's trained
+        query moved by them, an unknown user's fold-in (service.scoring: a vector for an
+        embedding model, the history itself for a filter model). None when no new item is in
+        the catalogue and unseen: the trained query stands."""
         rows, _ = self.item_rows_of(new_items)
         if row is None:
-            return (self.foldin.vector(rows), rows) if len(rows) else None
+            return (self.scorer.fold_in(None, rows), rows) if len(rows) else None
         seen = self.arrays.seen(row).astype(np.int64)
         new = np.setdiff1d(rows, seen, assume_unique=True)
         if len(new) == 0:
             return None
-        return self.foldin.update(self.arrays.user_emb[row], new), _union(seen, new)
+        return self.scorer.fold_in(row, new), _union(seen, new)
 
     async def similar(
         self,
@@ -349,12 +363,12 @@ class ServingModel:
             return _UNANSWERED
         depth = offset + k if max_depth is None else min(offset + k, max_depth)
         banned = self.banned_rows(user_row, True, _union(np.asarray([row]), new_rows))
-        query = self.arrays.item_emb[row]
+        query = self.scorer.item_query(row)
         if include is not None:
             incl, _ = self.item_rows_of(include)
             found = self.score_rows(query, incl, banned, depth)
             return self._page(found, k, offset, depth, incl, "include")
-        (found,) = await search(self.index, query[None, :], (depth,), (banned,))
+        (found,) = await search(self.index, self.scorer.stack([query]), (depth,), (banned,))
         return self._page(found, k, offset, depth, None, "search")
 
     @staticmethod
@@ -383,14 +397,15 @@ class ServingModel:
                 short += f"; offset {offset} leaves {len(rows)}"
         return Answer(rows, scores, source, "popular" if source == "fallback" else None, short)
 
-    def score_rows(self, query: np.ndarray, rows: np.ndarray, banned: np.ndarray, k: int) -> Ranked:
-        """Top-k of `rows` (unique item rows) by inner product with `query` (d,), banned rows
-        left out: one GEMV over those rows, ordered like every search (score desc, row asc)."""
+    def score_rows(self, query: Query, rows: np.ndarray, banned: np.ndarray, k: int) -> Ranked:
+        """Top-k of `rows` (unique item rows) by the model's score for `query` (an inner
+        product: one GEMV over those rows; a filter: its scores of those rows), banned rows
+        left out, ordered like every search (score desc, row asc)."""
         if len(banned):
             rows = rows[~np.isin(rows, banned, assume_unique=True)]
         if len(rows) == 0:
             return _NO_ROWS, _NO_SCORES
-        scores = self.arrays.item_emb[rows] @ np.asarray(query, dtype=np.float32)
+        scores = self.scorer.score_rows(query, rows)
         ranked_rows, ranked_scores = order(rows, scores)
         return ranked_rows[:k], ranked_scores[:k]
 

@@ -18,7 +18,8 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from service.schemas import Verdict
-from service.serving import SpectrumSnapshot
+from service.scoring import FilterScorer
+from service.serving import ServingModel, SpectrumSnapshot
 
 _ORDER: dict[str, int] = {"healthy": 0, "partial collapse": 1, "collapsed": 2}
 
@@ -61,6 +62,21 @@ def model_spectrum(
     }
     worst = max((sides["users"]["verdict"], sides["items"]["verdict"]), key=_ORDER.__getitem__)
     return {"model_version": snap.version, "verdict": worst, **sides}
+
+
+def filter_spectrum(model: ServingModel) -> dict[str, Any] | None:
+    """/health/spectrum's ``filter`` part: R̃'s kept singular values and the filter's
+    response (None for an embedding model)."""
+    scorer = model.scorer
+    if not isinstance(scorer, FilterScorer):
+        return None
+    resp = scorer.filter.response()
+    return {
+        "kind": "spectral",
+        "alpha": scorer.filter.alpha,
+        "singular_values": resp["singular_values"],
+        "response": {"linear": resp["linear"], "total": resp["total"]},
+    }
 
 
 def thresholds(healthy_min: float, collapsed_below: float) -> dict[str, Any]:

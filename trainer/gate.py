@@ -24,8 +24,10 @@ import torch
 from contract.artifact import LoadedModel, TrainedOn
 from contract.config import RecallConvention
 from contract.settings import GateSettings
+from contract.spectral import SpectralFilter
 from trainer.data import Dataset
 from trainer.evaluate import evaluate
+from trainer.spectral import ScoreRows, evaluate_scores
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,35 @@ def _aligned(
     return users, items, u_idx >= 0, i_idx >= 0
 
 
+def _serving_filter_scores(ds: Dataset, model: LoadedModel, train: sp.csr_matrix) -> ScoreRows:
+    """A serving spectral-filter model's scores on ds's rows: each ds user's training row,
+    mapped to the serving model's items, is scored by its filter (exact for any history);
+    items it does not know score -1e9, below every known item."""
+    arr = model.arrays
+    irow = {it: i for i, it in enumerate(arr.item_ids.tolist())}
+    i_idx = np.array([irow.get(it, -1) for it in ds.item_ids.tolist()])
+    known = np.flatnonzero(i_idx >= 0)
+    to_old = sp.csr_matrix(
+        (np.ones(len(known), np.float32), (known, i_idx[known])), shape=(ds.n_items, arr.n_items)
+    )
+    assert arr.filter_data is not None and arr.filter_singular_values is not None
+    norm = sp.csr_matrix(
+        (arr.filter_data, arr.filter_indices, arr.filter_indptr), shape=(arr.n_users, arr.n_items)
+    )
+    filt = SpectralFilter.from_factors(
+        norm, arr.item_emb, arr.filter_singular_values, model.manifest.model.spectral_alpha
+    )
+    histories = sp.csr_matrix(train @ to_old)
+
+    def score_rows(rows: np.ndarray) -> np.ndarray:
+        old = filt.scores(histories[rows])  # (B, n_old)
+        out = np.full((len(rows), ds.n_items), -1e9, dtype=np.float32)
+        out[:, known] = old[:, i_idx[known]]
+        return out
+
+    return score_rows
+
+
 def _rows_only(matrix: sp.csr_matrix, keep_rows: np.ndarray) -> sp.csr_matrix:
     return sp.csr_matrix(sp.diags(keep_rows.astype(np.float32)) @ matrix)
 
@@ -77,8 +108,13 @@ def decide(
     metric: str = "recall@20",
     *,
     spectrum: dict[str, Any],
+    new_filter: SpectralFilter | None = None,
 ) -> GateDecision:
     """Compare the new model (user_emb (m,d), item_emb (n,d) on ds's rows) with `serving`.
+
+    A spectral-filter model (the new one: ``new_filter`` fitted on ds's training pairs; the
+    serving one: its artifact's filter) is scored by its filter, not by its low-pass
+    embeddings, the way the service answers.
 
     ``spectrum``: ``contract.spectrum.embedding_spectrum(user_emb, item_emb)``, as fit
     computed it (``TrainResult.spectrum``); the collapse check reads its
@@ -105,7 +141,15 @@ def decide(
         # than k unseen known items)
         old_u = np.hstack([old_u, np.ones((ds.n_users, 1), dtype=np.float32)])
         old_i = np.hstack([old_i, np.where(known_i, 0.0, -1e9).astype(np.float32)[:, None]])
-        if n_users:
+        if n_users and serving.arrays.kind == "spectral":
+            serving_value = evaluate_scores(
+                _serving_filter_scores(ds, serving, train),
+                train,
+                new_test,
+                ks=(k,),
+                recall_convention=recall_convention,
+            )[metric]
+        elif n_users:
             serving_value = evaluate(
                 torch.from_numpy(old_u),
                 torch.from_numpy(old_i),
@@ -116,7 +160,15 @@ def decide(
             )[metric]
             basis = "split"
     new_value = 0.0
-    if n_users:
+    if n_users and new_filter is not None:
+        new_value = evaluate_scores(
+            lambda rows: new_filter.scores(train[rows]),
+            train,
+            new_test,
+            ks=(k,),
+            recall_convention=recall_convention,
+        )[metric]
+    elif n_users:
         new_value = evaluate(
             torch.from_numpy(np.ascontiguousarray(user_emb, dtype=np.float32)),
             torch.from_numpy(np.ascontiguousarray(item_emb, dtype=np.float32)),

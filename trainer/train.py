@@ -57,6 +57,7 @@ from trainer.evaluate import evaluate
 from trainer.objectives import BatchLoss
 from trainer.optim import RowAdam, build_optimizer
 from trainer.sampling import CSR, PairSampler, UserItemSampler
+from trainer.spectral import fit_spectral, spectral_arrays, spectral_embeddings
 
 ProgressFn = Callable[[dict[str, Any]], None]
 T = TypeVar("T")
@@ -240,6 +241,8 @@ def fit(
     of ranks differ). progress() is called for the epochs run after it only.
     """
     world = world or World.single()
+    if cfg.objective == "spectral":
+        return _fit_spectral(ds, cfg, progress)
     device = rank_device(pick_device(cfg.device), world)
     old_threads = torch.get_num_threads()
     # auto (0) = 1 thread on CPU: MF's kernels (B x B x d) are too small to gain from
@@ -513,6 +516,38 @@ def _kept_arrays(
     return out
 
 
+def _fit_spectral(ds: Dataset, cfg: TrainConfig, progress: ProgressFn | None) -> TrainResult:
+    """The training-free filter as a TrainResult: the low-pass part as embeddings (users @
+    items.T is its score) and the whole filter in ``extra["filter"]`` (publish_result)."""
+    filt, summary = fit_spectral(ds, cfg)
+    train = ds.train_matrix()
+    users, items = spectral_embeddings(filt, train)
+    spec = embedding_spectrum(users, items)
+    metrics = summary["metrics"]
+    seconds = summary["seconds_fit"]
+    entry = {
+        "epoch": 1,
+        "loss": 0.0,
+        "metrics": metrics,
+        "spectrum": spectrum_summary(spec),
+        "seconds": seconds,
+        "split": "test",
+    }
+    if progress is not None:
+        progress({"epoch": 1, "epochs": 1, "loss": 0.0, "metrics": metrics, "seconds": seconds})
+    return TrainResult(
+        user_emb=users,
+        item_emb=items,
+        history=[entry],
+        metrics=metrics,
+        spectrum=spec,
+        seconds_per_epoch=seconds,
+        device="cpu",
+        epochs_run=1,
+        extra={"filter": filt, "seconds_eval": summary["seconds_eval"]},
+    )
+
+
 def _gradient_averager(cfg: TrainConfig, encoder: Encoder, world: World) -> GradientAverager | None:
     """Averages gradients across ranks after each backward pass (None for one process).
     MF's sparse row gradients carry at most B x S users and B x S (BPR: 2 B x S) items."""
@@ -601,6 +636,16 @@ def publish_result(
             "device": result.device,
             "epochs_run": result.epochs_run,
         }
+    model: dict[str, Any] = {"kind": "embedding"}
+    filt = result.extra.get("filter")
+    if filt is not None:
+        arrays = spectral_arrays(arrays, filt, cfg)
+        model = {
+            "kind": "spectral",
+            "spectral_k": filt.rank,
+            "spectral_alpha": filt.alpha,
+            "top_k": int(arrays.top_rows.shape[1]) if arrays.top_rows is not None else 0,
+        }
     return registry.publish(
         arrays,
         config=cfg.to_dict(),
@@ -611,6 +656,7 @@ def publish_result(
             "dataset": ds.name,
             "trained_on": trained_on.to_dict(),
             "training": training,
+            "model": model,
             **(extra or {}),
         },
         keep=keep,

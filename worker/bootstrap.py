@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from contract import layout
 from contract.artifact import ModelRegistry
@@ -33,15 +34,26 @@ def bootstrap(settings: WorkerSettings) -> str | None:
     if registry.current() is not None:
         log.info("model %s is published; nothing to bootstrap", registry.current())
         return None
-    cfg = dataset_config(layout.DEFAULT_DATASET)
-    if settings.device:
-        cfg = type(cfg).from_dict({**cfg.to_dict(), "device": settings.device})
+    device: dict[str, Any] = {"device": settings.device} if settings.device else {}
     log.info("no model published yet: training the default model on %s", data_dir)
     ds = load_dataset(data_dir)
+    extra: dict[str, Any] = {}
+    if settings.bootstrap_objective == "auto":
+        from trainer.select import select_by_validation
+
+        candidates = [
+            dataset_config(layout.DEFAULT_DATASET, o, **device) for o in ("directspec+", "spectral")
+        ]
+        selection = select_by_validation(ds, candidates)
+        log.info("bootstrap: %s", selection.reason)
+        cfg = selection.winner
+        extra["selection"] = selection.to_dict()
+    else:
+        cfg = dataset_config(layout.DEFAULT_DATASET, settings.bootstrap_objective, **device)
     fitted = evaluate_then_refit(ds, cfg, fit, refit=settings.refit)
     if registry.current() is not None:  # another worker on the shared registry was faster
         log.info("model %s was published meanwhile; not publishing mine", registry.current())
         return None
-    version = publish_fitted(fitted, ds, cfg, registry, keep=settings.keep_versions)
+    version = publish_fitted(fitted, ds, cfg, registry, keep=settings.keep_versions, extra=extra)
     log.info("published default model %s (%s)", version, fitted.evaluation.metrics)
     return version

@@ -29,7 +29,7 @@ from contract.jobspec import PROCESSES_KEY, job_refit
 from store.jobs import Job, JobStore
 from trainer.gate import decide
 from worker.heartbeat import Heartbeat
-from worker.jobconfig import job_train_config
+from worker.jobconfig import auto_candidates, is_auto, job_train_config
 from worker.settings import WorkerSettings
 from worker.trainset import training_set
 
@@ -84,6 +84,22 @@ def run_job(
             beat.progress = {"stage": "training", **info}
             store.heartbeat(job.id, worker_id, beat.progress)
 
+        selection = None
+        if is_auto(job):
+            from trainer.select import select_by_validation
+
+            beat.progress = {"stage": "choosing by validation"}
+            selection = select_by_validation(
+                ds,
+                auto_candidates(job, settings.device, settings.dataset),
+                progress=on_epoch,
+                should_stop=lambda: store.cancel_requested(job.id),
+            )
+            cfg = selection.winner
+            log.info("job %s: %s", job.id, selection.reason)
+        if cfg.objective == "spectral":  # one SVD and sparse products: nothing to parallelise
+            processes = 1
+
         def run(d: Dataset, c: TrainConfig) -> Any:
             """One run; the refit on every pair checkpoints into ``checkpoints/refit``."""
             where = checkpoint
@@ -109,12 +125,14 @@ def run_job(
             settings,
             recall_convention=cfg.recall_convention,
             spectrum=fitted.model.spectrum,  # collapse: of the embeddings to publish
+            new_filter=result.extra.get("filter"),
         )
         outcome: dict[str, Any] = {
             "metrics": result.metrics,
             "gate": gate.to_dict(),
             "ingested": ingested,
             "trained_on": fitted.trained_on.to_dict(),
+            "selection": selection.to_dict() if selection is not None else None,
         }
         if not gate.passed and not job.params.get("force"):
             store.finish(
@@ -129,8 +147,11 @@ def run_job(
         current = store.get(job.id)
         if current is None or current.state != "running":  # reaped or cancelled meanwhile
             return
+        extra: dict[str, Any] = {"ingested": ingested}
+        if selection is not None:
+            extra["selection"] = selection.to_dict()
         version = publish_fitted(
-            fitted, ds, cfg, registry, keep=settings.keep_versions, extra={"ingested": ingested}
+            fitted, ds, cfg, registry, keep=settings.keep_versions, extra=extra
         )
         outcome["model_version"] = version
         outcome["forced"] = bool(not gate.passed and job.params.get("force"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contract.config import TrainConfig
-from contract.jobspec import TRAIN_CONFIG_KEY, train_config_for_job
+from contract.jobspec import AUTO, TRAIN_CONFIG_KEY, train_config_for_job
 from contract.layout import DEFAULT_DATASET
 from store.jobs import Job
 
@@ -23,3 +23,21 @@ def job_train_config(
     if stored is None:
         return train_config_for_job(job.params, device, default_dataset=default_dataset)
     return TrainConfig.from_dict(stored).with_overrides(device=device)
+
+
+def auto_candidates(
+    job: Job, device: str | None, default_dataset: str = DEFAULT_DATASET
+) -> list[TrainConfig]:
+    """What an ``"objective": "auto"`` job chooses between: DirectSpec+ (the job's config, as
+    resolved when it was queued) and the spectral filter (its defaults for the dataset plus
+    the job's hyper-parameters)."""
+    directspec = job_train_config(job, device, default_dataset)
+    spectral = train_config_for_job(
+        {**job.params, "objective": "spectral"}, device, default_dataset=default_dataset
+    )
+    return [directspec, spectral]
+
+
+def is_auto(job: Job) -> bool:
+    """Whether the job asks for the validation winner (``"objective": "auto"``)."""
+    return job.params.get("objective") == AUTO

@@ -11,7 +11,7 @@ from service.context import AppContext
 from service.errors import error_responses
 from service.schemas import HealthResponse, ReadyResponse, SpectrumResponse
 from service.settings import Settings
-from service.spectrum_view import model_spectrum, spectrum_svg, thresholds
+from service.spectrum_view import filter_spectrum, model_spectrum, spectrum_svg, thresholds
 
 _HEALTHZ = b'{"status":"ok"}'
 
@@ -73,7 +73,9 @@ def build_router(settings: Settings) -> APIRouter:
         ] = "json",
     ) -> Response:
         """Singular values, effective/stable rank, condition number and energy shares of the
-        row-normalised user and item embeddings, with a verdict and its thresholds."""
+        row-normalised user and item embeddings, with a verdict and its thresholds; for a
+        spectral-filter model also the singular values of R̃ and the filter's response
+        (``filter``; the embeddings are then its low-pass part)."""
         ctx: AppContext = request.app.state.ctx
         model = ctx.state.require()
         prev = ctx.state.previous_spectrum
@@ -82,6 +84,7 @@ def build_router(settings: Settings) -> APIRouter:
         body = model_spectrum(model.spectrum, healthy_min, collapsed_below)
         body["thresholds"] = thresholds(healthy_min, collapsed_below)
         body["previous"] = model_spectrum(prev, healthy_min, collapsed_below) if prev else None
+        body["filter"] = filter_spectrum(model)
         return JSONResponse(body)
 
     return router

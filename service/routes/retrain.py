@@ -10,7 +10,7 @@ watcher then hot-swaps to the new version.
 import pathlib
 import re
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -50,9 +50,12 @@ class RetrainRequest(BaseModel):
 
     encoder: Encoder | None = None
     """TrainConfig.encoder (default mf)."""
-    objective: Objective | None = None
+    objective: Objective | Literal["auto"] | None = None
     """TrainConfig.objective (default directspec+); picks the tuned defaults that the other
-    fields override."""
+    fields override. ``spectral``: the training-free filter (no epochs). ``auto``: DirectSpec+
+    and the spectral filter are fitted on a validation split carved from the training pairs
+    and the one with the higher validation Recall@20 is trained and published; the job's
+    ``result.selection`` (and the manifest's) shows both scores and why."""
     epochs: field_type("epochs") | None = None  # type: ignore[valid-type]  # TrainConfig's
     """TrainConfig.epochs (``hyperparameters.epochs`` wins)."""
     dataset: Annotated[str, Field(pattern=DATASET_PATTERN)] | None = None

@@ -71,3 +71,93 @@ def publish(root: Path, model: Model, **kw) -> str:
 
 def auth(token: str = ADMIN_TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@dataclass
+class SpectralModel:
+    """A tiny spectral-filter model and its dense reference scores."""
+
+    arrays: ModelArrays
+    seen: list[set[int]]
+    train: np.ndarray  # (m, n) float64 binary: the matrix the filter was fitted on
+    alpha: float
+    k: int
+
+    def scores(self, history: list[int] | np.ndarray) -> np.ndarray:
+        """Dense GF-CF scores (n,) float64 of one binary history (independent numpy)."""
+        r = np.zeros(self.train.shape[1])
+        r[np.asarray(history, dtype=np.int64)] = 1.0
+        du, di = self.train.sum(1), self.train.sum(0)
+        with np.errstate(divide="ignore"):
+            su, si = np.where(du > 0, du**-0.5, 0.0), np.where(di > 0, di**-0.5, 0.0)
+        rn = su[:, None] * self.train * si[None, :]
+        _, _, vt = np.linalg.svd(rn)
+        v = vt[: self.k].T
+        return r @ rn.T @ rn + self.alpha * (r * si) @ v @ v.T @ np.diag(np.sqrt(di))
+
+    def ranked(self, history, banned, k: int) -> list[str]:
+        s = self.scores(history)
+        order = [r for r in np.lexsort((np.arange(len(s)), -s)).tolist() if r not in set(banned)]
+        return [f"i{r}" for r in order[:k]]
+
+
+def make_spectral_model(
+    n_users: int = 40,
+    n_items: int = 30,
+    k: int = 6,
+    alpha: float = 0.3,
+    seed: int = 0,
+    held_out: float = 0.0,
+) -> SpectralModel:
+    """A GF-CF model of a random binary matrix (every user has >= 2 items), built the way the
+    trainer publishes one: R̃, the low-pass part as embeddings, top lists of unseen items.
+    `held_out`: share of pairs kept out of the filter's matrix but in the seen set."""
+    from contract.spectral import SpectralFilter, normalized_matrix
+
+    rng = np.random.default_rng(seed)
+    dense = rng.random((n_users, n_items)) < 0.2
+    for u in range(n_users):
+        dense[u, rng.choice(n_items, 2, replace=False)] = True
+    users, items = np.nonzero(dense)
+    keep = rng.random(len(users)) >= held_out
+    train = np.zeros((n_users, n_items))
+    train[users[keep], items[keep]] = 1.0
+    import scipy.sparse as sp
+
+    norm = normalized_matrix(sp.csr_matrix(train))
+    _, s, vt = np.linalg.svd(norm.toarray().astype(np.float64))
+    filt = SpectralFilter.build(norm, vt[:k].T, s[:k], alpha)
+    arrays = ModelArrays.build(
+        filt.user_factors(sp.csr_matrix(train, dtype=np.float32)),
+        filt.lowpass_out,
+        [f"u{i}" for i in range(n_users)],
+        [f"i{i}" for i in range(n_items)],
+        (users, items),
+    )
+    seen = [set(np.flatnonzero(dense[u]).tolist()) for u in range(n_users)]
+    model = SpectralModel(arrays, seen, train, alpha, k)
+    length = min(10, n_items)
+    top_rows = np.full((n_users, length), -1, dtype=np.int32)
+    top_scores = np.full((n_users, length), -np.inf, dtype=np.float32)
+    for u in range(n_users):
+        hist = np.flatnonzero(train[u])
+        ranked = [int(r[1:]) for r in model.ranked(hist, seen[u], length)]
+        top_rows[u, : len(ranked)] = ranked
+        top_scores[u, : len(ranked)] = model.scores(hist)[ranked]
+    model.arrays = arrays.with_arrays(
+        filter_indptr=norm.indptr.astype(np.int64),
+        filter_indices=norm.indices.astype(np.int32),
+        filter_data=norm.data.astype(np.float32),
+        filter_singular_values=s[:k].astype(np.float32),
+        top_rows=top_rows,
+        top_scores=top_scores,
+    )
+    return model
+
+
+def publish_spectral(root: Path, model: SpectralModel, **kw) -> str:
+    info = {"kind": "spectral", "spectral_k": model.k, "spectral_alpha": model.alpha}
+    extra = {"model": info | {"top_k": int(model.arrays.top_rows.shape[1])}}
+    return ModelRegistry(root).publish(
+        model.arrays, config={"objective": "spectral"}, extra=extra, **kw
+    )

@@ -1,0 +1,162 @@
+"""How one model kind turns users, histories and items into queries, and queries into scores.
+
+``ServingModel`` (service/serving.py) answers every request the same way for every kind: a
+query per user (a trained user, a folded-in history, an item for ``/similar``), then either a
+search through ``Scorer.index`` (batched off the event loop by service/batcher.py) or a direct
+scoring of the ``include`` rows. Two kinds:
+
+- ``EmbeddingScorer``: a query is a vector (d,) float32; the index searches inner products
+  with the item vectors; fold-in maps a history to a vector (service/foldin.py).
+- ``FilterScorer``: the spectral filter (contract/spectral.py). A query is an item history,
+  (h,) int64 item rows; the "index" (``FilterIndex``) scores every item with the filter (two
+  sparse products and one (q, K) x (K, n) product for a batch of q) and keeps each query's
+  top k. The filter is linear in the history, so a folded-in history is scored exactly like
+  the same user trained: there is nothing to fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import scipy.sparse as sp
+
+from contract.artifact import ModelArrays
+from contract.spectral import SpectralFilter, histories_matrix
+from service.foldin import FoldIn
+from service.index import ItemIndex
+from service.topk import Ranked, select_topk
+
+Query = np.ndarray
+"""A vector (d,) float32 (embedding models) or an item history (h,) int64 (filter models)."""
+
+
+class Scorer(Protocol):
+    @property
+    def index(self) -> ItemIndex:
+        """What searches this model's queries (the batcher hands it their batch)."""
+        ...
+
+    def user_query(self, row: int) -> Query:
+        """The query of a trained user."""
+        ...
+
+    def fold_in(self, row: int | None, new_rows: np.ndarray) -> Query:
+        """The query of a user with items the model was not trained on: a trained user
+        (`row`) moved by `new_rows` (unique rows not seen in training), or the history
+        `new_rows` alone (`row` None)."""
+        ...
+
+    def item_query(self, row: int) -> Query:
+        """The query for items like item `row` (``/similar``)."""
+        ...
+
+    def stack(self, queries: Sequence[Query]) -> np.ndarray:
+        """Queries in the form ``index.search`` takes."""
+        ...
+
+    def score_rows(self, query: Query, rows: np.ndarray) -> np.ndarray:
+        """Scores (len(rows),) float32 of the item `rows` for one query."""
+        ...
+
+
+@dataclass(frozen=True, eq=False)
+class EmbeddingScorer:
+    """Inner products of user (or folded-in, or item) vectors with the item vectors."""
+
+    arrays: ModelArrays
+    index: ItemIndex
+    foldin: FoldIn
+
+    def user_query(self, row: int) -> Query:
+        return self.arrays.user_emb[row]
+
+    def fold_in(self, row: int | None, new_rows: np.ndarray) -> Query:
+        if row is None:
+            return self.foldin.vector(new_rows)
+        return self.foldin.update(self.arrays.user_emb[row], new_rows)
+
+    def item_query(self, row: int) -> Query:
+        return self.arrays.item_emb[row]
+
+    def stack(self, queries: Sequence[Query]) -> np.ndarray:
+        return np.stack(queries).astype(np.float32, copy=False)
+
+    def score_rows(self, query: Query, rows: np.ndarray) -> np.ndarray:
+        return self.arrays.item_emb[rows] @ np.asarray(query, dtype=np.float32)
+
+
+class FilterIndex:
+    """An ``ItemIndex`` whose queries are item histories: exact filter scores of every item.
+
+    ``search(queries, ks, banned)`` takes queries as a 1-D object array of (h,) int64 row
+    arrays (what the batcher concatenates); a batch of 8 or more is scored in one dense pass
+    over R̃ (contract.spectral.DENSE_FROM_ROWS)."""
+
+    kind, backend, exact = "filter", "scipy", True
+
+    def __init__(self, filt: SpectralFilter) -> None:
+        self.filter = filt
+        self.ntotal = filt.n_items
+
+    def scores(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """(q, n) float32 filter scores of q histories."""
+        return self.filter.scores(histories_matrix(list(histories), self.ntotal))
+
+    def search(
+        self,
+        queries: np.ndarray,
+        ks: Sequence[int],
+        banned: Sequence[np.ndarray],
+        *,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+    ) -> list[Ranked]:
+        scores = self.scores(list(queries))
+        return [select_topk(scores[i], ks[i], banned[i]) for i in range(len(queries))]
+
+
+@dataclass(frozen=True, eq=False)
+class FilterScorer:
+    """The spectral filter: queries are item histories (a trained user's is their training
+    row of R̃, the matrix the filter was fitted on)."""
+
+    filter: SpectralFilter
+    index: FilterIndex
+
+    @classmethod
+    def of(cls, arrays: ModelArrays, alpha: float) -> FilterScorer:
+        """From a spectral artifact's arrays (ModelArrays.kind == "spectral")."""
+        assert arrays.filter_indptr is not None and arrays.filter_indices is not None
+        assert arrays.filter_data is not None and arrays.filter_singular_values is not None
+        norm = sp.csr_matrix(
+            (arrays.filter_data, arrays.filter_indices, arrays.filter_indptr),
+            shape=(arrays.n_users, arrays.n_items),
+        )
+        filt = SpectralFilter.from_factors(
+            norm, arrays.item_emb, arrays.filter_singular_values, alpha
+        )
+        return cls(filt, FilterIndex(filt))
+
+    def user_query(self, row: int) -> Query:
+        norm = self.filter.norm
+        return norm.indices[norm.indptr[row] : norm.indptr[row + 1]].astype(np.int64)
+
+    def fold_in(self, row: int | None, new_rows: np.ndarray) -> Query:
+        if row is None:
+            return np.asarray(new_rows, dtype=np.int64)
+        return np.union1d(self.user_query(row), new_rows)
+
+    def item_query(self, row: int) -> Query:
+        return np.asarray([row], dtype=np.int64)
+
+    def stack(self, queries: Sequence[Query]) -> np.ndarray:
+        out = np.empty(len(queries), dtype=object)
+        for i, q in enumerate(queries):
+            out[i] = q
+        return out
+
+    def score_rows(self, query: Query, rows: np.ndarray) -> np.ndarray:
+        return self.index.scores([query])[0][rows]
