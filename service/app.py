@@ -59,11 +59,11 @@ BUILTIN_ROUTERS: tuple[Callable[[Settings], APIRouter], ...] = (
 
 def build_context(settings: Settings) -> AppContext:
     registry = ModelRegistry(settings.registry_root)
-    state = ModelState(registry, settings)
+    batcher = SearchBatcher(settings.max_batch_queries, settings.faiss_threads)
+    state = ModelState(registry, settings, batcher.search)  # each model searches through it
     metrics = ServiceMetrics(lambda: state.serving)
     state.listeners.append(metrics.on_swap)
     state.failure_listeners.append(metrics.on_load_failure)
-    batcher = SearchBatcher(settings.max_batch_queries, settings.faiss_threads)
     metrics.watch_searches(lambda: (batcher.batches, batcher.queries))
     fresh = FreshInteractions(settings.feedback_db) if settings.fold_in else None
     if fresh is not None:  # build the new model's view off the event loop, right after a swap

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -48,8 +49,12 @@ _KIND: dict[Source, Kind] = {
 Search = Callable[
     [ItemIndex, np.ndarray, Sequence[int], Sequence[np.ndarray]], Awaitable[list[Ranked]]
 ]
-"""``(index, queries (q, d), ks, banned) -> q results``: how the model's searches run, e.g.
+"""``(index, queries (q, d), ks, banned) -> q results``: how a model's searches run, e.g.
 ``SearchBatcher.search`` (the service: off the event loop, batched) or ``search_inline``."""
+
+Searcher = Callable[[np.ndarray, Sequence[int], Sequence[np.ndarray]], Awaitable[list[Ranked]]]
+"""``(queries (q, d), ks, banned) -> q results`` on one model's own index: a ``Search`` bound
+to it when the model is built (``ServingModel.searcher``)."""
 
 
 async def search_inline(
@@ -136,6 +141,7 @@ class ServingModel:
     item_id_list: list[str]  # row -> external id, as Python str (fast to serialise)
     popular_order: np.ndarray  # (n,) item rows by popularity desc, row asc
     spectrum: SpectrumSnapshot
+    searcher: Searcher  # the index's searches, through the Search it was built with
     top_lists: TopLists | None  # per-user precomputed answers (service.precompute)
     foldin: FoldIn | None  # how an item history becomes a user vector (embedding models)
     scorer: Scorer  # queries and scores of this model's kind (service.scoring)
@@ -146,10 +152,16 @@ class ServingModel:
 
     @classmethod
     def build(
-        cls, loaded: LoadedModel, config: IndexSettings, version: str | None = None
+        cls,
+        loaded: LoadedModel,
+        config: IndexSettings,
+        version: str | None = None,
+        search: Search = search_inline,
     ) -> ServingModel:
         """Index the items and compute the spectrum (seconds for big catalogues: off the
-        request path). `version`: the registry's name for it (default: the manifest's)."""
+        request path). `version`: the registry's name for it (default: the manifest's);
+        `search`: how its index is searched (the service's batcher; default on the calling
+        thread), bound to the index as ``searcher``."""
         t0 = time.perf_counter()
         version = version or loaded.version
         a = loaded.arrays
@@ -183,6 +195,7 @@ class ServingModel:
             item_id_list=item_id_list,
             popular_order=popular_order,
             spectrum=spectrum,
+            searcher=partial(search, scorer.index),
             top_lists=top_lists,
             foldin=foldin,
             scorer=scorer,
@@ -205,7 +218,6 @@ class ServingModel:
         offset: int = 0,
         max_depth: int | None = None,
         new_items: Mapping[str, Sequence[str]] | None = None,
-        search: Search,
     ) -> Recommendations:
         """Items ``offset + 1 .. offset + k`` of each user's ranking (one user: a sequence of
         one), the one place that decides what answers a recommendation. The ranking is to
@@ -229,7 +241,7 @@ class ServingModel:
           is a prefix of the top-K in the same order (service.topk), so the items are the
           search's (for an approximate index: its answer for K, which may differ from its
           answer for k);
-        - else an index search through `search`: one call for all users the lists cannot
+        - else an index search through ``searcher``: one call for all users the lists cannot
           answer, excluding each user's seen items (`exclude_seen`) and `exclude`;
         - a user with neither a trained vector nor a new catalogue item gets
           ``fallback="popular"``'s most popular items not in `exclude` (within `include` when
@@ -293,8 +305,8 @@ class ServingModel:
             to_search.append((i, vec, banned, source))
         if to_search:
             queries = self.scorer.stack([q for _, q, _, _ in to_search])
-            found_all = await search(
-                self.index, queries, [depth] * len(to_search), [b for _, _, b, _ in to_search]
+            found_all = await self.searcher(
+                queries, [depth] * len(to_search), [b for _, _, b, _ in to_search]
             )
             for (i, _, _, source), found in zip(to_search, found_all, strict=True):
                 answers[i] = self._page(found, k, offset, depth, None, source)
@@ -305,7 +317,7 @@ class ServingModel:
     ) -> Recommendations:
         """``recommend`` for one anonymous user given by an item history (nothing stored),
         with the same keyword `options` (exclude, exclude_seen, fallback, include, offset,
-        max_depth, search): the history's catalogue items are folded in (source ``fold-in``)
+        max_depth): the history's catalogue items are folded in (source ``fold-in``)
         and count as seen; ids not in the catalogue are ignored and listed in
         ``unknown_history``. A history without a catalogue item is answered like an unknown
         user (`fallback`, or unanswered)."""
@@ -342,7 +354,6 @@ class ServingModel:
         user_id: str | None = None,
         user_new_items: Sequence[str] = (),
         max_depth: int | None = None,
-        search: Search,
     ) -> Answer:
         """Items ``offset + 1 .. offset + k`` nearest to `item_id` by inner product of item
         embeddings, never the item itself, nor `user_id`'s seen items when given; only
@@ -368,7 +379,7 @@ class ServingModel:
             incl, _ = self.item_rows_of(include)
             found = self.score_rows(query, incl, banned, depth)
             return self._page(found, k, offset, depth, incl, "include")
-        (found,) = await search(self.index, self.scorer.stack([query]), (depth,), (banned,))
+        (found,) = await self.searcher(self.scorer.stack([query]), (depth,), (banned,))
         return self._page(found, k, offset, depth, None, "search")
 
     @staticmethod

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from contract.artifact import MANIFEST, ArtifactInvalid, ModelNotFound, ModelRegistry
 from service.errors import ArtifactRefused, ModelNotReady, UnknownVersion
-from service.serving import ServingModel, SpectrumSnapshot
+from service.serving import Search, ServingModel, SpectrumSnapshot, search_inline
 from service.settings import IndexSettings
 
 log = logging.getLogger("specrec.service.state")
@@ -38,9 +38,12 @@ def _dir_key(path: Path) -> tuple[int, int] | None:
 class ModelState:
     """The serving model, the previous model's spectrum, and versions refused so far."""
 
-    def __init__(self, registry: ModelRegistry, config: IndexSettings) -> None:
+    def __init__(
+        self, registry: ModelRegistry, config: IndexSettings, search: Search = search_inline
+    ) -> None:
         self.registry = registry
         self.config = config
+        self.search = search  # how a loaded model's index is searched (the batcher's)
         self._serving: ServingModel | None = None
         self.previous_spectrum: SpectrumSnapshot | None = None
         self.failed: dict[str, str] = {}  # version -> reason (for /models and logs)
@@ -138,7 +141,7 @@ class ModelState:
                 loaded.version,
                 version,
             )
-        return ServingModel.build(loaded, self.config, version)
+        return ServingModel.build(loaded, self.config, version, self.search)
 
     def _remember_failure(self, version: str, path: Path, exc: Exception) -> None:
         self.load_failures += 1

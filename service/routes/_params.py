@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, get_args
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -35,7 +36,8 @@ from starlette.routing import BaseRoute, Route
 
 from contract.ids import ID_FORBIDDEN, ID_MAX_LEN, ID_PATTERN
 from service.errors import InvalidRequest
-from service.schemas import ID_SCHEMA
+from service.schemas import ID_SCHEMA, Fallback, json_int
+from service.settings import Settings
 
 _ID_RE = re.compile(rf"[^{ID_FORBIDDEN}]+")  # ID_PATTERN, for fullmatch (no "$" before a "\n")
 _LIST_ID = rf"[^,{ID_FORBIDDEN}]{{0,{ID_MAX_LEN}}}"
@@ -231,3 +233,156 @@ def openapi_query(
         "schema": schema,
         "description": description,
     }
+
+
+# ---- the parameter table: each parameter of the hot routes defined once ----------------------
+@dataclass(frozen=True)
+class IntParam:
+    """An integer in [low, high]: its query parser, its OpenAPI object and the type of the
+    same field in a JSON body (POST /recommend), from one definition."""
+
+    name: str
+    low: int
+    high: int
+    default: int
+    description: str
+
+    def parse(self, qp: Mapping[str, str]) -> int:
+        return query_int(qp, self.name, self.default, self.low, self.high)
+
+    def openapi(self) -> dict[str, Any]:
+        schema = {"type": "integer", "minimum": self.low, "maximum": self.high}
+        return openapi_query(self.name, schema, self.description, self.default)
+
+    def body_type(self) -> Any:
+        """The body field's type (a strict int in range; ``3.0`` is one too)."""
+        return json_int(self.low, self.high)
+
+
+@dataclass(frozen=True)
+class BoolParam:
+    name: str
+    default: bool
+    description: str
+
+    def parse(self, qp: Mapping[str, str]) -> bool:
+        return query_bool(qp, self.name, self.default)
+
+    def openapi(self) -> dict[str, Any]:
+        return openapi_query(self.name, {"type": "boolean"}, self.description, self.default)
+
+
+@dataclass(frozen=True)
+class IdListParam:
+    """Comma-separated external ids, at most `max_len` (absent: [])."""
+
+    name: str
+    max_len: int
+    description: str
+
+    def parse(self, qp: Mapping[str, str]) -> list[str]:
+        return query_id_list(qp, self.name, self.max_len)
+
+    def openapi(self) -> dict[str, Any]:
+        return openapi_id_list(self.name, self.max_len, self.description)
+
+
+@dataclass(frozen=True)
+class IdSetParam:
+    """An IdListParam whose absence differs from an empty list (``include``): None."""
+
+    name: str
+    max_len: int
+    description: str
+
+    def parse(self, qp: Mapping[str, str]) -> list[str] | None:
+        return query_id_set(qp, self.name, self.max_len)
+
+    def openapi(self) -> dict[str, Any]:
+        return openapi_id_list(self.name, self.max_len, self.description)
+
+
+@dataclass(frozen=True)
+class ChoiceParam(Generic[_Choice]):
+    name: str
+    choices: tuple[_Choice, ...]
+    description: str
+
+    def parse(self, qp: Mapping[str, str]) -> _Choice | None:
+        return query_choice(qp, self.name, self.choices)
+
+    def openapi(self) -> dict[str, Any]:
+        schema = {"type": "string", "enum": list(self.choices)}
+        return openapi_query(self.name, schema, self.description)
+
+
+@dataclass(frozen=True)
+class IdParam:
+    """An optional external id in the query."""
+
+    name: str
+    description: str
+
+    def parse(self, qp: Mapping[str, str]) -> str | None:
+        return query_id(qp, self.name)
+
+    def openapi(self) -> dict[str, Any]:
+        return openapi_query(self.name, ID_SCHEMA, self.description)
+
+
+@dataclass(frozen=True)
+class HotParams:
+    """The query parameters of GET /recommend/{user_id} and GET /similar/{item_id} (and the
+    matching fields of POST /recommend's body), from the settings: ``hot_params``."""
+
+    k: IntParam
+    offset: IntParam
+    exclude_seen: BoolParam
+    exclude: IdListParam
+    include: IdSetParam
+    fallback: ChoiceParam[Fallback]
+    user_id: IdParam
+
+
+def hot_params(settings: Settings) -> HotParams:
+    """The one table of the hot routes' parameters (names, ranges, defaults, descriptions)."""
+    max_k = settings.max_k
+    return HotParams(
+        k=IntParam("k", 1, max_k, settings.default_k, "Number of items"),
+        offset=IntParam(
+            "offset",
+            0,
+            max_k - 1,
+            0,
+            "Items skipped before the k returned (pagination; ranks continue at offset + 1). "
+            f"The ranking stops at depth max_k = {max_k}: beyond it the answer is "
+            "short and `short` says so.",
+        ),
+        exclude_seen=BoolParam(
+            "exclude_seen",
+            True,
+            "Drop the user's seen items: every interaction known for the user (the model's "
+            "train and held-out pairs, and items ingested since)",
+        ),
+        exclude=IdListParam(
+            "exclude",
+            settings.max_exclude,
+            "Item ids to drop. Unknown ids are ignored and listed in `unknown_exclude`.",
+        ),
+        include=IdSetParam(
+            "include",
+            settings.max_exclude,
+            "Rank only these item ids (seen and excluded items are still left out). Unknown "
+            "ids are ignored and listed in `unknown_include`; present but blank ranks nothing.",
+        ),
+        fallback=ChoiceParam(
+            "fallback",
+            get_args(Fallback),
+            "`popular`: answer an unknown user with the most popular items",
+        ),
+        user_id=IdParam(
+            "user_id",
+            "Leave out this user's seen items (train and held-out pairs) and those "
+            "ingested since (404 `unknown_user` if neither is known)",
+        ),
+    )

@@ -5,7 +5,7 @@
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -14,24 +14,10 @@ from service.context import AppContext
 from service.errors import UnknownUser, error_responses
 from service.jsonresp import FastJSONResponse
 from service.metrics import ServiceMetrics
-from service.routes._params import (
-    hot_route,
-    openapi_id_list,
-    openapi_path_id,
-    openapi_query,
-    path_id,
-    query_bool,
-    query_choice,
-    query_id_list,
-    query_id_set,
-    query_int,
-    query_params,
-)
-from service.schemas import BatchRecommendResponse, Fallback, JsonId, RecommendResponse, json_int
+from service.routes._params import hot_params, hot_route, openapi_path_id, path_id, query_params
+from service.schemas import BatchRecommendResponse, Fallback, JsonId, RecommendResponse
 from service.serving import Answer
 from service.settings import Settings
-
-FALLBACKS: tuple[Fallback, ...] = get_args(Fallback)  # ("popular",)
 
 
 def count_answers(metrics: ServiceMetrics, answers: Sequence[Answer]) -> None:
@@ -47,26 +33,6 @@ def count_answers(metrics: ServiceMetrics, answers: Sequence[Answer]) -> None:
             metrics.count_answer(source, fallback, n)
 
 
-def candidate_params(settings: Settings) -> list[dict[str, Any]]:
-    """OpenAPI objects of ``include`` and ``offset`` (GET /recommend and GET /similar)."""
-    return [
-        openapi_id_list(
-            "include",
-            settings.max_exclude,
-            "Rank only these item ids (seen and excluded items are still left out). Unknown "
-            "ids are ignored and listed in `unknown_include`; present but blank ranks nothing.",
-        ),
-        openapi_query(
-            "offset",
-            {"type": "integer", "minimum": 0, "maximum": settings.max_k - 1},
-            "Items skipped before the k returned (pagination; ranks continue at offset + 1). "
-            f"The ranking stops at depth max_k = {settings.max_k}: beyond it the answer is "
-            "short and `short` says so.",
-            0,
-        ),
-    ]
-
-
 def add_candidate_fields(
     body: dict[str, Any], short: str | None, include: list[str] | None, unknown: list[str]
 ) -> None:
@@ -80,7 +46,8 @@ def add_candidate_fields(
 
 def build_router(settings: Settings) -> APIRouter:
     router = APIRouter(tags=["recommend"])
-    max_k, default_k = settings.max_k, settings.default_k
+    max_k = settings.max_k
+    p = hot_params(settings)  # k, offset, exclude_seen, exclude, include, fallback: one table
 
     class BatchRecommendRequest(BaseModel):
         """Recommendations for many users with one index search (``user_ids``), or for one
@@ -101,7 +68,7 @@ def build_router(settings: Settings) -> APIRouter:
         """Instead of ``user_ids``: the item ids of one anonymous user, answered by folding
         them in (``source: fold-in``; nothing is stored). They count as seen; ids not in the
         catalogue are ignored and listed in ``unknown_history``."""
-        k: json_int(1, max_k) = default_k  # type: ignore[valid-type]  # an Annotated int
+        k: p.k.body_type() = p.k.default  # type: ignore[valid-type]  # an Annotated int
         exclude_seen: bool = True
         """Drop each user's seen items (the model's train and held-out pairs, and items ingested
         since, which are folded in)."""
@@ -112,7 +79,7 @@ def build_router(settings: Settings) -> APIRouter:
         include: Annotated[list[JsonId], Field(max_length=settings.max_exclude)] | None = None
         """Rank only these item ids (seen and excluded items still left out); unknown ids are
         ignored and listed back in ``unknown_include``. An empty list ranks nothing."""
-        offset: json_int(0, max_k - 1) = 0  # type: ignore[valid-type]  # an Annotated int
+        offset: p.offset.body_type() = p.offset.default  # type: ignore[valid-type]  # an int
         """Items skipped before the k returned (pagination): ranks continue at offset + 1.
         The ranking stops at depth max_k: beyond it the answer is short (``short`` says so)."""
 
@@ -124,27 +91,12 @@ def build_router(settings: Settings) -> APIRouter:
             return data
 
     recommend_params = [
-        openapi_query(
-            "k", {"type": "integer", "minimum": 1, "maximum": max_k}, "Number of items", default_k
-        ),
-        openapi_query(
-            "exclude_seen",
-            {"type": "boolean"},
-            "Drop the user's seen items: every interaction known for the user (the model's train "
-            "and held-out pairs, and items ingested since)",
-            True,
-        ),
-        openapi_id_list(
-            "exclude",
-            settings.max_exclude,
-            "Item ids to drop. Unknown ids are ignored and listed in `unknown_exclude`.",
-        ),
-        openapi_query(
-            "fallback",
-            {"type": "string", "enum": ["popular"]},
-            "`popular`: answer an unknown user with the most popular items",
-        ),
-        *candidate_params(settings),
+        p.k.openapi(),
+        p.exclude_seen.openapi(),
+        p.exclude.openapi(),
+        p.fallback.openapi(),
+        p.include.openapi(),
+        p.offset.openapi(),
     ]
 
     @router.get(
@@ -159,12 +111,12 @@ def build_router(settings: Settings) -> APIRouter:
         (Parameters are parsed by service.routes._params: this is the hot path.)"""
         user_id = path_id(request, "user_id")
         qp = query_params(request)
-        k = query_int(qp, "k", default_k, 1, max_k)
-        exclude_seen = query_bool(qp, "exclude_seen", True)
-        exclude = query_id_list(qp, "exclude", settings.max_exclude)
-        fallback = query_choice(qp, "fallback", FALLBACKS)
-        include = query_id_set(qp, "include", settings.max_exclude)
-        offset = query_int(qp, "offset", 0, 0, max_k - 1)
+        k = p.k.parse(qp)
+        exclude_seen = p.exclude_seen.parse(qp)
+        exclude = p.exclude.parse(qp)
+        fallback = p.fallback.parse(qp)
+        include = p.include.parse(qp)
+        offset = p.offset.parse(qp)
         ctx: AppContext = request.app.state.ctx
         model = ctx.state.require()  # the one read of the serving model for this request
         recs = await model.recommend(
@@ -177,7 +129,6 @@ def build_router(settings: Settings) -> APIRouter:
             offset=offset,
             max_depth=max_k,
             new_items=ctx.new_items(model.trained_seq),
-            search=ctx.batcher.search,
         )
         (answer,) = recs.answers
         if not answer.answered:
@@ -223,7 +174,6 @@ def build_router(settings: Settings) -> APIRouter:
             "include": body.include,
             "offset": body.offset,
             "max_depth": max_k,
-            "search": ctx.batcher.search,
         }
         if body.history is not None:
             recs = await model.recommend_history(body.history, body.k, **options)

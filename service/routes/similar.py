@@ -10,23 +10,16 @@ from fastapi import APIRouter, Request
 from service.context import AppContext
 from service.errors import UnknownItem, UnknownUser, error_responses
 from service.jsonresp import FastJSONResponse
-from service.routes._params import (
-    openapi_path_id,
-    openapi_query,
-    path_id,
-    query_id,
-    query_id_set,
-    query_int,
-    query_params,
-)
-from service.routes.recommend import add_candidate_fields, candidate_params
-from service.schemas import ID_SCHEMA, SimilarResponse
+from service.routes._params import hot_params, openapi_path_id, path_id, query_params
+from service.routes.recommend import add_candidate_fields
+from service.schemas import SimilarResponse
 from service.settings import Settings
 
 
 def build_router(settings: Settings) -> APIRouter:
     router = APIRouter(tags=["recommend"])
     max_k = settings.max_k
+    p = hot_params(settings)  # the parameters GET /recommend shares are defined once
 
     @router.get(
         "/similar/{item_id}",
@@ -38,19 +31,10 @@ def build_router(settings: Settings) -> APIRouter:
         openapi_extra={
             "parameters": [
                 openapi_path_id("item_id"),
-                openapi_query(
-                    "k",
-                    {"type": "integer", "minimum": 1, "maximum": max_k},
-                    "Number of items",
-                    settings.default_k,
-                ),
-                openapi_query(
-                    "user_id",
-                    ID_SCHEMA,
-                    "Leave out this user's seen items (train and held-out pairs) and those "
-                    "ingested since (404 `unknown_user` if neither is known)",
-                ),
-                *candidate_params(settings),
+                p.k.openapi(),
+                p.user_id.openapi(),
+                p.include.openapi(),
+                p.offset.openapi(),
             ]
         },
     )
@@ -58,10 +42,10 @@ def build_router(settings: Settings) -> APIRouter:
         """The item itself is never returned."""
         item_id = path_id(request, "item_id")
         qp = query_params(request)
-        k = query_int(qp, "k", settings.default_k, 1, max_k)
-        user_id = query_id(qp, "user_id")
-        include = query_id_set(qp, "include", settings.max_exclude)
-        offset = query_int(qp, "offset", 0, 0, max_k - 1)
+        k = p.k.parse(qp)
+        user_id = p.user_id.parse(qp)
+        include = p.include.parse(qp)
+        offset = p.offset.parse(qp)
         ctx: AppContext = request.app.state.ctx
         model = ctx.state.require()
         fresh = ctx.new_items(model.trained_seq) if user_id is not None else None
@@ -73,7 +57,6 @@ def build_router(settings: Settings) -> APIRouter:
             user_id=user_id,
             user_new_items=(fresh.get(user_id, ()) if user_id and fresh else ()),
             max_depth=max_k,
-            search=ctx.batcher.search,
         )
         if not answer.answered:
             if item_id not in model.item_rows:

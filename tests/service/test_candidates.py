@@ -12,7 +12,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.serving import search_inline
 from tests.service.modelkit import Model, make_model
 from tests.service.test_serving import K, integer_model, one, recommend, serve
 
@@ -148,7 +147,7 @@ def test_similar_with_user_include_and_offset(settings, model):
     serving = serve(model, K, settings)
 
     def similar(item: str, k: int, **kw):
-        return asyncio.run(serving.similar(item, k, search=search_inline, **kw))
+        return asyncio.run(serving.similar(item, k, **kw))
 
     for row in (0, 17, 40):
         for user in (None, 3):
@@ -170,7 +169,7 @@ def test_invalid_offset_raises(settings):
     with pytest.raises(ValueError, match="offset"):
         recommend(serving, ["u0"], 3, offset=-1)
     with pytest.raises(ValueError, match="offset"):
-        asyncio.run(serving.similar("i0", 3, offset=-1, search=search_inline))
+        asyncio.run(serving.similar("i0", 3, offset=-1))
 
 
 # ---- through the app (conftest's `published` serves the `model` above, both kinds) ------------

@@ -11,7 +11,7 @@ import pytest
 
 from contract.artifact import LoadedModel
 from contract.manifest import Manifest, parse_manifest
-from service.serving import Answer, Recommendations, ServingModel, search_inline
+from service.serving import Answer, Recommendations, Search, ServingModel, search_inline
 from service.settings import Settings
 from tests.service.modelkit import Model, make_model
 
@@ -36,9 +36,11 @@ def popular_reference(model: Model, k: int, exclude: Sequence[int] = ()) -> list
     return [r for r in ranked if r not in set(exclude)][:k]
 
 
-def serve(model: Model, precompute_k: int, settings: Settings) -> ServingModel:
+def serve(
+    model: Model, precompute_k: int, settings: Settings, search: Search = search_inline
+) -> ServingModel:
     config = settings.model_copy(update={"precompute_k": precompute_k})
-    return ServingModel.build(LoadedModel("v1", Manifest(), model.arrays), config)
+    return ServingModel.build(LoadedModel("v1", Manifest(), model.arrays), config, search=search)
 
 
 def integer_model(n_users: int = 25, n_items: int = 400, seed: int = 1) -> Model:
@@ -61,7 +63,6 @@ class SpySearch:
 
 
 def recommend(serving: ServingModel, users: Sequence[str], k: int, **kw) -> Recommendations:
-    kw.setdefault("search", search_inline)
     return asyncio.run(serving.recommend(users, k, **kw))
 
 
@@ -106,13 +107,14 @@ def test_every_source_gives_the_reference_answer(settings, model, exclude_seen):
 
 def test_lookups_answer_whenever_the_list_proves_the_answer(settings):
     model = make_model(n_users=25, n_items=80, max_seen=12, seed=5)
-    serving, spy = serve(model, K, settings), SpySearch()
+    spy = SpySearch()
+    serving = serve(model, K, settings, search=spy)  # the model holds its searcher
     users = [f"u{u}" for u in range(25)]
-    recs = recommend(serving, users, K, search=spy)
+    recs = recommend(serving, users, K)
     assert [a.source for a in recs.answers] == ["precomputed"] * 25 and spy.calls == []
     # dropping 3 of a user's listed items leaves K - 3 < k = K: that user is searched
     listed = serving.top_lists.rows[0, :3].tolist()
-    recs = recommend(serving, users, K, exclude=[f"i{r}" for r in listed], search=spy)
+    recs = recommend(serving, users, K, exclude=[f"i{r}" for r in listed])
     sources = [a.source for a in recs.answers]
     assert spy.calls == [sources.count("search")] and sources.count("search") >= 1
     for u, answer in enumerate(recs.answers):
@@ -165,9 +167,10 @@ def test_unknown_exclude_ids_are_ignored_and_listed_in_order(settings):
 @pytest.mark.parametrize("k", [4, K + 5])
 def test_a_batch_mixing_known_and_unknown_users(settings, k):
     model = make_model()
-    serving, spy = serve(model, K, settings), SpySearch()
+    spy = SpySearch()
+    serving = serve(model, K, settings, search=spy)
     users = ["u4", "ghost", "u0", "u4", "2", "u9"]
-    recs = recommend(serving, users, k, exclude=["i1", "nope"], fallback="popular", search=spy)
+    recs = recommend(serving, users, k, exclude=["i1", "nope"], fallback="popular")
     assert len(recs.answers) == len(users) and recs.unknown_exclude == ["nope"]
     # k within the lists: no search at all; above: one search for the four known users
     assert spy.calls == ([] if k <= K else [4])
@@ -191,7 +194,7 @@ def test_invalid_arguments_raise(settings):
     with pytest.raises(ValueError, match="fallback"):
         recommend(serving, ["u0"], 5, fallback="random")
     with pytest.raises(ValueError, match="k must be"):
-        asyncio.run(serving.similar("i0", 0, search=search_inline))
+        asyncio.run(serving.similar("i0", 0))
 
 
 def test_similar_is_the_reference_over_items_without_the_item(settings):
@@ -201,9 +204,9 @@ def test_similar_is_the_reference_over_items_without_the_item(settings):
     for row in (0, 17, 49):
         scores = items @ items[row]
         want = [r for r in np.lexsort((np.arange(len(scores)), -scores)).tolist() if r != row]
-        answer = asyncio.run(serving.similar(f"i{row}", 6, search=search_inline))
+        answer = asyncio.run(serving.similar(f"i{row}", 6))
         assert answer.source == "search" and answer.rows.tolist() == want[:6]
-    missing = asyncio.run(serving.similar("nope", 6, search=search_inline))
+    missing = asyncio.run(serving.similar("nope", 6))
     assert not missing.answered and len(missing.rows) == 0
 
 
@@ -229,3 +232,27 @@ def test_the_spectrum_is_read_from_the_manifest_not_recomputed(settings):
         "items": a.n_items,
         "all": a.n_users + a.n_items,
     }
+
+
+def test_the_model_holds_its_searcher(settings):
+    """A model searches through the Search it was built with (the service: its batcher), bound
+    to its own index: callers no longer hand one in."""
+    model = make_model()
+    spy = SpySearch()
+    serving = serve(model, 0, settings, search=spy)
+    answer = asyncio.run(serving.similar("i3", 5))
+    assert spy.calls == [1] and answer.source == "search"
+    items = model.arrays.item_emb
+    scores = items @ items[3]
+    want = [r for r in np.lexsort((np.arange(len(scores)), -scores)).tolist() if r != 3][:5]
+    assert answer.rows.tolist() == want
+    recs = recommend(serving, ["u0", "u1"], 4)
+    assert spy.calls == [1, 2] and [a.source for a in recs.answers] == ["search"] * 2
+
+
+def test_the_apps_models_search_through_its_batcher(client):
+    batcher = client.app.state.ctx.batcher
+    before = (batcher.batches, batcher.queries)
+    r = client.get("/similar/i1?k=3")
+    assert r.status_code == 200 and len(r.json()["items"]) == 3
+    assert (batcher.batches, batcher.queries) == (before[0] + 1, before[1] + 1)
