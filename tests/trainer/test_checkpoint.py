@@ -254,7 +254,7 @@ def test_cli_writes_checkpoints_and_resumes_to_the_uninterrupted_model(data_dir,
     a, b = ModelRegistry(tmp_path / "a").load(), ModelRegistry(tmp_path / "b").load()
     assert np.array_equal(a.arrays.user_emb, b.arrays.user_emb)
     assert np.array_equal(a.arrays.item_emb, b.arrays.item_emb)
-    assert a.manifest["metrics"] == b.manifest["metrics"]
+    assert a.manifest.metrics == b.manifest.metrics
 
     assert cli.main([*common, "--resume", "--lr", "0.5", "--no-publish"]) == 2
     err = capsys.readouterr().err

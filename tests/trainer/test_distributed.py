@@ -281,13 +281,16 @@ def test_a_two_rank_run_resumes_with_two_ranks_only(data_dir, tmp_path, capsys):
     a, b = ModelRegistry(tmp_path / "a").load(), ModelRegistry(tmp_path / "b").load()
     assert np.array_equal(a.arrays.user_emb, b.arrays.user_emb)
     assert np.array_equal(a.arrays.item_emb, b.arrays.item_emb)
-    assert a.manifest["metrics"] == b.manifest["metrics"]
+    assert a.manifest.metrics == b.manifest.metrics
     history = [
-        [{k: v for k, v in e.items() if k != "seconds"} for e in m.manifest["training"]["history"]]
+        [{k: v for k, v in e.items() if k != "seconds"} for e in m.manifest.training.history]
         for m in (a, b)
     ]
     assert history[0] == history[1] and [e["epoch"] for e in history[0]] == [2, 4]
-    assert (a.manifest["training"]["resumed_from"], b.manifest["training"]["resumed_from"]) == (
+    assert (
+        a.manifest.training.to_dict()["resumed_from"],
+        b.manifest.training.to_dict()["resumed_from"],
+    ) == (
         None,
         2,
     )

@@ -18,6 +18,7 @@ import pytest
 from contract.artifact import ModelRegistry
 from store.jobs import Job, JobStore
 from trainer.checkpoint import list_checkpoints
+from trainer.refit import evaluate_then_refit
 from trainer.train import fit
 from worker.job import checkpoint_dir, job_workdir
 from worker.jobconfig import job_train_config
@@ -94,16 +95,18 @@ def test_a_killed_job_resumes_from_its_checkpoint_and_publishes_the_uninterrupte
     assert not job_workdir(settings, job.id).exists()  # checkpoints gone with the job
 
     loaded = ModelRegistry(settings.registry_root).load()
-    assert loaded.manifest["version"] == job.result["model_version"]
-    assert loaded.manifest["training"]["resumed_from"] == second.resumed_from
-    # bit for bit what one uninterrupted run of the job trains
+    assert loaded.manifest.version == job.result["model_version"]
+    training = loaded.manifest.training
+    assert training is not None and training.to_dict()["resumed_from"] == second.resumed_from
+    # bit for bit what one uninterrupted run of the job trains (evaluation run, then refit)
     ds, _ = training_set(settings, job)
-    whole = fit(ds, job_train_config(job, settings.device))
-    assert np.array_equal(loaded.arrays.user_emb, whole.user_emb)
-    assert np.array_equal(loaded.arrays.item_emb, whole.item_emb)
-    history = loaded.manifest["training"]["history"]
+    whole = evaluate_then_refit(ds, job_train_config(job, settings.device), fit)
+    assert whole.refitted
+    assert np.array_equal(loaded.arrays.user_emb, whole.model.user_emb)
+    assert np.array_equal(loaded.arrays.item_emb, whole.model.item_emb)
+    history = training.history
     assert [h["epoch"] for h in history] == [4, 8]
-    assert [h["loss"] for h in history] == [h["loss"] for h in whole.history]
+    assert [h["loss"] for h in history] == [h["loss"] for h in whole.evaluation.history]
 
 
 def test_with_no_retries_the_killed_job_fails_as_before(
