@@ -250,7 +250,9 @@ function renderServing(ready, spectrum, models, metricsSamples) {
   const dim = sp ? sp.users.dim : entry && entry.shape ? entry.shape.dim : null;
   const created = entry ? entry.created_at : null;
   const cfg = entry ? entry.config || {} : {};
-  const trained = [cfg.objective, cfg.encoder].filter(Boolean).join(" · ");
+  const trained = cfg.objective === "spectral"
+    ? "spectral filter (GF-CF, training-free)"
+    : [cfg.objective, cfg.encoder].filter(Boolean).join(" · ");
   fill(facts,
     h("dt", { text: "version" }), h("dd", { id: "serving-version", class: "mono", text: r.model_version }),
     h("dt", { text: "published" }),
