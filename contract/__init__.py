@@ -6,6 +6,7 @@ numpy, pydantic and the standard library only: no torch, no FastAPI, no database
 import-linter).
 
 - ``artifact``: the versioned model artifact and its registry (write, verify, switch atomically);
+- ``manifest``: the artifact's manifest as a typed model (``Manifest``);
 - ``spectrum``: singular values and effective rank of embedding matrices;
 - ``config``: ``TrainConfig``, the hyper-parameters of a training run, and their defaults;
 - ``jobspec``: a retrain job's parameters resolved into a ``TrainConfig``;

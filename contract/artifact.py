@@ -10,7 +10,7 @@ Layout under a registry root::
       versions/<version>/      one published model, never modified after the rename
         manifest.json          format_version, created_at, dataset_fingerprint, config,
                                metrics, spectrum, trained_on, files{name: {sha256, bytes}},
-                               shapes
+                               shapes (read as contract.manifest.Manifest)
         user_emb.npy           (m, d) float32  final user embeddings (LightGCN: propagated)
         item_emb.npy           (n, d) float32
         user_ids.npy           (m,) unicode    external id of each user row
@@ -26,10 +26,10 @@ Layout under a registry root::
 its held-out test pairs (with the ingested rows a retrain merged into them). The service never
 recommends a seen item. The held-out split only exists to measure the model: ``metrics`` are
 always those of an evaluation run trained on the training pairs alone and scored on the test
-pairs. ``trained_on`` (:class:`TrainedOn`) says which pairs the published embeddings were
-fitted on: ``"all"`` (the default, a refit on train and test once evaluated, trainer/refit.py)
-or ``"train"`` (the evaluation run itself). A manifest without it (older models) means
-``"train"``.
+pairs. ``trained_on`` (``contract.manifest.TrainedOn``) says which pairs the published
+embeddings were fitted on: ``"all"`` (the default, a refit on train and test once evaluated,
+trainer/refit.py) or ``"train"`` (the evaluation run itself). A manifest without it (older
+models) means ``"train"``.
 
 Publishing writes a temporary directory, fsyncs every file, verifies it by loading it back
 (checksums are of the bytes handed to the disk, so a silently corrupted write is caught), renames
@@ -58,9 +58,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
+
+from contract.manifest import Manifest, parse_manifest
 
 log = logging.getLogger("specrec.artifact")
 
@@ -187,56 +189,9 @@ class ModelArrays:
 
 
 @dataclass(frozen=True)
-class TrainedOn:
-    """Which pairs a published model saw (the manifest's ``trained_on``).
-
-    ``pairs``: "all" when the published embeddings were fitted on every known pair (train and
-    test; ``n_pairs`` of them) after an evaluation run on the split, "train" when they are the
-    evaluation run's (fitted on the ``train_pairs`` only). ``epochs``: epochs of the published
-    fit. ``train_pairs``/``test_pairs``: the split the evaluation run (the manifest's
-    ``metrics``) was trained and scored on.
-    """
-
-    pairs: Literal["all", "train"]
-    n_pairs: int
-    epochs: int
-    train_pairs: int
-    test_pairs: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """``{"pairs", "n_pairs", "epochs", "evaluated_on": {"train_pairs", "test_pairs"}}``."""
-        return {
-            "pairs": self.pairs,
-            "n_pairs": self.n_pairs,
-            "epochs": self.epochs,
-            "evaluated_on": {"train_pairs": self.train_pairs, "test_pairs": self.test_pairs},
-        }
-
-    @classmethod
-    def of(cls, manifest: dict[str, Any]) -> TrainedOn | None:
-        """The manifest's record, or None when it has none (an older model: "train")."""
-        rec = manifest.get("trained_on")
-        if not isinstance(rec, dict) or rec.get("pairs") not in ("all", "train"):
-            return None
-        evaluated = rec.get("evaluated_on")
-        if not isinstance(evaluated, dict):
-            evaluated = {}
-        try:
-            return cls(
-                pairs=rec["pairs"],
-                n_pairs=int(rec.get("n_pairs", 0)),
-                epochs=int(rec.get("epochs", 0)),
-                train_pairs=int(evaluated.get("train_pairs", 0)),
-                test_pairs=int(evaluated.get("test_pairs", 0)),
-            )
-        except (TypeError, ValueError):
-            return None
-
-
-@dataclass(frozen=True)
 class LoadedModel:
     version: str
-    manifest: dict[str, Any]
+    manifest: Manifest
     arrays: ModelArrays
 
 
@@ -336,16 +291,20 @@ def read_model_dir(path: Path, verify_checksums: bool = True) -> LoadedModel:
             raise ArtifactInvalid(f"{path}: cannot read {fname}: {e}") from e
     arrays = ModelArrays(**loaded)
     arrays.validate()
-    shape = manifest.get("shape", {})
-    if (shape.get("n_users"), shape.get("n_items"), shape.get("dim")) != (
+    try:
+        typed = parse_manifest(manifest)
+    except ValueError as e:
+        raise ArtifactInvalid(f"{path}: {e}") from e
+    shape = typed.shape
+    if shape is None or (shape.n_users, shape.n_items, shape.dim) != (
         arrays.n_users,
         arrays.n_items,
         arrays.dim,
     ):
-        raise ArtifactInvalid(f"{path}: manifest shape {shape} does not match the arrays")
-    return LoadedModel(
-        version=str(manifest.get("version", path.name)), manifest=manifest, arrays=arrays
-    )
+        raise ArtifactInvalid(
+            f"{path}: manifest shape {manifest.get('shape', {})} does not match the arrays"
+        )
+    return LoadedModel(version=typed.version or path.name, manifest=typed, arrays=arrays)
 
 
 class ModelRegistry:
@@ -377,11 +336,12 @@ class ModelRegistry:
             p.name for p in self.versions_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
         )
 
-    def manifest(self, version: str) -> dict[str, Any]:
+    def manifest(self, version: str) -> Manifest:
+        """The manifest of `version` (not checked against its arrays: ``load`` does that)."""
         path = self._version_path(version) / MANIFEST
         try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+            return parse_manifest(json.loads(path.read_text()))
+        except (OSError, ValueError) as e:  # json.JSONDecodeError is a ValueError
             raise ArtifactInvalid(f"{version}: unreadable manifest: {e}") from e
 
     def load(self, version: str | None = None) -> LoadedModel:

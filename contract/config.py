@@ -8,9 +8,12 @@ POST /retrain's ``hyperparameters`` (service/hyperparameters.py) are generated f
 
 ``TrainConfig.defaults(objective, encoder, **overrides)`` gives the per-objective defaults: the
 reference ones for the DirectSpec family (docs/directspec.md; the CiteULike set is the generic
-default), LightGCN's for BPR, DirectAU's for DirectAU. ``to_dict()`` goes into the model
-manifest; ``from_dict()`` reads it back (unknown keys are an error). Invalid values raise
-``ConfigError`` with a one-line message naming the field and what it accepts.
+default), LightGCN's for BPR, DirectAU's for DirectAU. ``dataset_config(dataset, objective,
+encoder)`` adds the dataset's own defaults (``DATASET_DEFAULTS``, the one table: the synthetic
+default dataset's short schedules) and is what every entry point trains with. ``to_dict()``
+goes into the model manifest; ``from_dict()`` reads it back (unknown keys are an error).
+Invalid values raise ``ConfigError`` with a one-line message naming the field and what it
+accepts.
 
 No torch import here: the config is also read by processes that never train.
 """
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
@@ -35,6 +38,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
+
+from contract import layout
 
 Encoder = Literal["mf", "lightgcn"]
 Objective = Literal["directspec", "directspec+", "bpr", "directau", "align"]
@@ -492,18 +497,56 @@ _SYNTHETIC: dict[str, dict[str, Any]] = {
 }
 
 
-def default_synthetic_config(
-    objective: Objective = "directspec+", encoder: Encoder = "mf", **overrides: Any
-) -> TrainConfig:
-    """The config `make run` trains on the embedded synthetic default, for any objective.
-
-    Defaults to MF-DirectSpec+ (d 64, B 256, plain SGD, Xavier init) re-tuned for a 10-epoch
-    budget (see _SYNTHETIC). LightGCN does a full propagation per step (~14 s per epoch on
-    this data on one CPU core), so its DirectSpec-family runs are cut to 4 epochs.
-    """
+def _synthetic_defaults(objective: Objective, encoder: Encoder) -> dict[str, Any]:
+    """The embedded synthetic dataset's schedule (_SYNTHETIC) with an evaluation every 5
+    epochs. LightGCN does a full propagation per step (~14 s per epoch on this data on one CPU
+    core), so its DirectSpec-family runs are cut to 4 epochs."""
     if objective not in _SYNTHETIC:
         raise ConfigError(f"objective: {objective!r}, expected one of {list(_SYNTHETIC)}")
     base: dict[str, Any] = {"eval_every": 5} | _SYNTHETIC[objective]
     if encoder == "lightgcn" and objective in DIRECTSPEC_FAMILY:
         base |= {"epochs": 4, "eval_every": 2}
-    return TrainConfig.defaults(objective, encoder, **(base | overrides))
+    return base
+
+
+DATASET_DEFAULTS: dict[str, Callable[[Objective, Encoder], dict[str, Any]]] = {
+    layout.DEFAULT_DATASET: _synthetic_defaults,
+}
+"""The one table of per-dataset training defaults, by dataset name (a directory under
+``<home>/data``, or the directory specrec-train's ``--data`` names): ``(objective, encoder) ->
+TrainConfig fields`` over the objective's defaults. A dataset not listed trains with
+``TrainConfig.defaults`` (the reference set, docs/method.md); add a row to give one its own."""
+
+
+def dataset_config(
+    dataset: str | None,
+    objective: Objective = "directspec+",
+    encoder: Encoder = "mf",
+    *,
+    preset: Preset | None = None,
+    **overrides: Any,
+) -> TrainConfig:
+    """The config a run of `objective`/`encoder` on `dataset` trains with, whatever starts it
+    (specrec-train, POST /retrain, the worker's bootstrap and its scheduled retrains).
+
+    Layers, each over the one before: ``TrainConfig.defaults(objective, encoder)``, the
+    dataset's row of DATASET_DEFAULTS (if any), the named `preset` (PRESETS), `overrides`.
+    """
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"preset: {preset!r}, expected one of {list(PRESETS)}")
+    own = DATASET_DEFAULTS.get(dataset or "")
+    base = own(objective, encoder) if own is not None else {}
+    chosen = PRESETS[preset] if preset is not None else {}
+    return TrainConfig.defaults(objective, encoder, **(base | chosen | overrides))
+
+
+def default_synthetic_config(
+    objective: Objective = "directspec+", encoder: Encoder = "mf", **overrides: Any
+) -> TrainConfig:
+    """The config `make run` trains on the embedded synthetic default, for any objective:
+    ``dataset_config("default", ...)``.
+
+    Defaults to MF-DirectSpec+ (d 64, B 256, plain SGD, Xavier init) re-tuned for a 10-epoch
+    budget (see _SYNTHETIC).
+    """
+    return dataset_config(layout.DEFAULT_DATASET, objective, encoder, **overrides)

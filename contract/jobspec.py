@@ -4,10 +4,11 @@ A job's parameters are ``{"encoder"?, "objective"?, "epochs"?, "dataset"?, "hype
 "force"?, "processes"?, "refit"?}`` (processes: data-parallel training ranks, worker.ranks;
 refit: publish a model refitted on every pair after the evaluation run, trainer.refit; absent:
 the worker's ``refit`` setting, on by default). The
-base is ``default_synthetic_config(objective, encoder)`` (each objective's
-settings tuned for the embedded synthetic default, DirectSpec+ MF when none is named);
-``epochs`` and then ``hyperparameters`` override any TrainConfig field. For a real dataset pass
-its reference hyper-parameters explicitly (docs/directspec.md).
+base is ``dataset_config(dataset, objective, encoder)``: the defaults specrec-train uses for
+the same dataset (contract.config.DATASET_DEFAULTS; the dataset is the job's, else the
+configured ``SPECREC_DATASET``; DirectSpec+ MF when no objective/encoder is named). On top,
+``epochs`` and then ``hyperparameters`` override TrainConfig fields: ``hyperparameters.epochs``
+wins over a top-level ``epochs``.
 
 POST /retrain derives the config once, with ``train_config_for_job(params)``, and stores it with
 the job as ``params["train_config"]`` (``TrainConfig.to_dict()``); the worker trains with
@@ -22,7 +23,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from contract.config import ConfigError, TrainConfig, default_synthetic_config
+from contract.config import ConfigError, TrainConfig, dataset_config
+from contract.layout import DEFAULT_DATASET
 
 #: TrainConfig fields a job may not set: they belong to the worker process.
 RESERVED_FIELDS = frozenset({"device", "num_threads"})
@@ -38,18 +40,27 @@ REFIT_KEY = "refit"
 TRIGGER_KEY = "trigger"
 
 
-def train_config_for_job(params: dict[str, Any], device: str | None = None) -> TrainConfig:
-    """The TrainConfig a job runs with; raises ConfigError (a ValueError) naming bad fields."""
+def train_config_for_job(
+    params: Mapping[str, Any],
+    device: str | None = None,
+    *,
+    default_dataset: str = DEFAULT_DATASET,
+) -> TrainConfig:
+    """The TrainConfig a job runs with (on ``params["dataset"]``, else `default_dataset`);
+    raises ConfigError (a ValueError) naming bad fields."""
     hyper = dict(params.get("hyperparameters") or {})
     reserved = sorted(RESERVED_FIELDS & set(hyper))
     if reserved:
         raise ConfigError(f"hyperparameters: {reserved} are set by the worker, not by a job")
-    base = default_synthetic_config(
-        params.get("objective") or "directspec+", params.get("encoder") or "mf"
+    base = dataset_config(
+        params.get("dataset") or default_dataset,
+        params.get("objective") or "directspec+",
+        params.get("encoder") or "mf",
     )
-    overrides: dict[str, Any] = {**hyper}
+    overrides: dict[str, Any] = {}
     if params.get("epochs") is not None:
         overrides["epochs"] = params["epochs"]
+    overrides |= hyper  # hyperparameters.epochs wins over the top-level epochs
     if device:
         overrides["device"] = device
     return TrainConfig.from_dict({**base.to_dict(), **overrides})
@@ -62,13 +73,19 @@ def job_refit(params: Mapping[str, Any], default: bool) -> bool:
 
 
 def job_params(
-    request: Mapping[str, Any], trigger: Mapping[str, Any] | None = None
+    request: Mapping[str, Any],
+    trigger: Mapping[str, Any] | None = None,
+    *,
+    default_dataset: str = DEFAULT_DATASET,
 ) -> dict[str, Any]:
     """The params a job is queued with: ``request`` (a job's parameters, nulls left out) plus
-    ``train_config_for_job(request).to_dict()`` under TRAIN_CONFIG_KEY and, for a job the worker
-    queued by itself, ``trigger`` under TRIGGER_KEY. Raises what train_config_for_job raises."""
+    ``train_config_for_job(request, default_dataset=...).to_dict()`` under TRAIN_CONFIG_KEY
+    and, for a job the worker queued by itself, ``trigger`` under TRIGGER_KEY. Raises what
+    train_config_for_job raises."""
     params = dict(request)
-    params[TRAIN_CONFIG_KEY] = train_config_for_job(params).to_dict()
+    params[TRAIN_CONFIG_KEY] = train_config_for_job(
+        params, default_dataset=default_dataset
+    ).to_dict()
     if trigger is not None:
         params[TRIGGER_KEY] = dict(trigger)
     return params

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+#: The dataset under ``<home>/data`` that the worker generates (the synthetic one) and that
+#: retrain jobs train on unless a job or SPECREC_DATASET names another.
+DEFAULT_DATASET = "default"
+
 
 def registry_dir(home: Path, models_dir: Path | None = None) -> Path:
     return models_dir if models_dir is not None else home / "models"

@@ -39,6 +39,10 @@ class HomeSettings(BaseSettings):
     """Published versions kept on disk by the registry (the current and previous never pruned)."""
     heartbeat_timeout_s: float = Field(DEFAULT_HEARTBEAT_TIMEOUT_S, gt=0)
     """A running retrain job whose worker sent no heartbeat for this long is marked failed."""
+    dataset: str = layout.DEFAULT_DATASET
+    """Dataset under ``<home>/data`` that retrain jobs train on unless a job names one: the
+    worker trains on it, POST /retrain resolves a job's defaults for it
+    (contract.config.dataset_config)."""
     database_url: str | None = Field(None, pattern=r"^postgres(ql)?://")
     """Where the job queue and the ingested interactions live (env ``SPECREC_DATABASE_URL``):
     unset, SQLite files under the home (one machine); ``postgresql://user:password@host/db``,

@@ -24,11 +24,13 @@ for cmd in python specrec-worker specrec-serve supervisord; do
   }
 done
 
-export SPECREC_HOME="${SPECREC_HOME:-$PWD/var}"
-export HOST="${HOST:-127.0.0.1}"
-export PORT="${PORT:-8000}"
+# Where things live and where the API listens, asked of the settings themselves (each defined
+# once: contract/settings.py, contract/layout.py, service/settings.py) for this environment:
+# SPECREC_HOME (absolute), models_dir, default_data, HOST, PORT.
+launch_env="$(python -m service.settings)" || exit 2
+eval "$launch_env"
+export SPECREC_HOME HOST PORT
 mkdir -p "$SPECREC_HOME"
-SPECREC_HOME="$(cd "$SPECREC_HOME" && pwd)"
 
 if [ -z "${ADMIN_TOKEN:-}" ]; then
   ADMIN_TOKEN="$(python -c 'import secrets; print(secrets.token_urlsafe(32))')"
@@ -46,8 +48,7 @@ fi
 export ADMIN_TOKEN
 
 # --- 1. bootstrap: dataset and default model, only what is missing --------------------------
-models_dir="${SPECREC_MODELS_DIR:-$SPECREC_HOME/models}"
-if [ -f "$models_dir/CURRENT" ] && [ -f "$SPECREC_HOME/data/default/interactions.csv" ]; then
+if [ -f "$models_dir/CURRENT" ] && [ -f "$default_data/interactions.csv" ]; then
   echo ">> reusing the published model in $models_dir"
 else
   echo ">> first run: building the default dataset and model in $SPECREC_HOME (CPU, once)"

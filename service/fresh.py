@@ -1,13 +1,13 @@
 """Interactions ingested after the serving model was trained, per user, kept current.
 
 The serving model's manifest says up to which feedback ``seq`` it was trained
-(``ingested.max_seq``; 0 for a model trained without the store). Rows beyond it are what the
-model has not seen: ``FreshInteractions.since(seq)`` returns them by user (item ids, first
-occurrence order, no repeats), for ServingModel.recommend to fold in. Each call costs one
-``PRAGMA data_version`` (store.feedback.FeedbackWatcher) and reads the store only when
-something was committed, by this process or another API worker; the view is rebuilt when the
-model's seq changes (a new model), which happens on the model watcher's thread first
-(``prime``) so requests rarely pay for it.
+(``Manifest.trained_seq``: ``ingested.max_seq``; 0 for a model trained without the store).
+Rows beyond it are what the model has not seen: ``FreshInteractions.since(seq)`` returns them
+by user (item ids, first occurrence order, no repeats), for ServingModel.recommend to fold in.
+Each call costs one ``PRAGMA data_version`` (store.feedback.FeedbackWatcher) and reads the
+store only when something was committed, by this process or another API worker; the view is
+rebuilt when the model's seq changes (a new model), which happens on the model watcher's
+thread first (``prime``) so requests rarely pay for it.
 """
 
 from __future__ import annotations
@@ -28,16 +28,6 @@ CHECK_INTERVAL_S = 0.001
 """The store is asked for news at most this often: other API workers' rows are seen within
 about 1 ms of their commit; this process's own (``invalidate``) at once. (One check costs ~3
 us, a tenth of a lookup answer's work on the hot path.)"""
-
-
-def trained_seq(manifest: Mapping[str, object]) -> int:
-    """The highest feedback seq a model was trained on (its manifest's ``ingested.max_seq``)."""
-    ingested = manifest.get("ingested")
-    if isinstance(ingested, Mapping):
-        seq = ingested.get("max_seq")
-        if isinstance(seq, int) and not isinstance(seq, bool):
-            return seq
-    return 0
 
 
 #: seconds between attempts to reach the store again after it failed

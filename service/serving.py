@@ -14,9 +14,9 @@ from typing import Any, Literal
 import numpy as np
 
 from contract.artifact import LoadedModel, ModelArrays
+from contract.manifest import Manifest
 from contract.spectrum import embedding_spectrum
 from service.foldin import FoldIn, rule_for
-from service.fresh import trained_seq
 from service.index import ItemIndex, build_index
 from service.precompute import TopLists, precompute
 from service.schemas import Fallback
@@ -118,29 +118,16 @@ class SpectrumSnapshot:
         only for an artifact published without one (or an older, incomplete one)."""
         a = loaded.arrays
         rows = {"users": a.n_users, "items": a.n_items, "all": a.n_users + a.n_items}
-        stored: dict[str, Any] = loaded.manifest.get("spectrum") or {}
-        if _is_full_spectrum(stored):
-            return cls(version or loaded.version, stored, rows)
+        stored = loaded.manifest.spectrum
+        if stored.is_full():
+            return cls(version or loaded.version, stored.to_dict(), rows)
         return cls(version or loaded.version, embedding_spectrum(a.user_emb, a.item_emb), rows)
-
-
-def _is_full_spectrum(spectrum: Any) -> bool:
-    """Whether `spectrum` has embedding_spectrum's shape (what /health/spectrum reads)."""
-    try:
-        return all(
-            {"singular_values_normalized", "effective_rank", "effective_rank_ratio"}
-            <= set(spectrum[part][kind])
-            for part in ("users", "items", "all")
-            for kind in ("raw", "normalized")
-        )
-    except (KeyError, TypeError):
-        return False
 
 
 @dataclass(frozen=True, eq=False)
 class ServingModel:
     version: str
-    manifest: dict[str, Any]
+    manifest: Manifest
     arrays: ModelArrays
     index: ItemIndex
     user_rows: dict[str, int]
@@ -172,9 +159,8 @@ class ServingModel:
         top_lists = None
         if config.precompute_k > 0 and a.n_users * a.n_items <= config.precompute_max_cells:
             top_lists = precompute(index, a, config.precompute_k)
-        created = loaded.manifest.get("created_unix")
-        train_cfg = loaded.manifest.get("config")
-        rule = rule_for(train_cfg.get("encoder") if isinstance(train_cfg, dict) else None)
+        created = loaded.manifest.created_unix
+        rule = rule_for(loaded.manifest.config.encoder)
         return cls(
             version=version,
             manifest=loaded.manifest,
@@ -187,8 +173,8 @@ class ServingModel:
             spectrum=spectrum,
             top_lists=top_lists,
             foldin=FoldIn.fit(a.item_emb, a.user_emb, a.seen_indptr, a.seen_indices, rule),
-            trained_seq=trained_seq(loaded.manifest),
-            created_unix=float(created) if isinstance(created, int | float) else time.time(),
+            trained_seq=loaded.manifest.trained_seq,
+            created_unix=created if created is not None else time.time(),
             loaded_unix=time.time(),
             build_seconds=time.perf_counter() - t0,
         )

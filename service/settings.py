@@ -8,6 +8,8 @@ pass it to ``service.app.create_app``; nothing reads a module global.
 from __future__ import annotations
 
 import os
+import shlex
+import sys
 from typing import Literal
 
 from pydantic import (
@@ -17,10 +19,12 @@ from pydantic import (
     Field,
     PositiveInt,
     SecretStr,
+    ValidationError,
     field_validator,
     model_validator,
 )
 
+from contract.layout import DEFAULT_DATASET
 from contract.settings import HomeSettings
 
 IndexKind = Literal["flat", "ivf", "hnsw"]
@@ -154,6 +158,32 @@ class Settings(HomeSettings, IndexSettings):
         return v or None
 
 
+def launcher_env(settings: Settings) -> dict[str, str]:
+    """What scripts/run.sh needs, from the one definition of each setting: the absolute home,
+    the registry root and the default dataset's directory (contract.layout), and where the API
+    listens."""
+    return {
+        "SPECREC_HOME": os.path.abspath(settings.home),
+        "models_dir": os.path.abspath(settings.registry_root),
+        "default_data": os.path.abspath(settings.dataset_dir(DEFAULT_DATASET)),
+        "HOST": settings.host,
+        "PORT": str(settings.port),
+    }
+
+
+def main() -> int:
+    """``python -m service.settings``: launcher_env() of this environment as shell
+    assignments (scripts/run.sh evaluates them); exit 2 with the reason for invalid settings."""
+    try:
+        settings = Settings()
+    except ValidationError as e:
+        print(f"specrec: invalid settings: {e}", file=sys.stderr)
+        return 2
+    for name, value in launcher_env(settings).items():
+        print(f"{name}={shlex.quote(value)}")
+    return 0
+
+
 def search_threads_env(threads: int) -> dict[str, str]:
     """Environment that caps BLAS/OpenMP pools; must be set before numpy/faiss load."""
     return {
@@ -161,3 +191,7 @@ def search_threads_env(threads: int) -> dict[str, str]:
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
         if name not in os.environ
     }
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -6,5 +6,6 @@ The standard library and the contract only (and psycopg, the ``postgres`` extra,
 
 - ``db``: the database both stores use, SQLite files or PostgreSQL, and its schema versions;
 - ``jobs``: the retrain-job queue (the API enqueues, workers claim and run);
-- ``feedback``: the ingested interactions (the API appends, the worker snapshots).
+- ``feedback``: the ingested interactions (the API appends, the worker snapshots);
+- ``once``: a store built once per process, on first use (migrations run once).
 """

@@ -319,7 +319,7 @@ class PostgresDatabase:
         return self._transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", None)
 
     def migrate(self, store: str, steps: Sequence[Mapping[Dialect, str]]) -> None:
-        """Once per store and process (stores are constructed per request)."""
+        """Once per store and process (a process may open a store more than once)."""
         if store in self._migrated:
             return
         with self.write(lock="schema") as db:

@@ -3,8 +3,10 @@
 The options are generated from ``contract.config.TrainConfig`` with pydantic-settings
 (``CliApp``): every TrainConfig field is an option (``--lr``, ``--shrink-norm``,
 ``--adaptive-tau`` / ``--no-adaptive-tau``, ``--ks 10 20`` or ``--ks 10,20`` ...) whose help is
-the field's docstring and range; options left out (or given as ``auto``) keep the per-objective
-defaults of ``TrainConfig.defaults(objective, encoder)``. Only the command line sets
+the field's docstring and range; options left out (or given as ``auto``) keep the dataset's
+defaults, as POST /retrain does: ``contract.config.dataset_config(dataset, objective, encoder)``,
+the per-objective defaults plus the dataset's own row of ``DATASET_DEFAULTS`` (the synthetic
+``default`` dataset's short schedules) by the name of ``--data``. Only the command line sets
 hyper-parameters: no environment variable does (the registry follows ``$SPECREC_MODELS_DIR`` /
 ``$SPECREC_HOME`` as the API does). Exit codes: 0 success, 1 training failed (diverged), 2 bad
 input (unknown option, unreadable dataset, invalid hyper-parameter, unusable device), with a
@@ -14,7 +16,6 @@ one-line message.
 from __future__ import annotations
 
 import inspect
-import os
 import sys
 from pathlib import Path
 from typing import Any, Literal, get_origin
@@ -30,17 +31,18 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from contract import layout
 from contract.config import (
     ConfigError,
     Encoder,
     Objective,
     Preset,
     TrainConfig,
+    dataset_config,
     describe_errors,
     expected,
     optional_fields,
 )
+from contract.settings import HomeSettings
 from trainer.launch import DEFAULT_TIMEOUT_S
 
 PROG = "specrec-train"
@@ -49,11 +51,9 @@ _SPECIAL = ("encoder", "objective")
 
 
 def default_models_dir() -> Path:
-    """``$SPECREC_MODELS_DIR``, else ``$SPECREC_HOME/models`` (home defaults to ``./var``):
-    the registry the API and the worker use."""
-    models_dir = os.environ.get("SPECREC_MODELS_DIR")
-    home = Path(os.environ.get("SPECREC_HOME", "var"))
-    return layout.registry_dir(home, Path(models_dir) if models_dir else None)
+    """The registry the API and the worker use (contract.settings.HomeSettings:
+    ``$SPECREC_MODELS_DIR``, else ``$SPECREC_HOME/models``)."""
+    return HomeSettings().registry_root
 
 
 def _doc(name: str) -> str:
@@ -63,9 +63,10 @@ def _doc(name: str) -> str:
 class RunOptions(BaseSettings):
     """Train a DirectSpec/DirectSpec+ (or baseline) recommender and publish it.
 
-    Hyper-parameter options left out (or given as "auto") keep the per-objective defaults of
-    TrainConfig.defaults(objective, encoder). Exit codes: 0 trained (and published), 1 training
-    failed, 2 bad input.
+    Hyper-parameter options left out (or given as "auto") keep the dataset's defaults for the
+    objective: TrainConfig.defaults(objective, encoder), with the short schedules of the
+    synthetic default dataset for a directory named "default" (contract.config.DATASET_DEFAULTS).
+    Exit codes: 0 trained (and published), 1 training failed, 2 bad input.
     """
 
     model_config = SettingsConfigDict(
@@ -176,7 +177,8 @@ def parse_args(argv: list[str] | None = None) -> Any:
 
 
 def config_from_args(args: Any) -> TrainConfig:
-    """TrainConfig.defaults(objective, encoder) with the options that were given on top."""
+    """The dataset's defaults for objective and encoder (``dataset_config``, as POST /retrain
+    uses) with the options that were given on top."""
     overrides = {
         name: getattr(args, name)
         for name in args.model_fields_set
@@ -184,7 +186,11 @@ def config_from_args(args: Any) -> TrainConfig:
         and name not in _SPECIAL
         and getattr(args, name) is not None
     }
-    return TrainConfig.defaults(args.objective, args.encoder, preset=args.preset, **overrides)
+    from trainer.data import dataset_name
+
+    return dataset_config(
+        dataset_name(args.data), args.objective, args.encoder, preset=args.preset, **overrides
+    )
 
 
 def format_table(result: Any, cfg: TrainConfig) -> str:

@@ -412,6 +412,13 @@ def _integer_dataset(
     return Dataset.from_pairs(name, np.arange(m).astype(str), np.arange(n).astype(str), train, test)
 
 
+def dataset_name(path: str | Path) -> str:
+    """A dataset's name (``Dataset.name``): its directory's name, or a table file's stem. Its
+    training defaults are looked up by it (contract.config.DATASET_DEFAULTS)."""
+    path = Path(path)
+    return path.resolve().name if path.is_dir() else path.stem
+
+
 def load_dataset(
     path: str | Path,
     *,
@@ -427,8 +434,8 @@ def load_dataset(
     _check_fraction(holdout, "holdout")
     if not path.exists():
         raise file_error(path, "no such file or directory")
+    name = dataset_name(path)
     if path.is_dir():
-        name = path.resolve().name
         if (path / "train.txt").is_file() or (path / "test.txt").is_file():
             for f in ("train.txt", "test.txt"):
                 if not (path / f).is_file():
@@ -463,6 +470,6 @@ def load_dataset(
             raise file_error(
                 path, "unsupported file type: expected a .csv or .tsv interactions table"
             )
-        table, name = path, path.stem
+        table = path
     users, items, ts = read_interactions_table(table)
     return dataset_from_table(name, users, items, ts, holdout=holdout, seed=seed)

@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from contract.artifact import LoadedModel, TrainedOn
+from contract.artifact import LoadedModel
 from contract.config import RecallConvention
 from contract.settings import GateSettings
 from trainer.data import Dataset
@@ -93,7 +93,7 @@ def decide(
     new_test = test
     basis: Literal["split", "manifest"] | None = None
     if serving is not None and _refitted(serving):
-        recorded = (serving.manifest.get("metrics") or {}).get(metric)
+        recorded = serving.manifest.metrics.get(metric)
         if isinstance(recorded, int | float) and not isinstance(recorded, bool):
             serving_value, basis = float(recorded), "manifest"
     elif serving is not None:
@@ -156,5 +156,5 @@ def decide(
 
 def _refitted(model: LoadedModel) -> bool:
     """Whether `model` was fitted on its test pairs too (manifest ``trained_on.pairs``)."""
-    trained = TrainedOn.of(model.manifest)
+    trained = model.manifest.trained_on
     return trained is not None and trained.pairs == "all"

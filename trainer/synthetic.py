@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from contract import layout
+
 DEFAULT_USERS = 3000
 DEFAULT_ITEMS = 2000
 HEADER = "user_id,item_id,timestamp"
@@ -177,8 +179,11 @@ def write_dataset(
 
 
 def default_out_dir() -> Path:
-    """``$SPECREC_HOME/data/default`` (SPECREC_HOME defaults to ``./var``)."""
-    return Path(os.environ.get("SPECREC_HOME") or "var") / "data" / "default"
+    """``$SPECREC_HOME/data/default``, where the API and the worker look for it
+    (contract.settings.HomeSettings, contract.layout)."""
+    from contract.settings import HomeSettings
+
+    return HomeSettings().dataset_dir(layout.DEFAULT_DATASET)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from contract import layout
 from contract.artifact import ModelRegistry
 from worker.settings import WorkerSettings
 
@@ -15,14 +16,14 @@ def ensure_default_dataset(settings: WorkerSettings) -> Path:
     """Write the synthetic ``default`` dataset under the home (a no-op when it is there)."""
     from trainer.synthetic import write_dataset
 
-    out = settings.dataset_dir("default")
+    out = settings.dataset_dir(layout.DEFAULT_DATASET)
     write_dataset(out)
     return out
 
 
 def bootstrap(settings: WorkerSettings) -> str | None:
     """Generate the default dataset and train+publish a default model if none is published."""
-    from contract.config import default_synthetic_config
+    from contract.config import dataset_config
     from trainer.data import load_dataset
     from trainer.refit import evaluate_then_refit, publish_fitted
     from trainer.train import fit
@@ -32,7 +33,7 @@ def bootstrap(settings: WorkerSettings) -> str | None:
     if registry.current() is not None:
         log.info("model %s is published; nothing to bootstrap", registry.current())
         return None
-    cfg = default_synthetic_config()
+    cfg = dataset_config(layout.DEFAULT_DATASET)
     if settings.device:
         cfg = type(cfg).from_dict({**cfg.to_dict(), "device": settings.device})
     log.info("no model published yet: training the default model on %s", data_dir)

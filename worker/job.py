@@ -43,7 +43,7 @@ def run_job(
     beat = Heartbeat(store, job.id, worker_id, settings.heartbeat_interval_s, parent_pid)
     beat.start()
     try:
-        cfg = job_train_config(job, settings.device)
+        cfg = job_train_config(job, settings.device, settings.dataset)
         beat.progress = {"stage": "loading data"}
         ds, snapshot = training_set(settings, job)
         # which ingested rows this model includes: those with seq <= max_seq

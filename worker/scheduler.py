@@ -11,8 +11,10 @@ from typing import Any
 
 from contract.artifact import ArtifactInvalid, ModelNotFound, ModelRegistry
 from contract.jobspec import TRIGGER_KEY, job_params
+from contract.manifest import Manifest
 from store.feedback import FeedbackStore
 from store.jobs import ACTIVE_STATES, Job, JobStore
+from store.once import Once
 from worker.settings import WorkerSettings
 
 log = logging.getLogger("specrec.worker")
@@ -55,6 +57,7 @@ class RetrainScheduler:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings, self.store, self.clock = settings, store, clock
+        self.feedback = Once(lambda: FeedbackStore(settings.feedback_db))  # built at first use
         self._next_check = float("-inf")
 
     @property
@@ -79,7 +82,7 @@ class RetrainScheduler:
         log.info("queued retrain job %s by itself: %s", job.id, trigger)
         return job
 
-    def _serving(self) -> tuple[str | None, dict[str, Any] | None]:
+    def _serving(self) -> tuple[str | None, Manifest | None]:
         registry = ModelRegistry(self.settings.registry_root)
         version = registry.current()
         if version is None:
@@ -94,12 +97,11 @@ class RetrainScheduler:
         """The trigger of a retrain due at ``now`` (see the class), or None."""
         s = self.settings
         version, manifest = self._serving()
-        ingested = (manifest or {}).get("ingested")
-        trained_seq = int(ingested.get("max_seq") or 0) if isinstance(ingested, dict) else 0
-        latest = FeedbackStore(s.feedback_db).max_seq()
+        trained_seq = manifest.trained_seq if manifest is not None else 0
+        latest = self.feedback().max_seq()
         new_rows = latest - trained_seq
-        created = (manifest or {}).get("created_unix")
-        age = now - created if isinstance(created, int | float) else None
+        created = manifest.created_unix if manifest is not None else None
+        age = now - created if created is not None else None
         by_rows = 0 < s.retrain_after_interactions <= new_rows
         by_age = s.retrain_after_s > 0 and age is not None and age >= s.retrain_after_s
         if not (by_rows or by_age):

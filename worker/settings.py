@@ -16,8 +16,6 @@ class WorkerSettings(HomeSettings, GateSettings):
 
     model_config = HomeSettings.model_config
 
-    dataset: str = "default"
-    """Dataset under ``<home>/data`` that retrain jobs train on unless a job names one."""
     heartbeat_interval_s: float = Field(2.0, gt=0)
     """Seconds between a running job's heartbeats."""
     poll_interval_s: float = Field(1.0, gt=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from contract import layout
 from store.feedback import FeedbackSnapshot, FeedbackStore
 from store.jobs import Job
 from worker.bootstrap import ensure_default_dataset
@@ -26,7 +27,7 @@ def training_set(settings: WorkerSettings, job: Job) -> tuple[Dataset, FeedbackS
 
     name = job.params.get("dataset") or settings.dataset
     base = settings.dataset_dir(name)
-    if name == "default":
+    if name == layout.DEFAULT_DATASET:
         ensure_default_dataset(settings)
     if not base.exists():
         raise FileNotFoundError(f"dataset {name!r} not found at {base}")

@@ -28,6 +28,7 @@ from service.errors import (
 from service.schemas import ID_SCHEMA
 from service.settings import Settings
 from store.feedback import FeedbackStore, Interaction, row_problem
+from store.once import Once
 
 _bearer = HTTPBearer(auto_error=False, description="ADMIN_TOKEN or SPECREC_INGEST_TOKEN")
 ROW_FIELDS = {"user_id", "item_id", "timestamp"}
@@ -118,6 +119,7 @@ def request_schema(max_rows: int) -> dict[str, Any]:
 def build_router(settings: Settings) -> APIRouter:
     router = APIRouter(tags=["interactions"])
     max_rows = settings.max_ingest_batch
+    feedback = Once(lambda: FeedbackStore(settings.feedback_db))  # built at first use
 
     @router.post(
         "/interactions",
@@ -190,7 +192,7 @@ def build_router(settings: Settings) -> APIRouter:
             raise InvalidRequest(
                 f"row {bad[0]['index']}: {bad[0]['reason']}{more}; nothing was stored", bad
             )
-        total = await run_in_threadpool(FeedbackStore(settings.feedback_db).append, parsed)
+        total = await run_in_threadpool(feedback().append, parsed)
         fresh = request.app.state.ctx.fresh
         if fresh is not None:  # fold the rows in from the next request on
             fresh.invalidate()

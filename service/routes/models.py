@@ -17,17 +17,6 @@ from service.settings import Settings
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 
-def _erank(manifest: dict[str, Any]) -> dict[str, float]:
-    """Normalised effective rank per side from a manifest's spectrum (trainer layout), if any."""
-    out = {}
-    spectrum = manifest.get("spectrum") or {}
-    for side in ("users", "items"):
-        value = (spectrum.get(side) or {}).get("normalized", {}).get("effective_rank")
-        if isinstance(value, int | float):
-            out[side] = float(value)
-    return out
-
-
 def build_router(settings: Settings) -> APIRouter:
     router = APIRouter(tags=["models"])
 
@@ -54,12 +43,14 @@ def build_router(settings: Settings) -> APIRouter:
                 info["refused"] = info["refused"] or str(e)
             else:
                 info.update(
-                    created_at=manifest.get("created_at"),
-                    shape=manifest.get("shape") or {},
-                    metrics=manifest.get("metrics") or {},
-                    config=manifest.get("config") or {},
-                    effective_rank=_erank(manifest),
-                    trained_on=manifest.get("trained_on"),
+                    created_at=manifest.created_at,
+                    shape=manifest.shape.to_dict() if manifest.shape is not None else {},
+                    metrics=manifest.metrics,
+                    config=manifest.config.to_dict(),
+                    effective_rank=manifest.spectrum.effective_rank(),
+                    trained_on=(
+                        manifest.trained_on.to_dict() if manifest.trained_on is not None else None
+                    ),
                 )
             versions.append(info)
         return {

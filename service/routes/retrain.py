@@ -25,6 +25,7 @@ from service.hyperparameters import BPR_NEEDS_PAIRS, Hyperparameters
 from service.schemas import json_int
 from service.settings import Settings
 from store.jobs import Job, JobState, JobStore
+from store.once import Once
 
 JOB_ID_PATTERN = r"^[0-9a-f]{32}$"
 DATASET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -174,8 +175,10 @@ def _view(job: Job) -> dict[str, Any]:
 def build_router(settings: Settings) -> APIRouter:
     router = APIRouter(tags=["retrain"])
 
-    def store() -> JobStore:
-        return JobStore(settings.jobs_db, heartbeat_timeout_s=settings.heartbeat_timeout_s)
+    # built at the first request that needs it (the store may be down at start), then reused
+    store = Once(
+        lambda: JobStore(settings.jobs_db, heartbeat_timeout_s=settings.heartbeat_timeout_s)
+    )
 
     @router.post(
         "/retrain",
@@ -204,7 +207,7 @@ def build_router(settings: Settings) -> APIRouter:
                 [{"loc": ["body", "dataset"], "msg": "unknown dataset", "type": "value_error"}],
             )
         try:
-            params = job_params(params)  # the one derivation: the worker reads it back
+            params = job_params(params, default_dataset=settings.dataset)  # the worker reads it
         except (ConfigError, TypeError) as e:
             raise InvalidRequest(
                 f"body: {e}", [{"loc": ["body"], "msg": str(e), "type": "value_error"}]

@@ -9,9 +9,11 @@ import torch
 from pydantic import TypeAdapter
 
 from contract.config import (
+    DATASET_DEFAULTS,
     ConfigError,
     Objective,
     TrainConfig,
+    dataset_config,
     default_synthetic_config,
     optional_fields,
 )
@@ -212,3 +214,20 @@ def test_presets_sit_between_the_objective_defaults_and_the_overrides():
     assert TrainConfig.defaults("directspec+", "mf", preset="gowalla-fast", lr=5.0).lr == 5.0
     with pytest.raises(ConfigError, match=r"preset: 'yelp', expected one of \['gowalla-reference'"):
         TrainConfig.defaults("directspec+", "mf", preset="yelp")
+
+
+def test_dataset_config_layers_the_datasets_row_between_objective_and_preset():
+    """DATASET_DEFAULTS is the one per-dataset table: the synthetic default has its own short
+    schedules; a dataset without a row trains with the objective's defaults."""
+    assert set(DATASET_DEFAULTS) == {"default"}
+    assert dataset_config("default") == default_synthetic_config()
+    synthetic = dataset_config("default", "directspec+", "lightgcn")
+    assert (synthetic.epochs, synthetic.eval_every, synthetic.lr) == (4, 2, 500.0)
+    for name in ("gowalla", "citeulike", None):
+        assert dataset_config(name, "bpr") == TrainConfig.defaults("bpr", "mf")
+    # a preset goes over the dataset's row, the overrides over both
+    fast = dataset_config("default", preset="gowalla-fast")
+    assert (fast.lr, fast.shrink_norm, fast.epochs, fast.tau) == (1000.0, 0.1, 10, 4.0)
+    assert dataset_config("default", preset="gowalla-fast", lr=3.0).lr == 3.0
+    with pytest.raises(ConfigError, match=r"preset: 'yelp', expected one of"):
+        dataset_config("default", preset="yelp")  # type: ignore[arg-type]

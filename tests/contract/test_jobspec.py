@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from contract.config import ConfigError, TrainConfig, default_synthetic_config
-from contract.jobspec import REFIT_KEY, TRAIN_CONFIG_KEY, job_refit, train_config_for_job
+from contract.config import ConfigError, TrainConfig, dataset_config, default_synthetic_config
+from contract.jobspec import (
+    REFIT_KEY,
+    TRAIN_CONFIG_KEY,
+    job_params,
+    job_refit,
+    train_config_for_job,
+)
 
 
 def test_empty_job_is_the_product_default() -> None:
@@ -68,3 +74,29 @@ def test_the_stored_config_reads_back_as_the_same_config() -> None:
     back = TrainConfig.from_dict(stored[TRAIN_CONFIG_KEY])
     assert back == cfg and back.ks == (10, 20, 50)
     assert back.with_overrides(device="cpu") == train_config_for_job(params, device="cpu")
+
+
+def test_hyperparameters_epochs_win_over_the_top_level_epochs() -> None:
+    """As RetrainRequest.epochs and this module document: epochs, then hyperparameters."""
+    cfg = train_config_for_job({"epochs": 7, "hyperparameters": {"epochs": 9, "lr": 50.0}})
+    assert (cfg.epochs, cfg.lr) == (9, 50.0)
+    assert train_config_for_job({"epochs": 7, "hyperparameters": {"lr": 50.0}}).epochs == 7
+    assert train_config_for_job({"hyperparameters": {"epochs": 9}}).epochs == 9
+
+
+def test_a_job_starts_from_its_datasets_defaults() -> None:
+    """The one table (contract.config.DATASET_DEFAULTS): the synthetic default dataset's short
+    schedule; any other dataset the per-objective defaults specrec-train uses for it."""
+    assert train_config_for_job({"dataset": "default"}) == default_synthetic_config()
+    real = train_config_for_job({"dataset": "gowalla"})
+    assert real == TrainConfig.defaults("directspec+", "mf") == dataset_config("gowalla")
+    assert (real.epochs, real.lr) == (300, 180.0)  # not the synthetic 10 epochs at lr 500
+    bpr = train_config_for_job({"dataset": "gowalla", "objective": "bpr", "epochs": 4})
+    assert bpr == TrainConfig.defaults("bpr", "mf", epochs=4)
+    # no dataset named: the configured one (SPECREC_DATASET), the synthetic one by default
+    assert train_config_for_job({}, default_dataset="gowalla") == real
+    assert train_config_for_job({"dataset": "default"}, default_dataset="gowalla") == (
+        default_synthetic_config()
+    )
+    params = job_params({}, default_dataset="gowalla")
+    assert params == {TRAIN_CONFIG_KEY: real.to_dict()}

@@ -16,6 +16,7 @@ SHARED = {
     "SPECREC_HOME": ("/srv/specrec", "home", Path("/srv/specrec")),
     "SPECREC_MODELS_DIR": ("/models", "models_dir", Path("/models")),
     "SPECREC_KEEP_VERSIONS": ("7", "keep_versions", 7),
+    "SPECREC_DATASET": ("gowalla", "dataset", "gowalla"),
     "SPECREC_HEARTBEAT_TIMEOUT_S": ("12.5", "heartbeat_timeout_s", 12.5),
     "SPECREC_DATABASE_URL": (
         "postgresql://u:pw@db/specrec",

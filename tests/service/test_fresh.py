@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from service.fresh import CHECK_INTERVAL_S, FreshInteractions, trained_seq
+from service.fresh import CHECK_INTERVAL_S, FreshInteractions
 from store.feedback import FeedbackStore, FeedbackWatcher, Interaction
 
 
@@ -34,8 +34,3 @@ def test_fresh_rows_are_per_user_after_the_models_seq(tmp_path: Path) -> None:
     fresh.invalidate()  # this process's own write: seen at once
     assert fresh.since(2)["x"] == ["y"]
     assert fresh.since(7) == {}
-
-
-def test_trained_seq_reads_the_manifest() -> None:
-    assert trained_seq({"ingested": {"rows": 9, "max_seq": 41}}) == 41
-    assert trained_seq({}) == trained_seq({"ingested": {"max_seq": True}}) == 0

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from contract.config import TrainConfig, default_synthetic_config
+from contract.config import TrainConfig, dataset_config, default_synthetic_config
 from contract.jobspec import job_refit, train_config_for_job
 from service.app import create_app
 from service.settings import Settings
@@ -234,3 +235,33 @@ def test_a_job_the_worker_queued_shows_its_trigger(api: TestClient, settings: Se
     r = api.post("/retrain", headers=AUTH)  # an API job: no trigger
     assert r.status_code == 202
     assert api.get(r.json()["status_url"]).json()["trigger"] is None
+
+
+def test_one_default_per_dataset_whatever_the_door(tmp_path: Path) -> None:
+    """POST /retrain on a dataset trains what specrec-train trains on it (the one table,
+    contract.config.DATASET_DEFAULTS): the synthetic default's short schedule for ``default``,
+    the per-objective defaults for a real dataset, and SPECREC_DATASET when the job names none."""
+    from trainer.cli import config_from_args, parse_args
+
+    for name in ("default", "real"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+    settings = Settings(home=tmp_path, admin_token=ADMIN_TOKEN, dataset="real")
+    with TestClient(create_app(settings)) as c:
+
+        def queued(body: dict) -> dict:
+            r = c.post("/retrain", headers=AUTH, json=body)
+            assert r.status_code == 202, r.text
+            cancel = c.post(f"/retrain/{r.json()['job_id']}/cancel", headers=AUTH)
+            assert cancel.json()["state"] == "cancelled"
+            return r.json()["train_config"]
+
+        for name in ("default", "real"):
+            cli = config_from_args(parse_args(["--data", str(tmp_path / "data" / name)]))
+            assert queued({"dataset": name}) == cli.to_dict() == dataset_config(name).to_dict()
+        real = queued({})  # the configured dataset: "real"
+        assert real == TrainConfig.defaults("directspec+", "mf").to_dict()
+        assert (real["epochs"], real["lr"]) == (300, 180.0)
+        assert queued({"dataset": "default"})["epochs"] == 10
+        # the request's epochs, then hyperparameters.epochs on top (as documented)
+        assert queued({"epochs": 3, "hyperparameters": {"epochs": 9}})["epochs"] == 9
+        assert queued({"epochs": 3})["epochs"] == 3

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from contract.artifact import LoadedModel
+from contract.manifest import Manifest, parse_manifest
 from service.serving import Answer, Recommendations, ServingModel, search_inline
 from service.settings import Settings
 from tests.service.modelkit import Model, make_model
@@ -37,7 +38,7 @@ def popular_reference(model: Model, k: int, exclude: Sequence[int] = ()) -> list
 
 def serve(model: Model, precompute_k: int, settings: Settings) -> ServingModel:
     config = settings.model_copy(update={"precompute_k": precompute_k})
-    return ServingModel.build(LoadedModel("v1", {}, model.arrays), config)
+    return ServingModel.build(LoadedModel("v1", Manifest(), model.arrays), config)
 
 
 def integer_model(n_users: int = 25, n_items: int = 400, seed: int = 1) -> Model:
@@ -216,11 +217,11 @@ def test_the_spectrum_is_read_from_the_manifest_not_recomputed(settings):
     marked = {part: {kind: dict(s) for kind, s in v.items()} for part, v in computed.items()}
     marked["all"]["normalized"]["effective_rank"] = 12.345
     config = settings.model_copy(update={"precompute_k": 0})
-    served = ServingModel.build(LoadedModel("v1", {"spectrum": marked}, a), config)
+    served = ServingModel.build(LoadedModel("v1", parse_manifest({"spectrum": marked}), a), config)
     assert served.spectrum.spectrum["all"]["normalized"]["effective_rank"] == 12.345
     # an artifact published without a (complete) spectrum gets one computed here
     for manifest in ({}, {"spectrum": {}}, {"spectrum": {"users": {"raw": {}}}}):
-        served = ServingModel.build(LoadedModel("v1", manifest, a), config)
+        served = ServingModel.build(LoadedModel("v1", parse_manifest(manifest), a), config)
         got = served.spectrum.spectrum["all"]["normalized"]["effective_rank"]
         assert got == pytest.approx(computed["all"]["normalized"]["effective_rank"])
     assert served.spectrum.rows == {

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from service.settings import Settings, search_threads_env
+from service.settings import Settings, launcher_env, search_threads_env
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_environment_names(monkeypatch):
@@ -61,3 +67,49 @@ def test_search_threads_env_does_not_override_the_operator(monkeypatch):
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     env = search_threads_env(1)
     assert "OMP_NUM_THREADS" not in env and env["OPENBLAS_NUM_THREADS"] == "1"
+
+
+def _launcher(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SPECREC_")}
+    clean = {k: v for k, v in clean.items() if k not in ("HOST", "PORT", "ADMIN_TOKEN")}
+    return subprocess.run(
+        [sys.executable, "-m", "service.settings"],
+        env={**clean, "PYTHONPATH": str(REPO), **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_launcher_asks_the_settings_where_things_live(tmp_path: Path) -> None:
+    """scripts/run.sh evaluates `python -m service.settings`: the paths are the settings' and
+    contract.layout's (home relative to where it runs), quoted for the shell."""
+    out = _launcher({}, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        f"SPECREC_HOME={tmp_path / 'var'}",
+        f"models_dir={tmp_path / 'var' / 'models'}",
+        f"default_data={tmp_path / 'var' / 'data' / 'default'}",
+        "HOST=127.0.0.1",
+        "PORT=8000",
+    ]
+    home = tmp_path / "a home"
+    env = {"SPECREC_HOME": str(home), "SPECREC_MODELS_DIR": "m", "HOST": "0.0.0.0", "PORT": "9"}
+    out = _launcher(env, tmp_path)
+    assert out.returncode == 0, out.stderr
+    parsed = dict(shlex.split(line)[0].split("=", 1) for line in out.stdout.splitlines())
+    assert parsed == {
+        "SPECREC_HOME": str(home),
+        "models_dir": str(tmp_path / "m"),
+        "default_data": str(home / "data" / "default"),
+        "HOST": "0.0.0.0",
+        "PORT": "9",
+    }
+    assert launcher_env(Settings(home=home))["default_data"] == parsed["default_data"]
+
+
+def test_the_launcher_refuses_invalid_settings_in_one_message(tmp_path: Path) -> None:
+    out = _launcher({"ADMIN_TOKEN": "changethis"}, tmp_path)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.startswith("specrec: invalid settings:") and "placeholder" in out.stderr

@@ -39,18 +39,22 @@ def test_trains_and_publishes_a_loadable_artifact(data_dir, tmp_path, capsys):
     assert loaded.arrays.user_emb.shape == (100, 8)
     assert loaded.arrays.item_emb.shape[1] == 8
     manifest = loaded.manifest
-    assert manifest["config"]["lr"] == 300.0 and manifest["config"]["ks"] == [5, 20]
-    assert manifest["config"]["epochs"] == 2 and manifest["config"]["objective"] == "directspec+"
+    cfg = manifest.config.to_dict()
+    assert cfg["lr"] == 300.0 and cfg["ks"] == [5, 20]
+    assert cfg["epochs"] == 2 and manifest.config.objective == "directspec+"
     # the printed table shows the published metrics
     printed = dict(line.split(None, 1) for line in out.splitlines() if line.startswith("recall@"))
-    assert float(printed["recall@20"]) == pytest.approx(manifest["metrics"]["recall@20"], abs=1e-4)
+    assert float(printed["recall@20"]) == pytest.approx(manifest.metrics["recall@20"], abs=1e-4)
     assert "recall@5" in printed
     # refit by default: the published model saw every pair, the metrics are the split run's
     n_pairs = len(loaded.arrays.seen_indices)
-    assert manifest["trained_on"]["pairs"] == "all" and manifest["trained_on"]["n_pairs"] == n_pairs
-    evaluated = manifest["trained_on"]["evaluated_on"]
+    assert (
+        manifest.to_dict()["trained_on"]["pairs"] == "all"
+        and manifest.to_dict()["trained_on"]["n_pairs"] == n_pairs
+    )
+    evaluated = manifest.to_dict()["trained_on"]["evaluated_on"]
     assert evaluated["train_pairs"] + evaluated["test_pairs"] == n_pairs
-    assert manifest["metrics"]["n_users"] == 100  # every user has held-out pairs
+    assert manifest.to_dict()["metrics"]["n_users"] == 100  # every user has held-out pairs
     assert f"published {loaded.version} to {models} (fitted on all {n_pairs} pairs)" in out
 
 
@@ -59,7 +63,7 @@ def test_no_refit_publishes_the_evaluation_run(data_dir, tmp_path, capsys):
     rc = main(small_args(data_dir, "--models-dir", str(models), "--no-refit"))
     assert rc == 0
     loaded = ModelRegistry(models).load()
-    trained_on = loaded.manifest["trained_on"]
+    trained_on = loaded.manifest.to_dict()["trained_on"]
     assert trained_on["pairs"] == "train"
     assert trained_on["n_pairs"] == trained_on["evaluated_on"]["train_pairs"]
     # seen is every known pair all the same
@@ -87,7 +91,7 @@ def test_objective_defaults_apply(data_dir, tmp_path, capsys):
     models = tmp_path / "models"
     rc = main(small_args(data_dir, "--models-dir", str(models), "--objective", "bpr"))
     assert rc == 0
-    cfg = ModelRegistry(models).load().manifest["config"]
+    cfg = ModelRegistry(models).load().manifest.config.to_dict()
     assert (cfg["optimizer"], cfg["lr"], cfg["reg"]) == ("sparse_adam", 1e-3, 1e-4)
 
 

@@ -126,7 +126,7 @@ def test_two_ranks_match_one_process_averaging_both_ranks_gradients(case, data_d
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     loaded = ModelRegistry(models).load()
-    cfg = TrainConfig.from_dict(loaded.manifest["config"])
+    cfg = TrainConfig.from_dict(loaded.manifest.config.to_dict())
     u_ref, i_ref = reference_run(data_dir, cfg, world=2)
     np.testing.assert_allclose(loaded.arrays.user_emb, u_ref, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(loaded.arrays.item_emb, i_ref, rtol=1e-5, atol=1e-6)
@@ -135,11 +135,11 @@ def test_two_ranks_match_one_process_averaging_both_ranks_gradients(case, data_d
     whole = evaluate(
         torch.from_numpy(u_ref), torch.from_numpy(i_ref), ds.train_matrix(), ds.test_matrix()
     )
-    metrics = loaded.manifest["metrics"]
+    metrics = loaded.manifest.metrics
     assert metrics["n_users"] == whole["n_users"] == 150
     for key in ("recall@20", "ndcg@20", "recall@10"):
         assert metrics[key] == pytest.approx(whole[key], abs=1e-5)
-    dist_info = loaded.manifest["training"]["distributed"]
+    dist_info = loaded.manifest.training.distributed
     assert dist_info == {"world_size": 2, "backend": "gloo", "devices": ["cpu", "cpu"]}
     assert "ranks               2" in proc.stdout or "ranks" in proc.stdout
 
@@ -185,8 +185,8 @@ def test_the_documented_multi_node_form_trains_one_model(data_dir, tmp_path):
     registry = ModelRegistry(models)
     assert len(registry.versions()) == 1
     manifest = registry.load().manifest
-    assert manifest["training"]["distributed"]["world_size"] == 2
-    assert manifest["trained_on"]["pairs"] == "all"  # both ranks refitted on every pair
+    assert manifest.training.distributed["world_size"] == 2
+    assert manifest.trained_on.pairs == "all"  # both ranks refitted on every pair
 
 
 def test_the_two_rank_run_differs_from_one_rank(data_dir, tmp_path):
@@ -203,10 +203,10 @@ def test_a_one_rank_run_is_the_plain_run(data_dir, tmp_path):
     args = ["--epochs", "1", "--dim", "16", "--seed", "3", "--lr", "150", "--no-refit"]
     assert run_cli("--data", str(data_dir), "--models-dir", str(models), *args).returncode == 0
     loaded = ModelRegistry(models).load()
-    cfg = TrainConfig.from_dict(loaded.manifest["config"])
+    cfg = TrainConfig.from_dict(loaded.manifest.config.to_dict())
     u_ref, _ = reference_run(data_dir, cfg, world=1)
     np.testing.assert_allclose(loaded.arrays.user_emb, u_ref, rtol=1e-5, atol=1e-6)
-    assert loaded.manifest["training"]["distributed"] == {
+    assert loaded.manifest.training.distributed == {
         "world_size": 1,
         "backend": None,
         "devices": ["cpu"],

@@ -440,10 +440,10 @@ def test_publish_result_writes_a_loadable_artifact(small_ds, tmp_path):
     assert loaded.version == version
     np.testing.assert_array_equal(loaded.arrays.user_emb, res.user_emb)
     np.testing.assert_array_equal(loaded.arrays.user_ids, small_ds.user_ids)
-    assert loaded.manifest["config"] == cfg.to_dict()
-    assert loaded.manifest["metrics"]["recall@20"] == pytest.approx(res.metrics["recall@20"])
-    assert loaded.manifest["dataset_fingerprint"] == small_ds.fingerprint()
-    assert len(loaded.manifest["training"]["history"]) == 2
+    assert loaded.manifest.config.to_dict() == cfg.to_dict()
+    assert loaded.manifest.metrics["recall@20"] == pytest.approx(res.metrics["recall@20"])
+    assert loaded.manifest.dataset_fingerprint == small_ds.fingerprint()
+    assert len(loaded.manifest.training.history) == 2
     # seen: every known pair of the user, the held-out ones too (never recommended)
     known = np.concatenate(
         [
@@ -454,7 +454,7 @@ def test_publish_result_writes_a_loadable_artifact(small_ds, tmp_path):
     assert len(small_ds.test_items[small_ds.test_users == 0]) > 0
     assert loaded.arrays.seen(0).tolist() == sorted(set(known.tolist()))
     # fitted on the training pairs only (no refit asked for)
-    assert loaded.manifest["trained_on"] == {
+    assert loaded.manifest.to_dict()["trained_on"] == {
         "pairs": "train",
         "n_pairs": small_ds.n_train,
         "epochs": cfg.epochs,

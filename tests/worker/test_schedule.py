@@ -144,7 +144,7 @@ def test_an_active_job_is_not_doubled(tmp_path: Path) -> None:
 def test_time_threshold_with_an_old_model_queues_one_job(tmp_path: Path) -> None:
     s = settings_for(tmp_path, retrain_after_s=3600)
     version = publish_model(s)
-    created = ModelRegistry(s.registry_root).manifest(version)["created_unix"]
+    created = ModelRegistry(s.registry_root).manifest(version).created_unix
     clock = Clock()
     sched, store = scheduler(s, clock)
     assert sched.maybe_enqueue() is None  # fresh
@@ -223,7 +223,7 @@ def test_after_a_rejected_triggered_job_no_immediate_retrigger(tmp_path: Path) -
 def test_after_a_rejected_scheduled_job_the_time_trigger_waits(tmp_path: Path) -> None:
     s = settings_for(tmp_path, retrain_after_s=10)
     version = publish_model(s)
-    created = ModelRegistry(s.registry_root).manifest(version)["created_unix"]
+    created = ModelRegistry(s.registry_root).manifest(version).created_unix
     clock = Clock()
     clock.t = created + 10.5
     sched, store = scheduler(s, clock)
@@ -263,3 +263,31 @@ def test_serve_forever_queues_and_claims_the_triggered_job(
     stop.set()
     assert not t.is_alive()
     assert len(ran) == 1 and ran[0]["trigger"]["kind"] == "interactions"
+
+
+def test_the_scheduler_opens_the_interaction_log_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Polls read the log's high-water mark through one store, not one per poll."""
+    from store.db import SQLiteDatabase
+
+    s = settings_for(tmp_path, retrain_after_interactions=1000)
+    publish_model(s)
+    ingest(s, 5)
+    log = FeedbackStore(s.feedback_db)  # another process's writer, opened before counting
+    clock = Clock()
+    sched, _ = scheduler(s, clock)
+    opened: list[str] = []
+    real = SQLiteDatabase.migrate
+
+    def counting(self: SQLiteDatabase, store: str, steps: Any) -> None:
+        opened.append(store)
+        real(self, store, steps)
+
+    monkeypatch.setattr(SQLiteDatabase, "migrate", counting)
+    for n in range(4):
+        clock.advance(s.poll_interval_s)
+        assert sched.maybe_enqueue() is None
+        assert sched.feedback().max_seq() == 5 + n
+        log.append([Interaction("u", "i", 1.0)])  # new rows: seen through the same store
+    assert opened == ["interactions"]

@@ -73,11 +73,11 @@ def test_a_two_rank_job_publishes_a_model_that_records_its_world(settings):
     loaded = ModelRegistry(settings.registry_root).load()
     assert loaded.version == job.result["model_version"]
     assert loaded.arrays.user_emb.shape == (300, 64)
-    training = loaded.manifest["training"]
+    training = loaded.manifest.training.to_dict()
     assert training["distributed"] == {"world_size": 2, "backend": "gloo", "devices": ["cpu"] * 2}
     assert training["epochs_run"] == 3
     assert job.progress["epoch"] == 3 and job.progress["epochs"] == 3  # rank 0's progress
-    assert job.result["metrics"] == loaded.manifest["metrics"]
+    assert job.result["metrics"] == loaded.manifest.metrics
     assert not (settings.home / "tmp" / f"job-{job_id}").exists()  # work directory removed
 
 
