@@ -37,10 +37,10 @@ Layout under a registry root::
 its held-out test pairs (with the ingested rows a retrain merged into them). The service never
 recommends a seen item. The held-out split only exists to measure the model: ``metrics`` are
 always those of an evaluation run trained on the training pairs alone and scored on the test
-pairs. ``trained_on`` (:class:`TrainedOn`) says which pairs the published embeddings were
-fitted on: ``"all"`` (the default, a refit on train and test once evaluated, trainer/refit.py)
-or ``"train"`` (the evaluation run itself). A manifest without it (older models) means
-``"train"``.
+pairs. ``trained_on`` (``contract.manifest.TrainedOn``) says which pairs the published
+embeddings were fitted on: ``"all"`` (the default, a refit on train and test once evaluated,
+trainer/refit.py) or ``"train"`` (the evaluation run itself). A manifest without it (older
+models) means ``"train"``.
 
 Publishing writes a temporary directory, fsyncs every file, verifies it by loading it back
 (checksums are of the bytes handed to the disk, so a silently corrupted write is caught), renames
@@ -66,11 +66,11 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -270,56 +270,6 @@ class ModelArrays:
                 )
             if self.top_rows.size and (self.top_rows.min() < -1 or self.top_rows.max() >= n):
                 raise ArtifactInvalid(f"top_rows outside [-1, {n})")
-
-
-@dataclass(frozen=True)
-class TrainedOn:
-    """Which pairs a published model saw (the manifest's ``trained_on``).
-
-    ``pairs``: "all" when the published embeddings were fitted on every known pair (train and
-    test; ``n_pairs`` of them) after an evaluation run on the split, "train" when they are the
-    evaluation run's (fitted on the ``train_pairs`` only). ``epochs``: epochs of the published
-    fit. ``train_pairs``/``test_pairs``: the split the evaluation run (the manifest's
-    ``metrics``) was trained and scored on.
-    """
-
-    pairs: Literal["all", "train"]
-    n_pairs: int
-    epochs: int
-    train_pairs: int
-    test_pairs: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """``{"pairs", "n_pairs", "epochs", "evaluated_on": {"train_pairs", "test_pairs"}}``."""
-        return {
-            "pairs": self.pairs,
-            "n_pairs": self.n_pairs,
-            "epochs": self.epochs,
-            "evaluated_on": {"train_pairs": self.train_pairs, "test_pairs": self.test_pairs},
-        }
-
-    @classmethod
-    def of(cls, manifest: Manifest | Mapping[str, Any]) -> TrainedOn | None:
-        """The manifest's record, or None when it has none (an older model: "train")."""
-        if isinstance(manifest, Manifest):
-            rec: Any = manifest.trained_on
-        else:
-            rec = manifest.get("trained_on")
-        if not isinstance(rec, dict) or rec.get("pairs") not in ("all", "train"):
-            return None
-        evaluated = rec.get("evaluated_on")
-        if not isinstance(evaluated, dict):
-            evaluated = {}
-        try:
-            return cls(
-                pairs=rec["pairs"],
-                n_pairs=int(rec.get("n_pairs", 0)),
-                epochs=int(rec.get("epochs", 0)),
-                train_pairs=int(evaluated.get("train_pairs", 0)),
-                test_pairs=int(evaluated.get("test_pairs", 0)),
-            )
-        except (TypeError, ValueError):
-            return None
 
 
 @dataclass(frozen=True)

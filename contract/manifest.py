@@ -10,14 +10,17 @@ still load; parts an older artifact lacks have defaults. On disk::
      "shape": {"n_users": m, "n_items": n, "dim": d, "n_seen": nnz},
      "config": TrainConfig.to_dict(), "metrics": {"recall@20": ..., "n_users": ...},
      "spectrum": embedding_spectrum(U, I),
-     "training": {"history": [...], "epochs_run": ..., "device": ..., "distributed": ...},
+     "training": {"history": [...], "epochs_run": ..., "device": ..., "distributed": ...,
+                  "refit": {"epochs_run": ..., ...}},      (history, metrics: the evaluation run)
+     "trained_on": {"pairs": "all" | "train", "n_pairs": ..., "epochs": ...,
+                    "evaluated_on": {"train_pairs": ..., "test_pairs": ...}},
      "ingested": {"rows": r, "max_seq": s},            (worker-trained models only)
      "files": {"user_emb.npy": {"sha256": ..., "bytes": ...}, ...}}
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -131,6 +134,44 @@ class Training(_Part):
     torch_version: str | None = None
     distributed: dict[str, Any] | None = None
     """``world_size``, ``backend``, ``devices`` of a data-parallel run; None otherwise."""
+    refit: dict[str, Any] | None = None
+    """``epochs_run``, ``seconds_per_epoch``, ``device`` of the refit on every pair, when the
+    published embeddings are one (the rest of this part is the evaluation run's)."""
+
+
+class EvaluatedOn(_Part):
+    """The split the evaluation run (the manifest's ``metrics``) was trained and scored on."""
+
+    train_pairs: int
+    test_pairs: int
+
+
+class TrainedOn(_Part):
+    """Which pairs the published embeddings were fitted on (trainer.refit)."""
+
+    pairs: Literal["all", "train"]
+    """"all": refitted on every pair, train and test, after the evaluation run; "train": the
+    evaluation run itself (fitted on ``evaluated_on.train_pairs`` only)."""
+    n_pairs: int
+    epochs: int
+    """Epochs of the published fit."""
+    evaluated_on: EvaluatedOn
+
+    @classmethod
+    def counted(
+        cls,
+        pairs: Literal["all", "train"],
+        n_pairs: int,
+        epochs: int,
+        train_pairs: int,
+        test_pairs: int,
+    ) -> TrainedOn:
+        return cls(
+            pairs=pairs,
+            n_pairs=n_pairs,
+            epochs=epochs,
+            evaluated_on=EvaluatedOn(train_pairs=train_pairs, test_pairs=test_pairs),
+        )
 
 
 class ModelInfo(_Part):
@@ -167,10 +208,10 @@ class Manifest(_Part):
     """Test metrics (``recall@K``, ``ndcg@K``, ``n_users``)."""
     spectrum: Spectrum = Field(default_factory=Spectrum)
     training: Training | None = None
+    trained_on: TrainedOn | None = None
+    """Which pairs the embeddings saw; None: an older model, fitted on its training pairs.
+    The seen set (contract.artifact) is every pair, train and test, either way."""
     ingested: Ingested | None = None
-    trained_on: dict[str, Any] | None = None
-    """Which pairs the published model saw (contract.artifact.TrainedOn reads it): ``{"pairs":
-    "all" | "train", "n_pairs", "epochs", "evaluated_on": {"train_pairs", "test_pairs"}}``."""
     model: ModelInfo = Field(default_factory=ModelInfo)
     selection: dict[str, Any] | None = None
     """How an ``auto`` job or the bootstrap chose this model: ``{"winner", "metric",

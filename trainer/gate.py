@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from contract.artifact import LoadedModel, TrainedOn
+from contract.artifact import LoadedModel
 from contract.config import RecallConvention
 from contract.settings import GateSettings
 from contract.spectral import SpectralFilter
@@ -208,5 +208,5 @@ def decide(
 
 def _refitted(model: LoadedModel) -> bool:
     """Whether `model` was fitted on its test pairs too (manifest ``trained_on.pairs``)."""
-    trained = TrainedOn.of(model.manifest)
+    trained = model.manifest.trained_on
     return trained is not None and trained.pairs == "all"

@@ -21,8 +21,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from contract.artifact import ModelRegistry, TrainedOn
+from contract.artifact import ModelRegistry
 from contract.config import TrainConfig
+from contract.manifest import TrainedOn
 from trainer.data import Dataset
 from trainer.train import TrainResult, publish_result
 
@@ -78,12 +79,14 @@ def evaluate_then_refit(
     evaluation = train(ds, cfg)
     if not refit or ds.n_test == 0:
         pairs: Literal["all", "train"] = "all" if ds.n_test == 0 else "train"
-        trained_on = TrainedOn(pairs, ds.n_train, evaluation.epochs_run, ds.n_train, ds.n_test)
+        trained_on = TrainedOn.counted(
+            pairs, ds.n_train, evaluation.epochs_run, ds.n_train, ds.n_test
+        )
         return Fitted(evaluation, evaluation, trained_on)
     every = all_pairs(ds)
     refit_cfg = refit_config(cfg, evaluation)
     model = train(every, refit_cfg)
-    trained_on = TrainedOn("all", every.n_train, refit_cfg.epochs, ds.n_train, ds.n_test)
+    trained_on = TrainedOn.counted("all", every.n_train, refit_cfg.epochs, ds.n_train, ds.n_test)
     return Fitted(model, evaluation, trained_on)
 
 

@@ -25,8 +25,9 @@ import scipy.sparse as sp
 import torch
 from tqdm import tqdm
 
-from contract.artifact import ModelArrays, ModelRegistry, TrainedOn
+from contract.artifact import ModelArrays, ModelRegistry
 from contract.config import TrainConfig
+from contract.manifest import TrainedOn
 from contract.spectrum import embedding_spectrum
 from trainer.checkpoint import (
     CheckpointOptions,
@@ -607,7 +608,9 @@ def publish_result(
     """
     evaluated = evaluation or result
     if trained_on is None:
-        trained_on = TrainedOn("train", ds.n_train, result.epochs_run, ds.n_train, ds.n_test)
+        trained_on = TrainedOn.counted(
+            "train", ds.n_train, result.epochs_run, ds.n_train, ds.n_test
+        )
     arrays = ModelArrays.build(
         result.user_emb,
         result.item_emb,

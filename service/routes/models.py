@@ -48,7 +48,9 @@ def build_router(settings: Settings) -> APIRouter:
                     metrics=manifest.metrics,
                     config=manifest.config.to_dict(),
                     effective_rank=manifest.spectrum.effective_rank(),
-                    trained_on=manifest.trained_on,
+                    trained_on=(
+                        manifest.trained_on.to_dict() if manifest.trained_on is not None else None
+                    ),
                 )
             versions.append(info)
         return {

@@ -135,9 +135,9 @@ def test_half_written_directory_is_invisible(tmp_path: Path) -> None:
 
 
 def test_trained_on_round_trips_through_the_manifest(tmp_path) -> None:
-    from contract.artifact import TrainedOn
+    from contract.manifest import TrainedOn, parse_manifest
 
-    rec = TrainedOn("all", 120, 7, 100, 20)
+    rec = TrainedOn.counted("all", 120, 7, 100, 20)
     assert rec.to_dict() == {
         "pairs": "all",
         "n_pairs": 120,
@@ -149,9 +149,8 @@ def test_trained_on_round_trips_through_the_manifest(tmp_path) -> None:
         np.ones((2, 2)), np.ones((3, 2)), ["u0", "u1"], ["i0", "i1", "i2"], ([0], [1])
     )
     reg.publish(a, config={}, extra={"trained_on": rec.to_dict()})
-    assert TrainedOn.of(reg.load().manifest) == rec
-    # an older manifest has none; a malformed one reads as none
-    assert TrainedOn.of({}) is None
-    assert TrainedOn.of({"trained_on": {"pairs": "some"}}) is None
-    assert TrainedOn.of({"trained_on": {"pairs": "train", "n_pairs": "x"}}) is None
-    assert TrainedOn.of({"trained_on": {"pairs": "train"}}) == TrainedOn("train", 0, 0, 0, 0)
+    assert reg.load().manifest.trained_on == rec
+    # an older manifest has none; a malformed one is refused, naming the field
+    assert parse_manifest({}).trained_on is None
+    with pytest.raises(ValueError, match="trained_on.pairs"):
+        parse_manifest({"trained_on": {"pairs": "some", "n_pairs": 1, "epochs": 1}})

@@ -75,10 +75,10 @@ def test_the_bootstrap_publishes_a_refit_whose_seen_set_is_every_row(home: Path)
     model = ModelRegistry(home / "models").load()
     ds = load_dataset(home / "data" / "default")
     assert ds.n_test > 0
-    trained_on = model.manifest.trained_on
+    trained_on = model.manifest.to_dict()["trained_on"]
     assert trained_on["pairs"] == "all"
     assert trained_on["evaluated_on"] == {"train_pairs": ds.n_train, "test_pairs": ds.n_test}
-    assert model.manifest.metrics["n_users"] == 300  # the split run's metrics
+    assert model.manifest.to_dict()["metrics"]["n_users"] == 300  # the split run's metrics
     rows = file_rows(home)
     a = model.arrays
     for u, user_id in enumerate(a.user_ids.tolist()):

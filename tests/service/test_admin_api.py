@@ -8,7 +8,8 @@ import pytest
 from fastapi import APIRouter, Depends
 from fastapi.testclient import TestClient
 
-from contract.artifact import ModelRegistry, TrainedOn
+from contract.artifact import ModelRegistry
+from contract.manifest import TrainedOn
 from service.app import create_app
 from service.auth import AdminDep, require_admin
 from service.deps import CtxDep, ServingDep, SettingsDep
@@ -24,7 +25,7 @@ def two_versions(settings):
         settings.registry_root,
         make_model(seed=2),
         metrics={"recall@20": 0.22},
-        extra={"trained_on": TrainedOn("all", 120, 4, 100, 20).to_dict()},
+        extra={"trained_on": TrainedOn.counted("all", 120, 4, 100, 20).to_dict()},
     )
     return v1, v2
 

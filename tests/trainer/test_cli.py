@@ -48,10 +48,13 @@ def test_trains_and_publishes_a_loadable_artifact(data_dir, tmp_path, capsys):
     assert "recall@5" in printed
     # refit by default: the published model saw every pair, the metrics are the split run's
     n_pairs = len(loaded.arrays.seen_indices)
-    assert manifest.trained_on["pairs"] == "all" and manifest.trained_on["n_pairs"] == n_pairs
-    evaluated = manifest.trained_on["evaluated_on"]
+    assert (
+        manifest.to_dict()["trained_on"]["pairs"] == "all"
+        and manifest.to_dict()["trained_on"]["n_pairs"] == n_pairs
+    )
+    evaluated = manifest.to_dict()["trained_on"]["evaluated_on"]
     assert evaluated["train_pairs"] + evaluated["test_pairs"] == n_pairs
-    assert manifest.metrics["n_users"] == 100  # every user has held-out pairs
+    assert manifest.to_dict()["metrics"]["n_users"] == 100  # every user has held-out pairs
     assert f"published {loaded.version} to {models} (fitted on all {n_pairs} pairs)" in out
 
 
@@ -60,7 +63,7 @@ def test_no_refit_publishes_the_evaluation_run(data_dir, tmp_path, capsys):
     rc = main(small_args(data_dir, "--models-dir", str(models), "--no-refit"))
     assert rc == 0
     loaded = ModelRegistry(models).load()
-    trained_on = loaded.manifest.trained_on
+    trained_on = loaded.manifest.to_dict()["trained_on"]
     assert trained_on["pairs"] == "train"
     assert trained_on["n_pairs"] == trained_on["evaluated_on"]["train_pairs"]
     # seen is every known pair all the same

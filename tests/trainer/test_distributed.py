@@ -186,7 +186,7 @@ def test_the_documented_multi_node_form_trains_one_model(data_dir, tmp_path):
     assert len(registry.versions()) == 1
     manifest = registry.load().manifest
     assert manifest.training.distributed["world_size"] == 2
-    assert manifest.trained_on["pairs"] == "all"  # both ranks refitted on every pair
+    assert manifest.trained_on.pairs == "all"  # both ranks refitted on every pair
 
 
 def test_the_two_rank_run_differs_from_one_rank(data_dir, tmp_path):

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from contract.artifact import LoadedModel, ModelArrays, ModelRegistry, TrainedOn
+from contract.artifact import LoadedModel, ModelArrays, ModelRegistry
+from contract.manifest import TrainedOn
 from contract.settings import GateSettings
 from contract.spectrum import embedding_spectrum
 from trainer.data import Dataset
@@ -125,7 +126,7 @@ def refitted_serving(root: Path, recorded: float) -> LoadedModel:
         ModelArrays.build(users, items, USERS, ITEMS, every),
         config={},
         metrics={"recall@1": recorded},
-        extra={"trained_on": TrainedOn("all", 12, 3, 8, 4).to_dict()},
+        extra={"trained_on": TrainedOn.counted("all", 12, 3, 8, 4).to_dict()},
     )
     return reg.load()
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from contract.artifact import ModelRegistry, TrainedOn
+from contract.artifact import ModelRegistry
 from contract.config import TrainConfig
+from contract.manifest import TrainedOn
 from trainer.data import Dataset, load_dataset
 from trainer.refit import all_pairs, evaluate_then_refit, publish_fitted, refit_config
 from trainer.synthetic import write_dataset
@@ -70,7 +71,9 @@ def test_the_refit_is_published_with_the_split_runs_metrics(ds: Dataset, tmp_pat
     np.testing.assert_array_equal(fitted.model.user_emb, refit.user_emb)
     np.testing.assert_array_equal(fitted.model.item_emb, refit.item_emb)
     assert not np.array_equal(fitted.model.user_emb, alone.user_emb)
-    assert fitted.trained_on == TrainedOn("all", ds.n_train + ds.n_test, 3, ds.n_train, ds.n_test)
+    assert fitted.trained_on == TrainedOn.counted(
+        "all", ds.n_train + ds.n_test, 3, ds.n_train, ds.n_test
+    )
 
     reg = ModelRegistry(tmp_path / "models")
     publish_fitted(fitted, ds, cfg, reg)
@@ -88,7 +91,7 @@ def test_the_refit_is_published_with_the_split_runs_metrics(ds: Dataset, tmp_pat
         np.bincount(np.concatenate([ds.train_items, ds.test_items]), minlength=ds.n_items),
     )
     # the manifest keeps the split run's metrics and history, and says what the model saw
-    m = loaded.manifest
+    m = loaded.manifest.to_dict()
     assert m["metrics"] == alone.metrics
     assert m["metrics"] != fitted.model.metrics  # the refit has no test pairs to score
     assert [(h["epoch"], h["metrics"]) for h in m["training"]["history"]] == [
@@ -101,7 +104,7 @@ def test_the_refit_is_published_with_the_split_runs_metrics(ds: Dataset, tmp_pat
         "epochs": 3,
         "evaluated_on": {"train_pairs": ds.n_train, "test_pairs": ds.n_test},
     }
-    assert TrainedOn.of(m) == fitted.trained_on
+    assert loaded.manifest.trained_on == fitted.trained_on
     assert m["spectrum"] == fitted.model.spectrum  # of the published embeddings
 
 
@@ -109,13 +112,13 @@ def test_without_refit_the_evaluation_run_is_published(ds: Dataset, tmp_path: Pa
     cfg = quick(epochs=2)
     fitted = evaluate_then_refit(ds, cfg, quiet_fit, refit=False)
     assert fitted.model is fitted.evaluation and not fitted.refitted
-    assert fitted.trained_on == TrainedOn("train", ds.n_train, 2, ds.n_train, ds.n_test)
+    assert fitted.trained_on == TrainedOn.counted("train", ds.n_train, 2, ds.n_train, ds.n_test)
     reg = ModelRegistry(tmp_path / "models")
     publish_fitted(fitted, ds, cfg, reg)
     loaded = reg.load()
     np.testing.assert_array_equal(loaded.arrays.user_emb, fitted.evaluation.user_emb)
-    assert loaded.manifest.trained_on["pairs"] == "train"
-    assert "refit" not in loaded.manifest.training.to_dict()
+    assert loaded.manifest.to_dict()["trained_on"]["pairs"] == "train"
+    assert "refit" not in loaded.manifest.to_dict()["training"]
     # the artifact's seen set is every known pair all the same
     assert len(loaded.arrays.seen_indices) == ds.n_train + ds.n_test
 
@@ -145,4 +148,4 @@ def test_a_dataset_without_test_pairs_is_trained_once_on_all(ds: Dataset) -> Non
 
     fitted = evaluate_then_refit(every, quick(epochs=1), train)
     assert calls == [every.name] and fitted.model is fitted.evaluation
-    assert fitted.trained_on == TrainedOn("all", every.n_train, 1, every.n_train, 0)
+    assert fitted.trained_on == TrainedOn.counted("all", every.n_train, 1, every.n_train, 0)

@@ -454,7 +454,7 @@ def test_publish_result_writes_a_loadable_artifact(small_ds, tmp_path):
     assert len(small_ds.test_items[small_ds.test_users == 0]) > 0
     assert loaded.arrays.seen(0).tolist() == sorted(set(known.tolist()))
     # fitted on the training pairs only (no refit asked for)
-    assert loaded.manifest.trained_on == {
+    assert loaded.manifest.to_dict()["trained_on"] == {
         "pairs": "train",
         "n_pairs": small_ds.n_train,
         "epochs": cfg.epochs,

@@ -37,7 +37,7 @@ def test_a_spectral_job_publishes_a_filter_model(worker_home: Path) -> None:
     # refit on every pair: the filter's matrix holds the test pairs too, and the lists skip them
     ds = load_dataset(worker_home / "data" / "default")
     assert len(model.arrays.filter_indices) == ds.n_train + ds.n_test
-    assert model.manifest.trained_on["pairs"] == "all"
+    assert model.manifest.trained_on is not None and model.manifest.trained_on.pairs == "all"
     a = model.arrays
     for user in range(0, ds.n_users, 37):
         listed = set(a.top_rows[user][a.top_rows[user] >= 0].tolist())

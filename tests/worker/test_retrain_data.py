@@ -297,13 +297,13 @@ def test_retrain_on_a_split_dataset_is_evaluated_on_its_test_split(
     arrays = model.arrays
     assert arrays.user_ids.tolist() == MERGED_USERS
     assert arrays.item_ids.tolist() == MERGED_ITEMS
-    assert manifest.trained_on == {
+    assert manifest.to_dict()["trained_on"] == {
         "pairs": "train",
         "n_pairs": ds.n_train,
         "epochs": 3,
         "evaluated_on": {"train_pairs": ds.n_train, "test_pairs": ds.n_test},
     }
-    assert job.result["trained_on"] == manifest.trained_on
+    assert job.result["trained_on"] == manifest.to_dict()["trained_on"]
     # seen: every known pair, the held-out ones too (the service never recommends them)
     assert published_seen(arrays) == named_pairs(ds, "train") | named_pairs(ds, "test")
     assert ORIGINAL_TEST <= published_seen(arrays)
@@ -360,23 +360,25 @@ def test_retrain_publishes_a_refit_on_every_pair_with_the_splits_metrics(
         assert job.state == "succeeded", job.error
         results.append((job, ModelRegistry(settings.registry_root).load()))
     (_, alone), (job, model) = results
-    n_train, n_test = alone.manifest.trained_on["evaluated_on"].values()
+    n_train, n_test = alone.manifest.to_dict()["trained_on"]["evaluated_on"].values()
     assert runs == [(n_train, n_test), (n_train, n_test), (n_train + n_test, 0)]
-    assert model.manifest.trained_on == {
+    assert model.manifest.to_dict()["trained_on"] == {
         "pairs": "all",
         "n_pairs": n_train + n_test,
         "epochs": 3,
         "evaluated_on": {"train_pairs": n_train, "test_pairs": n_test},
     }
     # the split run's metrics (CPU runs are reproducible: the same as the run published alone)
-    assert model.manifest.metrics == alone.manifest.metrics
-    assert job.result["metrics"] == alone.manifest.metrics
-    assert model.manifest.metrics["n_users"] == 4
+    assert model.manifest.to_dict()["metrics"] == alone.manifest.to_dict()["metrics"]
+    assert job.result["metrics"] == alone.manifest.to_dict()["metrics"]
+    assert model.manifest.to_dict()["metrics"]["n_users"] == 4
     # the gate compared with the serving model (fitted on train only) on the split
     assert job.result["gate"]["serving_basis"] == "split"
-    assert job.result["gate"]["serving_value"] == pytest.approx(alone.manifest.metrics["recall@20"])
+    assert job.result["gate"]["serving_value"] == pytest.approx(
+        alone.manifest.to_dict()["metrics"]["recall@20"]
+    )
     # the collapse check read the published (refit) embeddings' spectrum
-    ratio = model.manifest.spectrum.to_dict()["all"]["normalized"]["effective_rank_ratio"]
+    ratio = model.manifest.to_dict()["spectrum"]["all"]["normalized"]["effective_rank_ratio"]
     assert job.result["gate"]["erank_ratio"] == ratio
     assert not np.array_equal(model.arrays.user_emb, alone.arrays.user_emb)
     assert published_seen(model.arrays) == published_seen(alone.arrays)
