@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.5, 0.8])
     p.add_argument("--fraction", type=float, default=0.1, help="validation share of each user")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--solver", choices=["randomized", "arpack"], default="randomized")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "spectral_tuning.json")
     args = p.parse_args(argv)
 
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     train, valid = _binary_csr(ds.train_matrix()), _binary_csr(ds.test_matrix())
     norm = normalized_matrix(train)
     k_max = max(args.ks)
-    vectors, values = top_singular(norm, k_max, args.seed)
+    vectors, values = top_singular(norm, k_max, args.seed, args.solver)
     base = SpectralFilter.build(norm, vectors, values, 1.0)  # alpha applied below
     fit_s = time.perf_counter() - t0
     print(f"{ds!r}: SVD of rank {k_max} in {fit_s:.1f}s", file=sys.stderr, flush=True)
@@ -98,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 "dataset": Path(args.data).name,
                 "spectral_k": k,
                 "spectral_alpha": a,
+                "solver": args.solver,
                 "split": f"validation ({args.fraction:g} of each user's training pairs, "
                 f"seed {args.seed})",
                 "recall@20": metrics["recall@20"],
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 + shlex.join(["bench/spectral_tune.py", *(argv or sys.argv[1:])]),
                 "commit": git_commit(),
             },
-            key=("dataset", "spectral_k", "spectral_alpha"),
+            key=("dataset", "spectral_k", "spectral_alpha", "solver"),
         )
     best = max(sums, key=lambda c: sums[c]["recall@20"])
     print(

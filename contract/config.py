@@ -187,6 +187,9 @@ class TrainConfig(BaseModel):
     """Singular vectors of the normalised matrix kept by the ideal low-pass part (K)."""
     spectral_alpha: float = Field(0.3, ge=0)
     """Weight of the ideal low-pass part beside the linear item-item part (0 = linear only)."""
+    spectral_solver: Literal["randomized", "arpack"] = "randomized"
+    """How the top-K singular vectors are found: "randomized" (seeded randomized SVD, K + 64
+    probes, 4 power iterations; seconds on Gowalla) or "arpack" (scipy's svds, exact)."""
 
     # --- evaluation & control ------------------------------------------------------------
     eval_every: Int = Field(10, ge=1, le=100_000)

@@ -45,13 +45,16 @@ def test_top_singular_matches_dense_svd_both_solvers(monkeypatch: pytest.MonkeyP
     rng = np.random.default_rng(0)
     mat = sp.csr_matrix((rng.random((80, 50)) < 0.2).astype(np.float32))
     dense_v, dense_s = top_singular(mat, 6, seed=0)
-    monkeypatch.setattr("trainer.spectral.DENSE_SVD_UP_TO", 10)  # ARPACK path
-    v, s = top_singular(mat, 6, seed=0)
     want = np.linalg.svd(mat.toarray().astype(np.float64), compute_uv=False)[:6]
     np.testing.assert_allclose(dense_s, want, rtol=1e-6)
-    np.testing.assert_allclose(s, want, rtol=1e-5)
-    # the same subspace: projectors agree (signs and order within ties aside)
-    np.testing.assert_allclose(v @ v.T, dense_v @ dense_v.T, atol=1e-5)
+    monkeypatch.setattr("trainer.spectral.DENSE_SVD_UP_TO", 10)  # the sparse solvers
+    for solver, tol in (("arpack", 1e-5), ("randomized", 1e-4)):
+        v, s = top_singular(mat, 6, seed=0, solver=solver)
+        np.testing.assert_allclose(s, want, rtol=tol)
+        # the same subspace: projectors agree (signs and order within ties aside)
+        np.testing.assert_allclose(v @ v.T, dense_v @ dense_v.T, atol=tol * 10)
+    again, _ = top_singular(mat, 6, seed=0, solver="randomized")
+    np.testing.assert_array_equal(again, top_singular(mat, 6, seed=0, solver="randomized")[0])
 
 
 def test_evaluate_filter_matches_per_user_metrics() -> None:
