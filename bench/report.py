@@ -6,6 +6,7 @@ The template is prose with directive lines, each replaced by what the results fi
     <!-- curves: dataset=gowalla [labels=GLOB] [exclude=GLOB,...] --> Recall@20 / erank curves
     <!-- speed: dataset=gowalla -->                                    bench/speed.py's rows
     <!-- scaling: dataset=synthetic -->                                bench/scaling.py's rows
+    <!-- serving_spectral: dataset=* -->              bench/serve_spectral.py's rows + slopes
 
 ``--check`` exits 1 when docs/benchmarks.md is not what the template and the results give
 (the test suite runs it). ``--plots`` also draws, per dataset, the normalised singular values
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -33,8 +35,9 @@ OUTPUT = DOCS / "benchmarks.md"
 TRAINING = DOCS / "results" / "training.json"
 SPEED = DOCS / "results" / "speed.json"
 SCALING = DOCS / "results" / "scaling.json"
+SERVING_SPECTRAL = DOCS / "results" / "serving_spectral.json"
 IMG = DOCS / "img"
-DIRECTIVE = re.compile(r"^<!-- (training|curves|speed|scaling): (.*?) -->$")
+DIRECTIVE = re.compile(r"^<!-- (training|curves|speed|scaling|serving_spectral): (.*?) -->$")
 # table order: baselines first, then the DirectSpec family, MF before LightGCN
 ORDER = [
     "MF-align",
@@ -44,7 +47,10 @@ ORDER = [
     "MF-DirectSpec+",
     "LightGCN-BPR",
     "LightGCN-DirectSpec+",
+    "Spectral",
 ]
+#: how a method is named in the tables (default: as recorded)
+DISPLAY = {"Spectral": "Spectral filter (GF-CF)"}
 SPECTRUM_METHODS = (
     "MF-align",
     "MF-BPR",
@@ -112,10 +118,16 @@ def training_table(rows: list[dict[str, Any]]) -> list[str]:
         epochs = str(r["epochs"])
         if r.get("best_epoch"):
             epochs += f" (best {r['best_epoch']})"
+        per_epoch = f"{r['seconds_per_epoch']:.2f}"
+        if r.get("objective") == "spectral":  # no epochs: one SVD (K, alpha), then evaluation
+            cfg = r["config"]
+            epochs = f"none (K {cfg['spectral_k']}, α {cfg['spectral_alpha']:g})"
+            per_epoch = f"{r['seconds_fit']:.1f} (fit)"
         lines.append(
-            f"| {r['method']} | {r['label']} | {epochs} | {r['recall@20']:.4f} | "
+            f"| {DISPLAY.get(r['method'], r['method'])} | {r['label']} | {epochs} | "
+            f"{r['recall@20']:.4f} | "
             f"{r['ndcg@20']:.4f} | {r['erank_normalized']:.1f} | {r['erank_ratio']:.2f} | "
-            f"{r['seconds_per_epoch']:.2f} | {r.get('processes', 1)} x {r['threads']} | "
+            f"{per_epoch} | {r.get('processes', 1)} x {r['threads']} | "
             f"{r['device']} | "
             f"{_hours(r['wall_seconds'])} | {r['loadavg_before']:.1f} / {r['loadavg_after']:.1f} |"
         )
@@ -127,10 +139,15 @@ def training_table(rows: list[dict[str, Any]]) -> list[str]:
         "",
     ]
     lines += [f"- {r['method']} / {r['label']}: `{r['command']}`" for r in rows]
+    splits = [r for r in rows if r.get("split", "published") != "published"]
+    if splits:
+        lines += ["", "Splits not as published:", ""]
+        lines += [f"- {r['method']} / {r['label']}: {r['split']}" for r in splits]
     return lines
 
 
 def curves(rows: list[dict[str, Any]]) -> list[str]:
+    rows = [r for r in rows if r.get("objective") != "spectral"]  # one fit, no curve
     if not rows:
         return ["(no rows recorded yet)"]
     lines = ["Curves (epoch: Recall@20, erank of the normalised [U;I]; minutes of training):", ""]
@@ -226,14 +243,121 @@ def scaling_tables(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def loglog_slope(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope of log y against log x (y ∝ x^slope); needs 2+ distinct xs."""
+    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
+    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+    num = sum((a - mx) * (b - my) for a, b in zip(lx, ly, strict=True))
+    return num / sum((a - mx) ** 2 for a in lx)
+
+
+#: what the growth lines fit: (row field, how it is named, unit, digits)
+GROWTH = (
+    ("memory_mb", "memory", "MB", 0),
+    ("p50_ms", "single-query p50", "ms", 1),
+    ("batch64_ms_per_query", "per-query time in batches of 64", "ms", 1),
+)
+EXTRAPOLATE_TO = 10_000_000
+
+
+def _serving_model(r: dict[str, Any]) -> str:
+    if r["model"] == "spectral":
+        return f"spectral filter, K {r['k_lowpass']}"
+    return f"embedding, d {r.get('dim', 64)}, exact"
+
+
+def serving_spectral_table(rows: list[dict[str, Any]]) -> list[str]:
+    """bench/serve_spectral.py's rows (Gowalla first, then by items) and, per model and K,
+    the log-log slope of memory and latency against the synthetic catalogues' item counts,
+    with an extrapolation to 10M items (marked as such)."""
+    if not rows:
+        return ["(no rows recorded yet)"]
+    rows = sorted(
+        rows,
+        key=lambda r: (
+            r["data"] != "gowalla",
+            r["items"],
+            r["model"] != "spectral",
+            r["k_lowpass"] or 0,
+        ),
+    )
+    lines = [
+        "| catalogue | users x items | interactions | model | build s | p50 / p99 ms "
+        "| batch 8 / 64, ms per query | memory MB: total (parts) | load before |",
+        "|---|---|---:|---|---:|---:|---:|---|---:|",
+    ]
+    for r in rows:
+        parts = r["memory_parts_mb"]
+        if r["model"] == "spectral":
+            detail = (
+                f"R̃+R̃ᵀ {parts['norm'] + parts['norm_t']:.0f}, low-pass "
+                f"{parts['lowpass_items'] + parts['lowpass_users']:.0f}, lists "
+                f"{parts['top_lists']:.0f}"
+            )
+        else:
+            lists = f"{parts['top_lists']:.0f}" if parts["top_lists"] else "none"
+            detail = f"vectors {parts['item_vectors'] + parts['user_vectors']:.0f}, lists {lists}"
+        lines.append(
+            f"| {r['data']} | {r['users']:,} x {r['items']:,} | {r['interactions']:,} | "
+            f"{_serving_model(r)} | {r['build_s']:.1f} | {r['p50_ms']:.2f} / {r['p99_ms']:.2f} "
+            f"| {r['batch8_ms_per_query']:.2f} / {r['batch64_ms_per_query']:.2f} | "
+            f"{r['memory_mb']:.0f} ({detail}) | {r['loadavg'][0]:.1f} |"
+        )
+    lines += ["", "How they grow with the items (synthetic catalogues; measured points only):", ""]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["data"] != "gowalla":
+            groups.setdefault(_serving_model(r), []).append(r)
+    for name, mine in groups.items():
+        items = [r["items"] for r in mine]
+        if len(set(items)) < 2:
+            continue
+        last = max(mine, key=lambda r: r["items"])
+        fits = []
+        for field, what, unit, digits in GROWTH:
+            slope = loglog_slope(items, [r[field] for r in mine])
+            at = last[field] * (EXTRAPOLATE_TO / last["items"]) ** slope
+            fits.append(
+                f"{what} ∝ items^{slope:.2f} (extrapolated to 10M items: {at:,.{digits}f} {unit})"
+            )
+        lines.append(
+            f"- {name}, fitted on {len(mine)} points ({min(items):,}–{max(items):,} items): "
+            + "; ".join(fits)
+            + "."
+        )
+    est = [r for r in rows if r.get("lists_build_s_est") is not None]
+    if est:
+        lines += [
+            "",
+            "Scoring every user once for the filter's top-100 lists (at publish), estimated as "
+            "users x the batch-of-64 time per query on one thread (extrapolated, not run): "
+            + ", ".join(
+                f"{r['items']:,} items (K {r['k_lowpass']}) {_hours(r['lists_build_s_est'])}"
+                for r in est
+            )
+            + ".",
+        ]
+    machines = sorted({r["machine"] for r in rows})
+    commands = sorted({r["command"] for r in rows})
+    lines += [
+        "",
+        f"Machine: {'; '.join(machines)}; one thread (OPENBLAS_NUM_THREADS=1). Commits: "
+        f"{', '.join(sorted({r['commit'] for r in rows}))}. "
+        f"Command: {', '.join(f'`{c}`' for c in commands)}.",
+    ]
+    return lines
+
+
 def render(
     template: str,
     rows: list[dict[str, Any]],
     speed: list[dict[str, Any]] | None = None,
     scaling: list[dict[str, Any]] | None = None,
+    serving_spectral: list[dict[str, Any]] | None = None,
 ) -> str:
     """The template with every directive line replaced by its generated lines (training and
-    curves from `rows`, speed from `speed`, scaling from `scaling`)."""
+    curves from `rows`, speed from `speed`, scaling from `scaling`, the spectral serving cost
+    from `serving_spectral`)."""
     out = [HEADER]
     for line in template.splitlines():
         m = DIRECTIVE.match(line.strip())
@@ -246,6 +370,17 @@ def render(
             continue
         if kind == "scaling":
             out.extend(scaling_tables(scaling or []))
+            continue
+        if kind == "serving_spectral":
+            out.extend(
+                serving_spectral_table(
+                    [
+                        r
+                        for r in serving_spectral or []
+                        if fnmatch.fnmatch(r["data"], args["dataset"])
+                    ]
+                )
+            )
             continue
         picked = select(rows, args)
         out.extend(training_table(picked) if kind == "training" else curves(picked))
@@ -354,7 +489,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plots", action="store_true", help="also draw the plots (matplotlib)")
     args = p.parse_args(argv)
     rows = load_rows()
-    text = render(TEMPLATE.read_text(), rows, load_rows(SPEED), load_rows(SCALING))
+    text = render(
+        TEMPLATE.read_text(),
+        rows,
+        load_rows(SPEED),
+        load_rows(SCALING),
+        load_rows(SERVING_SPECTRAL),
+    )
     if args.check:
         if OUTPUT.read_text() != text:
             print(f"{OUTPUT} is stale: run .venv/bin/python bench/report.py", file=sys.stderr)

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "bench" / ".data"
@@ -46,6 +47,33 @@ def gowalla_like(
         [f"item_{i}" for i in range(n_items)],
         (users, items),
     )
+
+
+def gowalla_shaped(template: sp.csr_matrix, n_items: int, seed: int = 0) -> sp.csr_matrix:
+    """A binary (m, n_items) float32 CSR shaped like `template` (Gowalla's training matrix):
+    m = n_items x the template's users per item; each user's degree drawn from the template's
+    per-user degrees; items drawn with the template's popularity at the same rank quantile
+    (its sorted item degrees, interpolated to n_items ranks, items in random order); duplicate
+    draws merged (a user's degree can come out slightly lower)."""
+    rng = np.random.default_rng(seed)
+    m0, n0 = template.shape
+    n_users = max(1, round(n_items * m0 / n0))
+    user_deg = np.diff(template.indptr)
+    deg = np.minimum(rng.choice(user_deg[user_deg > 0], size=n_users), n_items)
+    pop = np.sort(np.bincount(template.indices, minlength=n0))[::-1].astype(np.float64)
+    ranks = (np.arange(n_items) + 0.5) * (n0 / n_items)
+    weight = np.interp(ranks, np.arange(n0) + 0.5, pop) + 1e-3  # every item drawable
+    weight = weight[rng.permutation(n_items)]
+    users = np.repeat(np.arange(n_users, dtype=np.int64), deg)
+    cdf = np.cumsum(weight)
+    items = np.searchsorted(cdf, rng.random(len(users)) * cdf[-1], side="right")
+    mat = sp.csr_matrix(
+        (np.ones(len(users), np.float32), (users, np.minimum(items, n_items - 1))),
+        shape=(n_users, n_items),
+    )
+    mat.sum_duplicates()
+    mat.data[:] = 1.0
+    return mat
 
 
 def publish_once(home: Path, build) -> str:

@@ -4,13 +4,20 @@ batches vs single calls, with wrk against uvicorn on 127.0.0.1.
 
     .venv/bin/python bench/serve_http.py [--seconds 10]
 
-Writes bench/out/serve_http.md and appends rows to docs/results/serving.json. Needs wrk
-(apt-get install -y wrk).
+``--model spectral`` serves a spectral-filter model of the real Gowalla training matrix instead
+(``TrainConfig.defaults("spectral")``: K 256, α 0.3, fitted by trainer.train.fit without the
+test split's evaluation and published by publish_result with its per-user top-100 lists):
+
+    .venv/bin/python bench/serve_http.py --model spectral --modes lookup,search --batches ""
+
+Writes bench/out/serve_http[-spectral].md and appends rows (with "model": "embedding" or
+"spectral") to docs/results/serving.json. Needs wrk (apt-get install -y wrk).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -37,6 +44,32 @@ from serve_common import (
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "serving.json"
 
 N_USERS = 29_858
+GOWALLA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gowalla"
+MODES = {
+    "lookup": {},  # default: per-user top-100 lists (computed at load, or the artifact's)
+    "search": {"SPECREC_PRECOMPUTE_K": "0"},  # every request searched (batched)
+    "lookup, 2 workers": {"SPECREC_WORKERS": "2"},
+}
+
+
+def publish_spectral_once(home: Path) -> str:
+    """Publish the spectral filter of Gowalla's training matrix under home/models unless a
+    model is already there (user ids are Gowalla's row numbers, "0".."29857")."""
+    import numpy as np
+
+    from contract.artifact import ModelRegistry
+    from contract.config import TrainConfig
+    from trainer.data import load_dataset
+    from trainer.train import fit, publish_result
+
+    registry = ModelRegistry(home / "models")
+    if registry.current() is None:
+        ds = load_dataset(GOWALLA)
+        empty = np.empty(0, dtype=np.int64)  # no test split: no evaluation to wait for
+        ds = dataclasses.replace(ds, test_users=empty, test_items=empty)
+        cfg = TrainConfig.defaults("spectral")
+        publish_result(fit(ds, cfg, progress_bar=False), ds, cfg, registry)
+    return registry.current()
 
 
 def combine(runs: list[dict]) -> dict:
@@ -55,21 +88,21 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5, help="floor/recommend alternations per cell")
     ap.add_argument("--connections", default="1,8,32")
     ap.add_argument("--batches", default="1,10,100,1000")
+    ap.add_argument("--model", choices=("embedding", "spectral"), default="embedding")
+    ap.add_argument("--modes", default=",".join(MODES), help=f"some of {', '.join(MODES)}")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    home = DATA / "serve-gowalla"
+    spectral = args.model == "spectral"
+    home = DATA / ("serve-gowalla-spectral" if spectral else "serve-gowalla")
     t0 = time.perf_counter()
-    version = publish_once(home, gowalla_like)
+    version = publish_spectral_once(home) if spectral else publish_once(home, gowalla_like)
     print(f"model {version} ready in {time.perf_counter() - t0:.1f}s")
     conns = [int(c) for c in args.connections.split(",")]
     header = machine()
-    modes = {
-        "lookup": {},  # default: per-user top-100 lists computed at load
-        "search": {"SPECREC_PRECOMPUTE_K": "0"},  # every request searched (batched GEMM)
-        "lookup, 2 workers": {"SPECREC_WORKERS": "2"},
-    }
+    modes = {m: MODES[m] for m in args.modes.split(",")}
     rows, batch_rows, memory = [], [], {}
-    get = WRK_LUA_GET.format(n_users=N_USERS, path="/recommend/user_%d?k=20")
+    user_path = "/recommend/%d?k=20" if spectral else "/recommend/user_%d?k=20"
+    get = WRK_LUA_GET.format(n_users=N_USERS, path=user_path)
     # the floor's requests come from the same Lua generator (wrk's per-request Lua call is
     # part of what both sides pay); /healthz ignores the query
     floor_get = WRK_LUA_GET.format(n_users=N_USERS, path="/healthz?u=%d")
@@ -96,7 +129,7 @@ def main() -> None:
             memory[mode] = [memory_mb(p) for p in procs]
             print(mode, "memory", memory[mode], flush=True)
             if mode == "search":
-                for b in (int(x) for x in args.batches.split(",")):
+                for b in (int(x) for x in args.batches.split(",") if x):
                     script = WRK_LUA_POST.format(n_users=N_USERS, batch=b)
                     res = wrk(base + "/", 8, args.seconds, script)
                     batch_rows.append((b, res))
@@ -105,10 +138,13 @@ def main() -> None:
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
     command = f".venv/bin/python bench/serve_http.py --seconds {args.seconds:g} --reps {args.reps}"
+    if spectral:
+        command += f" --model spectral --modes {args.modes} --batches '{args.batches}'"
     load = os.getloadavg()
     records = [
         {
             "benchmark": "serve_http",
+            "model": args.model,
             "mode": mode,
             "connections": c,
             "floor_rps": f["rps"],
@@ -132,12 +168,20 @@ def main() -> None:
     old = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     RESULTS.write_text(json.dumps(old + records, indent=1) + "\n")
     single = {m: rec["rps"] for m, c, _, rec in rows if c == 8}
+    model_text = (
+        "spectral filter of Gowalla's training matrix (29,858 users x 40,981 items, 810k "
+        "pairs; K 256, α 0.3), scored by FilterIndex (two sparse products and a low-pass "
+        "GEMM per batch). `lookup`: default settings (the artifact's per-user top-100 lists, "
+        "SPECREC_PRECOMPUTE_K=100)"
+        if spectral
+        else "random, 29,858 users x 40,981 items, d = 64, 810k seen pairs; exact search "
+        "(flat, numpy backend). `lookup`: default settings (per-user top-100 lists computed "
+        "at load, SPECREC_PRECOMPUTE_K=100)"
+    )
     lines = [
         "### Serving throughput: GET /recommend/{user}?k=20 vs the HTTP floor (GET /healthz)",
         "",
-        "Model: random, 29,858 users x 40,981 items, d = 64, 810k seen pairs; exact search "
-        "(flat, numpy backend). `lookup`: default settings (per-user top-100 lists computed "
-        "at load, SPECREC_PRECOMPUTE_K=100); `search`: SPECREC_PRECOMPUTE_K=0, every request "
+        f"Model: {model_text}; `search`: SPECREC_PRECOMPUTE_K=0, every request "
         "searched on the batching search thread; `lookup, 2 workers`: SPECREC_WORKERS=2. "
         "uvicorn (1 worker unless said), loopback; wrk -t1, "
         f"{args.reps} alternations of {args.seconds:g} s floor / {args.seconds:g} s recommend per "
@@ -166,16 +210,20 @@ def main() -> None:
         )
         + ".",
     ]
-    lines += [
-        "",
-        "### Batch endpoint: POST /recommend users/s vs single GET calls (8 connections)",
-        "",
-        "POST /recommend always searches (one search for the whole batch).",
-        "",
-        "| users per request | req/s | users/s | p50 / p99 ms | vs GET (search) | "
-        "vs GET (lookup) | errors |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    lines += (
+        []
+        if not batch_rows
+        else [
+            "",
+            "### Batch endpoint: POST /recommend users/s vs single GET calls (8 connections)",
+            "",
+            "POST /recommend always searches (one search for the whole batch).",
+            "",
+            "| users per request | req/s | users/s | p50 / p99 ms | vs GET (search) | "
+            "vs GET (lookup) | errors |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+    )
     for b, r in batch_rows:
         ups = r["rps"] * b
         lines.append(
@@ -187,7 +235,7 @@ def main() -> None:
         f"Command: `{command}`",
         "",
     ]
-    (OUT / "serve_http.md").write_text("\n".join(lines))
+    (OUT / ("serve_http-spectral.md" if spectral else "serve_http.md")).write_text("\n".join(lines))
     print("\n".join(lines))
 
 

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,3 +182,120 @@ def test_scaling_rows_become_one_column_per_method_and_one_line_per_size():
     memory = lines.index(header, seconds + 1)
     assert lines[memory + 3] == "| 1,000,000 | 800,000 | 26,315 x 17,543 | 426 (144) | 578 (296) |"
     assert any("Load average during the runs: 0.5–1.2" in ln for ln in lines)
+
+
+def test_spectral_rows_show_the_filter_its_fit_and_no_curve():
+    spectral = row(
+        method="Spectral",
+        label="default",
+        objective="spectral",
+        epochs=1,
+        seconds_fit=41.25,
+        config={"spectral_k": 256, "spectral_alpha": 0.3},
+        split="nie-gcn train+test pooled (998539 pairs), per-user holdout 0.2 seed 0",
+        **{"recall@20": 0.2672},
+    )
+    rows = [spectral, row()]
+    text = report.render("<!-- training: dataset=gowalla -->", rows)
+    body = [ln for ln in text.splitlines() if ln.startswith("| ")][1:]  # after the header
+    assert body == [
+        "| MF-BPR | tuned | 300 | 0.1523 | 0.1287 | 61.0 | 0.95 | 2.35 | 1 x 1 | cpu | 15 min "
+        "| 1.0 / 2.0 |",
+        "| Spectral filter (GF-CF) | default | none (K 256, α 0.3) | 0.2672 | 0.1287 | 61.0 "
+        "| 0.95 | 41.2 (fit) | 1 x 1 | cpu | 15 min | 1.0 / 2.0 |",
+    ]
+    assert f"- Spectral / default: {spectral['split']}" in text.splitlines()
+    curves = report.render("<!-- curves: dataset=gowalla -->", rows)
+    assert "- MF-BPR / tuned: 150" in curves and "Spectral" not in curves
+
+
+def test_resplit_pools_both_splits_and_holds_out_a_seeded_fifth_per_user():
+    from trainer.data import Dataset
+
+    users = np.repeat(np.arange(4), 10)
+    items = np.tile(np.arange(10), 4)
+    ds = Dataset.from_pairs(
+        "x",
+        np.arange(4).astype(str),
+        np.arange(10).astype(str),
+        (users[::2], items[::2]),
+        (users[1::2], items[1::2]),
+    )
+    out = train_bench.resplit(ds, 0.2, 0, "ml")
+    assert out.name == "ml" and out.n_train + out.n_test == 40
+    assert np.bincount(out.test_users, minlength=4).tolist() == [2, 2, 2, 2]
+    again = train_bench.resplit(ds, 0.2, 0, "ml")
+    assert np.array_equal(out.test_items, again.test_items)
+
+    def pairs(u: np.ndarray, i: np.ndarray) -> set[tuple[int, int]]:
+        return set(zip(u.tolist(), i.tolist(), strict=True))
+
+    ids = out.user_ids.astype(int), out.item_ids.astype(int)
+    test = pairs(ids[0][out.test_users], ids[1][out.test_items])
+    train = pairs(ids[0][out.train_users], ids[1][out.train_items])
+    assert not test & train and test | train == pairs(users, items)
+
+
+def serving_row(data, items, model, memory, p50, b64, k=64):
+    parts = (
+        {
+            "norm": memory * 0.2,
+            "norm_t": memory * 0.2,
+            "lowpass_items": memory * 0.3,
+            "lowpass_users": memory * 0.1,
+            "top_lists": memory * 0.2,
+        }
+        if model == "spectral"
+        else {"item_vectors": memory * 0.5, "user_vectors": memory * 0.5, "top_lists": 0.0}
+    )
+    return {
+        "data": data,
+        "items": items,
+        "users": items * 3 // 4,
+        "interactions": items * 20,
+        "model": model,
+        "k_lowpass": k if model == "spectral" else None,
+        "dim": 64,
+        "build_s": 2.0,
+        "p50_ms": p50,
+        "p99_ms": p50 * 2,
+        "batch8_ms_per_query": b64 * 2,
+        "batch64_ms_per_query": b64,
+        "memory_mb": memory,
+        "memory_parts_mb": parts,
+        "lists_build_s_est": items * 3 // 4 * b64 / 1e3 if model == "spectral" else None,
+        "loadavg": [0.5, 0.4, 0.3],
+        "machine": "m",
+        "command": "python bench/serve_spectral.py",
+        "commit": "abc",
+    }
+
+
+def test_serving_spectral_rows_render_with_fitted_growth():
+    rows = [
+        serving_row("synthetic", 1_000_000, "spectral", 2000.0, 40.0, 10.0),
+        serving_row("synthetic", 100_000, "spectral", 200.0, 4.0, 1.0),
+        serving_row("gowalla", 40_981, "spectral", 150.0, 3.0, 0.5, k=256),
+        serving_row("synthetic", 100_000, "embedding", 100.0, 1.0, 0.2),
+    ]
+    lines = report.render("<!-- serving_spectral: dataset=* -->", [], None, None, rows).splitlines()
+    table = [ln for ln in lines if ln.startswith("| ")][1:]  # after the header
+    assert table[0] == (
+        "| gowalla | 30,735 x 40,981 | 819,620 | spectral filter, K 256 | 2.0 | 3.00 / 6.00 "
+        "| 1.00 / 0.50 | 150 (R̃+R̃ᵀ 60, low-pass 60, lists 30) | 0.5 |"
+    )
+    assert [ln.split(" | ")[3] for ln in table[1:]] == [
+        "spectral filter, K 64",
+        "embedding, d 64, exact",
+        "spectral filter, K 64",
+    ]
+    assert table[2].endswith("| 100 (vectors 100, lists none) | 0.5 |")
+    growth = next(ln for ln in lines if ln.startswith("- spectral filter, K 64"))
+    assert "fitted on 2 points (100,000–1,000,000 items)" in growth
+    assert "memory ∝ items^1.00 (extrapolated to 10M items: 20,000 MB)" in growth
+    assert "single-query p50 ∝ items^1.00 (extrapolated to 10M items: 400.0 ms)" in growth
+    assert not any(ln.startswith("- embedding") for ln in lines)  # one point: no fit
+    assert not any(ln.startswith("- spectral filter, K 256") for ln in lines)  # Gowalla only
+    only = report.render("<!-- serving_spectral: dataset=gowalla -->", [], None, None, rows)
+    assert "| synthetic |" not in only
+    assert report.loglog_slope([1.0, 10.0, 100.0], [3.0, 30.0, 300.0]) == pytest.approx(1.0)
