@@ -685,13 +685,14 @@ function enumOf(schema, components) {
   if (!schema) return [];
   if (schema.$ref) return enumOf(components[schema.$ref.split("/").pop()], components);
   if (schema.enum) return schema.enum.filter((v) => v !== null);
+  if (schema.const !== undefined && schema.const !== null) return [schema.const];
+  const out = []; // every choice of the alternatives (e.g. the objectives, then "auto")
   for (const key of ["anyOf", "oneOf", "allOf"]) {
     for (const sub of schema[key] || []) {
-      const found = enumOf(sub, components);
-      if (found.length) return found;
+      for (const v of enumOf(sub, components)) if (!out.includes(v)) out.push(v);
     }
   }
-  return [];
+  return out;
 }
 
 async function loadForm() {
