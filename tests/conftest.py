@@ -16,8 +16,11 @@ def pytest_configure(config: pytest.Config) -> None:
     """SIGINT back to Python's default handler: a suite started with it ignored (`make test &`
     from a shell without job control) would pass SIG_IGN to every process it starts (the
     launcher and run.sh tests send them SIGINT); a handled signal is reset to the default by
-    exec, so its children start with Ctrl-C working."""
+    exec, so its children start with Ctrl-C working. SIGHUP likewise back to its default: a
+    suite started under `nohup` would otherwise start `make run` with hangups ignored, and the
+    tests that close its terminal expect it to stop (as it does for a user)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session")
