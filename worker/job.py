@@ -80,9 +80,12 @@ def run_job(
         if resumed_from is not None:
             log.info("job %s: resuming from the epoch-%d checkpoint", job.id, resumed_from)
 
-        def on_epoch(info: dict[str, Any]) -> None:
-            beat.progress = {"stage": "training", **info}
+        def on_epoch(info: dict[str, Any], stage: str = "training") -> None:
+            beat.progress = {"stage": stage, **info}
             store.heartbeat(job.id, worker_id, beat.progress)
+
+        def on_refit_epoch(info: dict[str, Any]) -> None:
+            on_epoch(info, "refit on every pair")
 
         selection = None
         if is_auto(job):
@@ -107,7 +110,8 @@ def run_job(
                 where = CheckpointOptions(
                     checkpoint.directory / "refit", checkpoint.every, resume=True
                 )
-            return _train(settings, store, job, d, c, processes, on_epoch, where)
+            progress = on_epoch if d is ds else on_refit_epoch
+            return _train(settings, store, job, d, c, processes, progress, where)
 
         fitted = evaluate_then_refit(ds, cfg, run, refit=job_refit(job.params, settings.refit))
         result = fitted.evaluation  # the gate compares the run on the split

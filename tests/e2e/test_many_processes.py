@@ -114,6 +114,8 @@ def start_worker(processes: Processes, env: dict[str, str], name: str) -> subpro
             "SPECREC_POLL_INTERVAL_S": "0.1",
             "SPECREC_HEARTBEAT_INTERVAL_S": "0.3",
             "SPECREC_HEARTBEAT_TIMEOUT_S": "3",
+            # no retry: the killed worker's job is failed by the other (retries: tests/worker)
+            "SPECREC_JOB_RETRIES": "0",
         },
     )
 
@@ -148,10 +150,9 @@ def test_two_workers_run_each_of_twenty_jobs_once_and_reap_a_killed_ones_job(
     deployment: dict[str, str], processes: Processes
 ) -> None:
     store = JobStore(deployment["SPECREC_DATABASE_URL"], heartbeat_timeout_s=3)
-    ids = [
-        store.enqueue({"epochs": 1, "eval_every": 1, "force": True}, unique=False)[0].id
-        for _ in range(20)
-    ]
+    # refit off: one short run per job (claims and reaping are what is tested here)
+    params = {"epochs": 1, "eval_every": 1, "force": True, "refit": False}
+    ids = [store.enqueue(params, unique=False)[0].id for _ in range(20)]
     workers = {name: start_worker(processes, deployment, name) for name in ("w1", "w2")}
 
     # kill w1 (SIGKILL: no goodbye) while it runs a job

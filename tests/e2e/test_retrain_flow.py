@@ -156,6 +156,8 @@ def _start_worker(home: Path) -> subprocess.Popen[bytes]:
         "SPECREC_HEARTBEAT_INTERVAL_S": "0.3",
         "SPECREC_HEARTBEAT_TIMEOUT_S": "6",
         "SPECREC_POLL_INTERVAL_S": "0.2",
+        # no retry: the killed worker's job must end failed (retries: tests/worker)
+        "SPECREC_JOB_RETRIES": "0",
     }
     return subprocess.Popen(
         [sys.executable, "-m", "worker.cli", "--no-bootstrap"],
