@@ -145,8 +145,9 @@ def measure_embedding(train: sp.csr_matrix, users: np.ndarray, budget_s: float) 
 
     m, n = train.shape
     rng = np.random.default_rng(1)
-    item_emb = rng.standard_normal((n, DIM), dtype=np.float32) / np.sqrt(DIM)
-    user_emb = rng.standard_normal((m, DIM), dtype=np.float32) / np.sqrt(DIM)
+    scale = np.float32(1 / np.sqrt(DIM))  # a float32 scalar: float32 vectors, as served
+    item_emb = rng.standard_normal((n, DIM), dtype=np.float32) * scale
+    user_emb = rng.standard_normal((m, DIM), dtype=np.float32) * scale
     t0 = time.perf_counter()
     index = NumpyExactIndex(item_emb)
     build = time.perf_counter() - t0

@@ -48,6 +48,7 @@ def test_committed_benchmarks_md_is_what_the_template_and_results_give():
         report.load_rows(),
         report.load_rows(report.SPEED),
         report.load_rows(report.SCALING),
+        report.load_rows(report.SERVING_SPECTRAL),
     )
     assert report.OUTPUT.read_text() == text, "run .venv/bin/python bench/report.py"
 
