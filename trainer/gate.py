@@ -94,6 +94,31 @@ def _serving_filter_scores(ds: Dataset, model: LoadedModel, train: sp.csr_matrix
     return score_rows
 
 
+def _metric(
+    scores: ScoreRows | tuple[np.ndarray, np.ndarray],
+    train: sp.csr_matrix,
+    test: sp.csr_matrix,
+    metric: str,
+    recall_convention: RecallConvention,
+) -> float:
+    """`metric` ("recall@K") of a model on (train masked, test): a score function (a spectral
+    filter) or embeddings (U (m, d), I (n, d): inner products)."""
+    k = int(metric.split("@")[1])
+    if callable(scores):
+        out = evaluate_scores(scores, train, test, ks=(k,), recall_convention=recall_convention)
+    else:
+        users, items = (np.ascontiguousarray(a, dtype=np.float32) for a in scores)
+        out = evaluate(
+            torch.from_numpy(users),
+            torch.from_numpy(items),
+            train,
+            test,
+            ks=(k,),
+            recall_convention=recall_convention,
+        )
+    return float(out[metric])
+
+
 def _rows_only(matrix: sp.csr_matrix, keep_rows: np.ndarray) -> sp.csr_matrix:
     return sp.csr_matrix(sp.diags(keep_rows.astype(np.float32)) @ matrix)
 
@@ -120,7 +145,6 @@ def decide(
     computed it (``TrainResult.spectrum``); the collapse check reads its
     ["all"]["normalized"]["effective_rank_ratio"].
     """
-    k = int(metric.split("@")[1])
     train, test = ds.train_matrix(), ds.test_matrix()
     erank_ratio = float(spectrum["all"]["normalized"]["effective_rank_ratio"])
     reasons: list[str] = []
@@ -141,42 +165,19 @@ def decide(
         # than k unseen known items)
         old_u = np.hstack([old_u, np.ones((ds.n_users, 1), dtype=np.float32)])
         old_i = np.hstack([old_i, np.where(known_i, 0.0, -1e9).astype(np.float32)[:, None]])
-        if n_users and serving.arrays.kind == "spectral":
-            serving_value = evaluate_scores(
-                _serving_filter_scores(ds, serving, train),
-                train,
-                new_test,
-                ks=(k,),
-                recall_convention=recall_convention,
-            )[metric]
-        elif n_users:
-            serving_value = evaluate(
-                torch.from_numpy(old_u),
-                torch.from_numpy(old_i),
-                train,
-                new_test,
-                ks=(k,),
-                recall_convention=recall_convention,
-            )[metric]
+        if n_users:
+            serving_scores: ScoreRows | tuple[np.ndarray, np.ndarray] = (old_u, old_i)
+            if serving.arrays.kind == "spectral":
+                serving_scores = _serving_filter_scores(ds, serving, train)
+            serving_value = _metric(serving_scores, train, new_test, metric, recall_convention)
             basis = "split"
     new_value = 0.0
-    if n_users and new_filter is not None:
-        new_value = evaluate_scores(
-            lambda rows: new_filter.scores(train[rows]),
-            train,
-            new_test,
-            ks=(k,),
-            recall_convention=recall_convention,
-        )[metric]
-    elif n_users:
-        new_value = evaluate(
-            torch.from_numpy(np.ascontiguousarray(user_emb, dtype=np.float32)),
-            torch.from_numpy(np.ascontiguousarray(item_emb, dtype=np.float32)),
-            train,
-            new_test,
-            ks=(k,),
-            recall_convention=recall_convention,
-        )[metric]
+    if n_users:
+        new_scores: ScoreRows | tuple[np.ndarray, np.ndarray] = (user_emb, item_emb)
+        if new_filter is not None:
+            filt = new_filter
+            new_scores = lambda rows: filt.scores(train[rows])  # noqa: E731
+        new_value = _metric(new_scores, train, new_test, metric, recall_convention)
     if serving_value is not None:
         floor = serving_value * (1.0 - cfg.gate_max_recall_drop)
         if new_value < floor:

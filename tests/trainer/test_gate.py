@@ -159,3 +159,42 @@ def test_collapse_check_reads_the_spectrum_it_is_given() -> None:
     d = gate_decide(dataset(), users, items, None, CFG, metric="recall@1", spectrum=spec)
     assert not d.passed and d.erank_ratio == 0.01
     assert d.new_value == pytest.approx(1.0)  # the ranking is perfect: only the spectrum fails
+
+
+def test_a_serving_spectral_model_is_scored_by_its_filter_on_the_new_split(tmp_path) -> None:
+    """The gate scores a serving filter model (fitted on the split, as published without a
+    refit) by its filter, exactly as the trainer evaluates the same filter: not by its
+    low-pass embeddings, which alone score much lower."""
+    from contract.artifact import ModelRegistry
+    from contract.config import TrainConfig
+    from contract.settings import GateSettings
+    from trainer.data import load_dataset
+    from trainer.gate import decide
+    from trainer.refit import evaluate_then_refit, publish_fitted
+    from trainer.synthetic import write_dataset
+    from trainer.train import fit
+
+    write_dataset(tmp_path / "d", n_users=300, n_items=200)
+    ds = load_dataset(tmp_path / "d")
+    cfg = TrainConfig.defaults("spectral", spectral_k=16)
+    fitted = evaluate_then_refit(ds, cfg, fit, refit=False)
+    registry = ModelRegistry(tmp_path / "models")
+    publish_fitted(fitted, ds, cfg, registry)
+    serving = registry.load()
+    result = fitted.evaluation
+    gate = decide(
+        ds,
+        result.user_emb,
+        result.item_emb,
+        serving,
+        GateSettings(),
+        spectrum=result.spectrum,
+        new_filter=result.extra["filter"],
+    )
+    assert gate.serving_basis == "split" and gate.n_compared_users == result.metrics["n_users"]
+    assert gate.serving_value == pytest.approx(result.metrics["recall@20"], abs=1e-9)
+    assert gate.new_value == pytest.approx(result.metrics["recall@20"], abs=1e-9)
+    low_pass_only = decide(
+        ds, result.user_emb, result.item_emb, None, GateSettings(), spectrum=result.spectrum
+    )
+    assert low_pass_only.new_value < gate.new_value
