@@ -113,7 +113,8 @@ def start_worker(processes: Processes, env: dict[str, str], name: str) -> subpro
             **env,
             "SPECREC_POLL_INTERVAL_S": "0.1",
             "SPECREC_HEARTBEAT_INTERVAL_S": "0.3",
-            "SPECREC_HEARTBEAT_TIMEOUT_S": "3",
+            # a job process's first heartbeat comes after its imports (2-3 s on a 2-core VM)
+            "SPECREC_HEARTBEAT_TIMEOUT_S": "10",
             # no retry: the killed worker's job is failed by the other (retries: tests/worker)
             "SPECREC_JOB_RETRIES": "0",
         },
@@ -149,7 +150,7 @@ def start_api(processes: Processes, env: dict[str, str], name: str) -> str:
 def test_two_workers_run_each_of_twenty_jobs_once_and_reap_a_killed_ones_job(
     deployment: dict[str, str], processes: Processes
 ) -> None:
-    store = JobStore(deployment["SPECREC_DATABASE_URL"], heartbeat_timeout_s=3)
+    store = JobStore(deployment["SPECREC_DATABASE_URL"], heartbeat_timeout_s=10)
     # refit off: one short run per job (claims and reaping are what is tested here)
     params = {"epochs": 1, "eval_every": 1, "force": True, "refit": False}
     ids = [store.enqueue(params, unique=False)[0].id for _ in range(20)]
