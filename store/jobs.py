@@ -242,11 +242,7 @@ class JobStore:
         """Note on the running attempt the checkpoint epoch it resumes from (None: none);
         False if the job is no longer ours."""
         with self._write() as db:
-            row = db.execute(
-                "SELECT attempts FROM jobs WHERE id = ? AND worker_id = ? AND state = 'running'"
-                + self.db.for_update,
-                (job_id, worker_id),
-            ).fetchone()
+            row = self._our_running(db, job_id, worker_id)
             if row is None:
                 return False
             attempts = _load_attempts(row["attempts"])
@@ -261,14 +257,19 @@ class JobStore:
         """Our running job's attempt died with `error`: back to the queue (True) if it has
         attempts left, else nothing changes (False: the caller fails it)."""
         with self._write() as db:
-            row = db.execute(
-                "SELECT attempts, max_attempts FROM jobs "
-                "WHERE id = ? AND worker_id = ? AND state = 'running'" + self.db.for_update,
-                (job_id, worker_id),
-            ).fetchone()
+            row = self._our_running(db, job_id, worker_id)
             if row is None:
                 return False
             return self._requeue(db, job_id, row, time.time(), error)
+
+    def _our_running(self, db: Any, job_id: str, worker_id: str) -> Any:
+        """Inside a write transaction: the row (attempts, max_attempts) of `job_id` if it is
+        running on `worker_id`, locked for the update; None otherwise."""
+        return db.execute(
+            "SELECT attempts, max_attempts FROM jobs "
+            "WHERE id = ? AND worker_id = ? AND state = 'running'" + self.db.for_update,
+            (job_id, worker_id),
+        ).fetchone()
 
     @staticmethod
     def _requeue(db: Any, job_id: str, row: Any, now: float, error: str) -> bool:
@@ -331,11 +332,7 @@ class JobStore:
             raise ValueError(f"state must be one of {FINAL_STATES}, got {state!r}")
         now = time.time()
         with self._write() as db:
-            row = db.execute(
-                "SELECT attempts FROM jobs WHERE id = ? AND worker_id = ? AND state = 'running'"
-                + self.db.for_update,
-                (job_id, worker_id),
-            ).fetchone()
+            row = self._our_running(db, job_id, worker_id)
             if row is None:
                 return False
             attempts = _ended(_load_attempts(row["attempts"]), now, error)
