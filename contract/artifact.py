@@ -287,7 +287,8 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory `path` (a rename, a new file) durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -503,7 +504,7 @@ class ModelRegistry:
                     os.rename(tmp, self.versions_dir / version)
                     tmp = None
                     at.now = "syncing versions/"
-                    _fsync_dir(self.versions_dir)
+                    fsync_dir(self.versions_dir)
                     if activate:
                         self._switch(version, at)
                 except BaseException:
@@ -583,7 +584,7 @@ class ModelRegistry:
                 Path(tmp_name).unlink(missing_ok=True)
                 raise
         at.now = "syncing the registry root"
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
     def _pointer_bytes(self) -> bytes | None:
         try:
@@ -680,4 +681,4 @@ def _write_model_dir(tmp: Path, arrays: ModelArrays, manifest: dict[str, Any], a
     ).encode()
     _write_durable(tmp / MANIFEST, body)
     at.now = "syncing the temporary directory"
-    _fsync_dir(tmp)
+    fsync_dir(tmp)

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from contract.artifact import fsync_dir
+
 #: Bumped when the file's layout changes; other versions are refused.
 FORMAT = 1
 _NAME = re.compile(r"^epoch-(\d{6,})\.pt$")
@@ -103,14 +105,6 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(state: TrainState, directory: Path, keep: int = 2) -> Path:
     """Write `state` atomically as ``directory/epoch-NNNNNN.pt``; delete all but the newest
     `keep` checkpoints; return the path."""
@@ -130,7 +124,7 @@ def save_checkpoint(state: TrainState, directory: Path, keep: int = 2) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(directory)
+    fsync_dir(directory)
     for _, old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
     return path
