@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from contract.artifact import ModelArrays
+
 DENSE_FROM_ROWS = 8
 """From this many histories in one call, the linear part multiplies a dense (B, m) block by R̃
 (one pass over R̃ for the whole block); below it, each product stays sparse."""
@@ -113,6 +115,18 @@ class SpectralFilter:
             singular_values=np.asarray(singular_values, dtype=np.float32),
             alpha=float(alpha),
         )
+
+    @classmethod
+    def of_arrays(cls, arrays: ModelArrays, alpha: float) -> SpectralFilter:
+        """The filter a spectral artifact carries (``arrays.kind == "spectral"``; its low-pass
+        weight `alpha` is the manifest's ``model.spectral_alpha``)."""
+        if arrays.filter_indptr is None or arrays.filter_singular_values is None:
+            raise ValueError("not a spectral-filter model: it has no filter arrays")
+        norm = sp.csr_matrix(
+            (arrays.filter_data, arrays.filter_indices, arrays.filter_indptr),
+            shape=(arrays.n_users, arrays.n_items),
+        )
+        return cls.from_factors(norm, arrays.item_emb, arrays.filter_singular_values, alpha)
 
     @property
     def n_users(self) -> int:

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-import scipy.sparse as sp
 
 from contract.artifact import ModelArrays
 from contract.spectral import SpectralFilter, histories_matrix
@@ -129,15 +128,7 @@ class FilterScorer:
     @classmethod
     def of(cls, arrays: ModelArrays, alpha: float) -> FilterScorer:
         """From a spectral artifact's arrays (ModelArrays.kind == "spectral")."""
-        assert arrays.filter_indptr is not None and arrays.filter_indices is not None
-        assert arrays.filter_data is not None and arrays.filter_singular_values is not None
-        norm = sp.csr_matrix(
-            (arrays.filter_data, arrays.filter_indices, arrays.filter_indptr),
-            shape=(arrays.n_users, arrays.n_items),
-        )
-        filt = SpectralFilter.from_factors(
-            norm, arrays.item_emb, arrays.filter_singular_values, alpha
-        )
+        filt = SpectralFilter.of_arrays(arrays, alpha)
         return cls(filt, FilterIndex(filt))
 
     def user_query(self, row: int) -> Query:

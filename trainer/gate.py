@@ -76,13 +76,7 @@ def _serving_filter_scores(ds: Dataset, model: LoadedModel, train: sp.csr_matrix
     to_old = sp.csr_matrix(
         (np.ones(len(known), np.float32), (known, i_idx[known])), shape=(ds.n_items, arr.n_items)
     )
-    assert arr.filter_data is not None and arr.filter_singular_values is not None
-    norm = sp.csr_matrix(
-        (arr.filter_data, arr.filter_indices, arr.filter_indptr), shape=(arr.n_users, arr.n_items)
-    )
-    filt = SpectralFilter.from_factors(
-        norm, arr.item_emb, arr.filter_singular_values, model.manifest.model.spectral_alpha
-    )
+    filt = SpectralFilter.of_arrays(arr, model.manifest.model.spectral_alpha)
     histories = sp.csr_matrix(train @ to_old)
 
     def score_rows(rows: np.ndarray) -> np.ndarray:
