@@ -143,7 +143,6 @@ class ServingModel:
     spectrum: SpectrumSnapshot
     searcher: Searcher  # the index's searches, through the Search it was built with
     top_lists: TopLists | None  # per-user precomputed answers (service.precompute)
-    foldin: FoldIn | None  # how an item history becomes a user vector (embedding models)
     scorer: Scorer  # queries and scores of this model's kind (service.scoring)
     trained_seq: int  # highest feedback seq the model was trained on (service.fresh)
     created_unix: float
@@ -170,7 +169,6 @@ class ServingModel:
         item_id_list = a.item_ids.tolist()
         spectrum = SpectrumSnapshot.of(loaded, version)
         top_lists = None
-        foldin: FoldIn | None = None
         scorer: Scorer
         if a.kind == "spectral":
             # the filter's lists come with the artifact (the trainer scored every user once)
@@ -183,7 +181,7 @@ class ServingModel:
                 top_lists = precompute(index, a, config.precompute_k)
             rule = rule_for(loaded.manifest.config.encoder)
             foldin = FoldIn.fit(a.item_emb, a.user_emb, a.seen_indptr, a.seen_indices, rule)
-            scorer = EmbeddingScorer(a, index, foldin)
+            scorer = EmbeddingScorer(a, index, foldin)  # fold-in: a history to a user vector
         created = loaded.manifest.created_unix
         return cls(
             version=version,
@@ -197,7 +195,6 @@ class ServingModel:
             spectrum=spectrum,
             searcher=partial(search, scorer.index),
             top_lists=top_lists,
-            foldin=foldin,
             scorer=scorer,
             trained_seq=loaded.manifest.trained_seq,
             created_unix=created if created is not None else time.time(),

@@ -22,7 +22,6 @@ from scipy.sparse.linalg import svds
 from contract.artifact import ModelArrays
 from contract.config import TrainConfig
 from contract.spectral import SpectralFilter, normalized_matrix
-from contract.spectrum import embedding_spectrum
 from trainer.data import Dataset
 from trainer.evaluate import _binary_csr, _check_args, _ranking_metrics
 
@@ -201,12 +200,6 @@ def spectral_embeddings(filt: SpectralFilter, train: sp.csr_matrix) -> tuple[np.
     """The low-pass part as embeddings: users (m, K) = α r D_I^-1/2 V̄, items (n, K) =
     D_I^1/2 V̄, so that users @ items.T is the ideal filter's score."""
     return filt.user_factors(_binary_csr(train)), filt.lowpass_out
-
-
-def spectral_spectrum(filt: SpectralFilter, train: sp.csr_matrix) -> dict[str, Any]:
-    """embedding_spectrum of the low-pass embeddings (what the gate and /health read)."""
-    users, items = spectral_embeddings(filt, train)
-    return embedding_spectrum(users, items)
 
 
 def top_lists(
