@@ -63,6 +63,7 @@ METHODS: dict[str, tuple[str, str]] = {
     # the training-free GF-CF filter (trainer/spectral.py): one truncated SVD, no epochs; the
     # encoder is not used
     "Spectral": ("spectral", "mf"),
+    "Blend": ("blend", "mf"),
 }
 
 
@@ -184,9 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     sv = singular_values(np.vstack([res.user_emb, res.item_emb]), normalize_rows=True)
     spec = res.spectrum["all"]["normalized"]
     dim = cfg.spectral_k if objective == "spectral" else cfg.dim
-    # the filter's evaluation splits its blocks over num_threads (default 2) threads
+    # the filter's evaluation splits its blocks over num_threads (default 2) threads (a
+    # blend's DirectSpec+ part trains on 1)
     threads = cfg.num_threads or (
-        2 if objective == "spectral" else 1 if res.device == "cpu" else None
+        2 if objective in ("spectral", "blend") else 1 if res.device == "cpu" else None
     )
     row = {
         "benchmark": "training",
@@ -229,11 +231,17 @@ def main(argv: list[str] | None = None) -> int:
                 "recall@20": h["metrics"]["recall@20"],
                 "ndcg@20": h["metrics"]["ndcg@20"],
                 "erank_normalized": h["spectrum"]["all"]["normalized"]["effective_rank"],
+                **({"model": h["model"]} if "model" in h else {}),
             }
             for h in res.history
         ],
         "singular_values_normalized": [float(s) for s in sv / sv[0]],
     }
+    if objective == "blend":  # DirectSpec+'s epochs, then the filter and the blend's evaluation
+        row["blend_weight"] = res.extra["blend_weight"]
+        row["blend_selection"] = res.extra["blend_selection"]
+        row["seconds_filter_fit"] = res.extra["seconds_filter_fit"]
+        row["seconds_eval"] = res.extra["seconds_eval"]
     if objective == "spectral":  # no epochs: fit (one SVD) and evaluation, timed apart
         row["seconds_fit"] = res.seconds_per_epoch
         row["seconds_eval"] = res.extra["seconds_eval"]

@@ -29,6 +29,10 @@ Layout under a registry root::
         top_scores.npy         (m, L) float32  their scores (-inf at the padding)
       user_emb and item_emb then hold the filter's low-pass part (users @ items.T is its
       score): users α r D_I^-1/2 V̄, items D_I^1/2 V̄, with K columns.
+      A blend (manifest "model": {"kind": "blend", "blend_weight": β, ...}; contract/blend.py)
+      has the filter arrays, its top lists (by the blend's score), DirectSpec+'s embeddings
+      as user_emb / item_emb (d columns), and the filter's low-pass item factors apart:
+        filter_lowpass.npy     (n, K) float32  D_I^1/2 V̄
       versions/.tmp-*          work in progress; ignored by readers, removed by prune
       .CURRENT-*               the next CURRENT while it is written; ignored by readers
       .lock                    held by writers (flock), never by readers
@@ -101,6 +105,7 @@ _OPTIONAL: dict[str, tuple[str, int]] = {
     "filter_singular_values": ("f", 1),
     "top_rows": ("i", 2),
     "top_scores": ("f", 2),
+    "filter_lowpass": ("f", 2),
 }
 _GROUPS = (
     ("filter_indptr", "filter_indices", "filter_data", "filter_singular_values"),
@@ -137,11 +142,23 @@ class ModelArrays:
     filter_singular_values: np.ndarray | None = None
     top_rows: np.ndarray | None = None
     top_scores: np.ndarray | None = None
+    filter_lowpass: np.ndarray | None = None
 
     @property
     def kind(self) -> str:
-        """ "spectral" (a filter model: the filter arrays are present) or "embedding"."""
-        return "spectral" if self.filter_indptr is not None else "embedding"
+        """ "spectral" (a filter model: the filter arrays are present), "blend" (the filter
+        and embeddings: filter_lowpass holds the filter's low-pass factors) or "embedding"."""
+        if self.filter_indptr is None:
+            return "embedding"
+        return "spectral" if self.filter_lowpass is None else "blend"
+
+    @property
+    def lowpass(self) -> np.ndarray | None:
+        """The filter's low-pass item factors D_I^1/2 V̄ (n, K): item_emb for a spectral
+        model, filter_lowpass for a blend, None for an embedding model."""
+        if self.filter_indptr is None:
+            return None
+        return self.item_emb if self.filter_lowpass is None else self.filter_lowpass
 
     def present(self) -> list[str]:
         """Names of the arrays this model has (required ones first)."""
@@ -256,11 +273,18 @@ class ModelArrays:
                 raise ArtifactInvalid(f"filter_indices outside [0, {n})")
             if not np.isfinite(data).all() or not np.isfinite(self.filter_singular_values).all():
                 raise ArtifactInvalid("filter arrays contain NaN or inf")
-            if len(self.filter_singular_values) != self.dim:
+            lowpass = self.lowpass
+            assert lowpass is not None
+            if lowpass.shape[0] != n or len(self.filter_singular_values) != lowpass.shape[1]:
                 raise ArtifactInvalid(
                     f"filter_singular_values: length {len(self.filter_singular_values)}, "
-                    f"expected the embedding dim {self.dim}"
+                    f"low-pass factors {lowpass.shape}: expected ({n}, "
+                    f"{len(self.filter_singular_values)})"
                 )
+            if not np.isfinite(lowpass).all():
+                raise ArtifactInvalid("filter_lowpass contains NaN or inf")
+        elif self.filter_lowpass is not None:
+            raise ArtifactInvalid("filter_lowpass without the filter arrays")
         if self.top_rows is not None:
             assert self.top_scores is not None
             if self.top_rows.shape[0] != m or self.top_rows.shape != self.top_scores.shape:

@@ -176,12 +176,17 @@ class TrainedOn(_Part):
 
 class ModelInfo(_Part):
     """What kind of model the arrays hold (contract/artifact.py): "embedding" (user and item
-    vectors) or "spectral" (the GF-CF filter, contract/spectral.py, with its parameters)."""
+    vectors), "spectral" (the GF-CF filter, contract/spectral.py, with its parameters) or
+    "blend" (DirectSpec+ and the filter, contract/blend.py, with the weight)."""
 
     kind: str = "embedding"
     spectral_k: int | None = None
     spectral_alpha: float = 0.0
     """The low-pass weight α (the service rebuilds the filter with it)."""
+    blend_weight: float | None = None
+    """β of a blend: z(filter) + β · z(DirectSpec+)."""
+    blend_selection: dict[str, Any] | None = None
+    """How β was chosen on validation (trainer.blend.WeightChoice); None: it was given."""
     top_k: int | None = None
     """Length of the per-user lists the artifact carries (None: none)."""
 

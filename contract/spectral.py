@@ -118,15 +118,16 @@ class SpectralFilter:
 
     @classmethod
     def of_arrays(cls, arrays: ModelArrays, alpha: float) -> SpectralFilter:
-        """The filter a spectral artifact carries (``arrays.kind == "spectral"``; its low-pass
+        """The filter a spectral or blend artifact carries (``arrays.kind``; its low-pass
         weight `alpha` is the manifest's ``model.spectral_alpha``)."""
-        if arrays.filter_indptr is None or arrays.filter_singular_values is None:
+        lowpass = arrays.lowpass
+        if lowpass is None or arrays.filter_singular_values is None:
             raise ValueError("not a spectral-filter model: it has no filter arrays")
         norm = sp.csr_matrix(
             (arrays.filter_data, arrays.filter_indices, arrays.filter_indptr),
             shape=(arrays.n_users, arrays.n_items),
         )
-        return cls.from_factors(norm, arrays.item_emb, arrays.filter_singular_values, alpha)
+        return cls.from_factors(norm, lowpass, arrays.filter_singular_values, alpha)
 
     @property
     def n_users(self) -> int:

@@ -139,5 +139,16 @@ SPARSE_ADAM_BY_DEFAULT: JsonDict = {
     },
 }
 
+#: TrainConfig refuses a blend_weight unless the objective is "blend" (absent: directspec+).
+BLEND_WEIGHT_NEEDS_BLEND: JsonDict = {
+    "if": {"not": {"required": ["objective"], "properties": {"objective": {"const": "blend"}}}},
+    "then": {"properties": {"hyperparameters": {"properties": {"blend_weight": {"type": "null"}}}}},
+}
+
 #: Every cross-field rule of the request (RetrainRequest's ``allOf``).
-REQUEST_RULES: list[JsonValue] = [BPR_NEEDS_PAIRS, SPARSE_ADAM_NEEDS_MF, SPARSE_ADAM_BY_DEFAULT]
+REQUEST_RULES: list[JsonValue] = [
+    BPR_NEEDS_PAIRS,
+    SPARSE_ADAM_NEEDS_MF,
+    SPARSE_ADAM_BY_DEFAULT,
+    BLEND_WEIGHT_NEEDS_BLEND,
+]

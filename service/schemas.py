@@ -222,6 +222,8 @@ class FilterSpectrum(BaseModel):
 
     kind: Literal["spectral"] = "spectral"
     alpha: float
+    blend_weight: float | None = None
+    """A blend's β (z(filter) + β · z(DirectSpec+)); null for the filter alone."""
     singular_values: list[float]
     """Top-K singular values of R̃, descending."""
     response: FilterResponse
@@ -232,7 +234,8 @@ class SpectrumResponse(ModelSpectrum):
     previous: ModelSpectrum | None
     """The model served before this one (null when there was none)."""
     filter: FilterSpectrum | None = None
-    """The serving model's filter, when it is a spectral-filter model (null otherwise)."""
+    """The serving model's filter, when it is a spectral-filter model or a blend (null
+    otherwise)."""
 
 
 class ModelVersionInfo(BaseModel):
@@ -253,6 +256,10 @@ class ModelVersionInfo(BaseModel):
     "all" for a refit on train and test, "train" for the evaluation run; ``n_pairs``,
     ``epochs``, ``evaluated_on``); ``metrics`` are always the evaluation run's. Null for an
     older model (fitted on its training pairs)."""
+    model: dict[str, Any] = {}
+    """What kind of model it is (the manifest's ``model``): ``kind`` "embedding", "spectral"
+    or "blend", and the filter's ``spectral_k`` / ``spectral_alpha``, a blend's
+    ``blend_weight`` and how it was chosen (``blend_selection``)."""
     refused: str | None = None
     """Why this process refused to serve it, if it did."""
 

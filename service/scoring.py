@@ -12,6 +12,10 @@ scoring of the ``include`` rows. Two kinds:
   sparse products and one (q, K) x (K, n) product for a batch of q) and keeps each query's
   top k. The filter is linear in the history, so a folded-in history is scored exactly like
   the same user trained: there is nothing to fit.
+- ``BlendScorer``: DirectSpec+ and the filter (contract/blend.py). A query is a pair
+  (history (h,) int64, vector (d,) float32); ``BlendIndex`` scores every item with both,
+  standardises each row and sums them with the manifest's weight. Fold-in moves both parts:
+  the history exactly, the vector by the embedding fold-in.
 """
 
 from __future__ import annotations
@@ -23,13 +27,15 @@ from typing import Protocol
 import numpy as np
 
 from contract.artifact import ModelArrays
+from contract.blend import blend
 from contract.spectral import SpectralFilter, histories_matrix
 from service.foldin import FoldIn
 from service.index import ItemIndex
 from service.topk import Ranked, select_topk
 
-Query = np.ndarray
-"""A vector (d,) float32 (embedding models) or an item history (h,) int64 (filter models)."""
+Query = np.ndarray | tuple[np.ndarray, np.ndarray]
+"""A vector (d,) float32 (embedding models), an item history (h,) int64 (filter models) or
+both, (history, vector) (blends)."""
 
 
 class Scorer(Protocol):
@@ -69,15 +75,15 @@ class EmbeddingScorer:
     index: ItemIndex
     foldin: FoldIn
 
-    def user_query(self, row: int) -> Query:
+    def user_query(self, row: int) -> np.ndarray:
         return self.arrays.user_emb[row]
 
-    def fold_in(self, row: int | None, new_rows: np.ndarray) -> Query:
+    def fold_in(self, row: int | None, new_rows: np.ndarray) -> np.ndarray:
         if row is None:
             return self.foldin.vector(new_rows)
         return self.foldin.update(self.arrays.user_emb[row], new_rows)
 
-    def item_query(self, row: int) -> Query:
+    def item_query(self, row: int) -> np.ndarray:
         return self.arrays.item_emb[row]
 
     def stack(self, queries: Sequence[Query]) -> np.ndarray:
@@ -131,16 +137,16 @@ class FilterScorer:
         filt = SpectralFilter.of_arrays(arrays, alpha)
         return cls(filt, FilterIndex(filt))
 
-    def user_query(self, row: int) -> Query:
+    def user_query(self, row: int) -> np.ndarray:
         norm = self.filter.norm
         return norm.indices[norm.indptr[row] : norm.indptr[row + 1]].astype(np.int64)
 
-    def fold_in(self, row: int | None, new_rows: np.ndarray) -> Query:
+    def fold_in(self, row: int | None, new_rows: np.ndarray) -> np.ndarray:
         if row is None:
             return np.asarray(new_rows, dtype=np.int64)
         return np.union1d(self.user_query(row), new_rows)
 
-    def item_query(self, row: int) -> Query:
+    def item_query(self, row: int) -> np.ndarray:
         return np.asarray([row], dtype=np.int64)
 
     def stack(self, queries: Sequence[Query]) -> np.ndarray:
@@ -150,4 +156,77 @@ class FilterScorer:
         return out
 
     def score_rows(self, query: Query, rows: np.ndarray) -> np.ndarray:
+        assert isinstance(query, np.ndarray)
+        return self.index.scores([query])[0][rows]
+
+
+class BlendIndex:
+    """An ``ItemIndex`` whose queries are (history, vector) pairs: exact blend scores of every
+    item, z(filter) + weight · z(vector @ item_emb.T) (contract.blend)."""
+
+    kind, backend, exact = "blend", "scipy", True
+
+    def __init__(self, filt: SpectralFilter, item_emb: np.ndarray, weight: float) -> None:
+        if item_emb.shape[0] != filt.n_items:
+            raise ValueError(f"item_emb {item_emb.shape} does not match {filt.n_items} items")
+        self.filter = filt
+        self.item_emb = item_emb
+        self.weight = float(weight)
+        self.ntotal = filt.n_items
+
+    def scores(self, queries: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """(q, n) float32 blend scores of q (history, vector) queries."""
+        histories = histories_matrix([h for h, _ in queries], self.ntotal)
+        vectors = np.stack([v for _, v in queries]).astype(np.float32, copy=False)
+        return blend(self.filter.scores(histories), vectors @ self.item_emb.T, self.weight)
+
+    def search(
+        self,
+        queries: np.ndarray,
+        ks: Sequence[int],
+        banned: Sequence[np.ndarray],
+        *,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+    ) -> list[Ranked]:
+        scores = self.scores(list(queries))
+        return [select_topk(scores[i], ks[i], banned[i]) for i in range(len(queries))]
+
+
+@dataclass(frozen=True, eq=False)
+class BlendScorer:
+    """The blend: a trained user's query is (their training row of R̃, their vector)."""
+
+    filter_part: FilterScorer
+    embedding_part: EmbeddingScorer
+    index: BlendIndex
+
+    @classmethod
+    def of(cls, arrays: ModelArrays, alpha: float, weight: float, foldin: FoldIn) -> BlendScorer:
+        """From a blend artifact's arrays (ModelArrays.kind == "blend") and the fold-in of
+        its embeddings."""
+        filt = FilterScorer.of(arrays, alpha)
+        index = BlendIndex(filt.filter, arrays.item_emb, weight)
+        return cls(filt, EmbeddingScorer(arrays, index, foldin), index)
+
+    def user_query(self, row: int) -> Query:
+        return (self.filter_part.user_query(row), self.embedding_part.user_query(row))
+
+    def fold_in(self, row: int | None, new_rows: np.ndarray) -> Query:
+        return (
+            self.filter_part.fold_in(row, new_rows),
+            self.embedding_part.fold_in(row, new_rows),
+        )
+
+    def item_query(self, row: int) -> Query:
+        return (self.filter_part.item_query(row), self.embedding_part.item_query(row))
+
+    def stack(self, queries: Sequence[Query]) -> np.ndarray:
+        out = np.empty(len(queries), dtype=object)
+        for i, q in enumerate(queries):
+            out[i] = q
+        return out
+
+    def score_rows(self, query: Query, rows: np.ndarray) -> np.ndarray:
+        assert isinstance(query, tuple)
         return self.index.scores([query])[0][rows]

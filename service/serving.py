@@ -14,14 +14,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from contract.artifact import LoadedModel, ModelArrays
+from contract.artifact import ArtifactInvalid, LoadedModel, ModelArrays
 from contract.manifest import Manifest
 from contract.spectrum import embedding_spectrum
 from service.foldin import FoldIn, rule_for
 from service.index import ItemIndex, build_index
 from service.precompute import TopLists, precompute, stored_lists
 from service.schemas import Fallback
-from service.scoring import EmbeddingScorer, FilterScorer, Query, Scorer
+from service.scoring import BlendScorer, EmbeddingScorer, FilterScorer, Query, Scorer
 from service.settings import IndexSettings
 from service.topk import Ranked, order
 
@@ -170,9 +170,18 @@ class ServingModel:
         spectrum = SpectrumSnapshot.of(loaded, version)
         top_lists = None
         scorer: Scorer
+        info = loaded.manifest.model
         if a.kind == "spectral":
             # the filter's lists come with the artifact (the trainer scored every user once)
-            scorer = FilterScorer.of(a, loaded.manifest.model.spectral_alpha)
+            scorer = FilterScorer.of(a, info.spectral_alpha)
+            if config.precompute_k > 0:
+                top_lists = stored_lists(a)
+        elif a.kind == "blend":
+            if info.blend_weight is None:
+                raise ArtifactInvalid("a blend model's manifest has no model.blend_weight")
+            rule = rule_for(loaded.manifest.config.encoder)
+            foldin = FoldIn.fit(a.item_emb, a.user_emb, a.seen_indptr, a.seen_indices, rule)
+            scorer = BlendScorer.of(a, info.spectral_alpha, info.blend_weight, foldin)
             if config.precompute_k > 0:
                 top_lists = stored_lists(a)
         else:

@@ -18,7 +18,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 from service.schemas import Verdict
-from service.scoring import FilterScorer
+from service.scoring import BlendScorer, FilterScorer
 from service.serving import ServingModel, SpectrumSnapshot
 
 _ORDER: dict[str, int] = {"healthy": 0, "partial collapse": 1, "collapsed": 2}
@@ -66,14 +66,18 @@ def model_spectrum(
 
 def filter_spectrum(model: ServingModel) -> dict[str, Any] | None:
     """/health/spectrum's ``filter`` part: R̃'s kept singular values and the filter's
-    response (None for an embedding model)."""
-    scorer = model.scorer
+    response, with a blend's weight (None for an embedding model)."""
+    scorer, weight = model.scorer, None
+    if isinstance(scorer, BlendScorer):
+        weight = scorer.index.weight
+        scorer = scorer.filter_part
     if not isinstance(scorer, FilterScorer):
         return None
     resp = scorer.filter.response()
     return {
         "kind": "spectral",
         "alpha": scorer.filter.alpha,
+        "blend_weight": weight,
         "singular_values": resp["singular_values"],
         "response": {"linear": resp["linear"], "total": resp["total"]},
     }

@@ -22,9 +22,11 @@ import scipy.sparse as sp
 import torch
 
 from contract.artifact import LoadedModel
+from contract.blend import blend
 from contract.config import RecallConvention
 from contract.settings import GateSettings
 from contract.spectral import SpectralFilter
+from trainer.blend import blend_score_rows
 from trainer.data import Dataset
 from trainer.evaluate import evaluate
 from trainer.spectral import ScoreRows, evaluate_scores
@@ -65,10 +67,17 @@ def _aligned(
     return users, items, u_idx >= 0, i_idx >= 0
 
 
-def _serving_filter_scores(ds: Dataset, model: LoadedModel, train: sp.csr_matrix) -> ScoreRows:
-    """A serving spectral-filter model's scores on ds's rows: each ds user's training row,
-    mapped to the serving model's items, is scored by its filter (exact for any history);
-    items it does not know score -1e9, below every known item."""
+def _serving_filter_scores(
+    ds: Dataset,
+    model: LoadedModel,
+    train: sp.csr_matrix,
+    aligned_users: np.ndarray,
+) -> ScoreRows:
+    """A serving spectral-filter model's (or blend's) scores on ds's rows: each ds user's
+    training row, mapped to the serving model's items, is scored by its filter (exact for any
+    history); a blend adds its weight times the standardised scores of `aligned_users` (m, d),
+    the serving model's vectors of ds's users (zero for a user it does not know); items it
+    does not know score -1e9, below every known item."""
     arr = model.arrays
     irow = {it: i for i, it in enumerate(arr.item_ids.tolist())}
     i_idx = np.array([irow.get(it, -1) for it in ds.item_ids.tolist()])
@@ -79,8 +88,12 @@ def _serving_filter_scores(ds: Dataset, model: LoadedModel, train: sp.csr_matrix
     filt = SpectralFilter.of_arrays(arr, model.manifest.model.spectral_alpha)
     histories = sp.csr_matrix(train @ to_old)
 
+    weight = model.manifest.model.blend_weight if arr.kind == "blend" else None
+
     def score_rows(rows: np.ndarray) -> np.ndarray:
         old = filt.scores(histories[rows])  # (B, n_old)
+        if weight is not None:
+            old = blend(old, aligned_users[rows] @ arr.item_emb.T, weight)
         out = np.full((len(rows), ds.n_items), -1e9, dtype=np.float32)
         out[:, known] = old[:, i_idx[known]]
         return out
@@ -128,12 +141,14 @@ def decide(
     *,
     spectrum: dict[str, Any],
     new_filter: SpectralFilter | None = None,
+    new_blend_weight: float | None = None,
 ) -> GateDecision:
     """Compare the new model (user_emb (m,d), item_emb (n,d) on ds's rows) with `serving`.
 
     A spectral-filter model (the new one: ``new_filter`` fitted on ds's training pairs; the
     serving one: its artifact's filter) is scored by its filter, not by its low-pass
-    embeddings, the way the service answers.
+    embeddings, the way the service answers; a blend (``new_blend_weight``, or the serving
+    manifest's) by its filter and embeddings blended (contract/blend.py).
 
     ``spectrum``: ``contract.spectrum.embedding_spectrum(user_emb, item_emb)``, as fit
     computed it (``TrainResult.spectrum``); the collapse check reads its
@@ -161,14 +176,16 @@ def decide(
         old_i = np.hstack([old_i, np.where(known_i, 0.0, -1e9).astype(np.float32)[:, None]])
         if n_users:
             serving_scores: ScoreRows | tuple[np.ndarray, np.ndarray] = (old_u, old_i)
-            if serving.arrays.kind == "spectral":
-                serving_scores = _serving_filter_scores(ds, serving, train)
+            if serving.arrays.kind in ("spectral", "blend"):
+                serving_scores = _serving_filter_scores(ds, serving, train, old_u[:, :-1])
             serving_value = _metric(serving_scores, train, new_test, metric, recall_convention)
             basis = "split"
     new_value = 0.0
     if n_users:
         new_scores: ScoreRows | tuple[np.ndarray, np.ndarray] = (user_emb, item_emb)
-        if new_filter is not None:
+        if new_filter is not None and new_blend_weight is not None:
+            new_scores = blend_score_rows(new_filter, train, user_emb, item_emb, new_blend_weight)
+        elif new_filter is not None:
             filt = new_filter
             new_scores = lambda rows: filt.scores(train[rows])  # noqa: E731
         new_value = _metric(new_scores, train, new_test, metric, recall_convention)

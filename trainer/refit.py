@@ -65,9 +65,12 @@ def all_pairs(ds: Dataset) -> Dataset:
 def refit_config(cfg: TrainConfig, evaluation: TrainResult) -> TrainConfig:
     """``cfg`` for the refit: the evaluation's epochs (its best epoch when it stopped early or
     kept an earlier epoch's embeddings), no early stopping, one evaluation (the spectrum of
-    the published embeddings) at the end."""
+    the published embeddings) at the end; a blend keeps the evaluation's weight."""
     epochs = evaluation.best_epoch or evaluation.epochs_run
-    return cfg.with_overrides(epochs=epochs, eval_every=epochs, early_stop_patience=0)
+    fixed: dict[str, Any] = {}
+    if cfg.objective == "blend":  # the weight the evaluation chose (or was given)
+        fixed["blend_weight"] = evaluation.extra["blend_weight"]
+    return cfg.with_overrides(epochs=epochs, eval_every=epochs, early_stop_patience=0, **fixed)
 
 
 def evaluate_then_refit(

@@ -73,7 +73,9 @@ def fit_filter(
 
 
 @contextmanager
-def _scorer(filt: SpectralFilter, threads: int) -> Iterator[Callable[[sp.csr_matrix], np.ndarray]]:
+def filter_scorer(
+    filt: SpectralFilter, threads: int
+) -> Iterator[Callable[[sp.csr_matrix], np.ndarray]]:
     """filt.scores, with each block split over `threads` threads (scipy's sparse products
     and numpy's GEMM release the GIL, so two threads use two cores)."""
     if threads <= 1:
@@ -156,7 +158,7 @@ def evaluate_filter(
     """Full-ranking Recall@K / NDCG@K of the filter's scores for users whose history is
     their row of `histories` (m, n) (masked, never hits), against `test` (m, n)."""
     histories = _binary_csr(histories)
-    with _scorer(filt, threads) as score:
+    with filter_scorer(filt, threads) as score:
         return evaluate_scores(
             lambda rows: score(histories[rows]),
             histories,
@@ -202,6 +204,33 @@ def spectral_embeddings(filt: SpectralFilter, train: sp.csr_matrix) -> tuple[np.
     return filt.user_factors(_binary_csr(train)), filt.lowpass_out
 
 
+def ranked_lists(
+    score_rows: ScoreRows,
+    banned: sp.csr_matrix,
+    length: int,
+    *,
+    batch_users: int = 1024,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's top-`length` items by `score_rows` (user rows (B,) -> (B, n) scores), the
+    user's `banned` row (m, n) left out: rows (m, L) int32 and scores (m, L) float32, best
+    first, ties by lower row; -1 / -inf pad a user with fewer than L rankable items."""
+    m, n = banned.shape
+    length = min(length, n)
+    banned = _binary_csr(banned)
+    rows_out = np.full((m, length), -1, dtype=np.int32)
+    scores_out = np.full((m, length), -np.inf, dtype=np.float32)
+    for start in range(0, m, batch_users):
+        stop = min(start + batch_users, m)
+        scores = score_rows(np.arange(start, stop))  # (B, n)
+        r, c = banned[start:stop].nonzero()
+        scores[r, c] = -np.inf
+        top, top_scores = stable_topk(scores, length)
+        valid = np.isfinite(top_scores)
+        rows_out[start:stop] = np.where(valid, top, -1)
+        scores_out[start:stop] = np.where(valid, top_scores, -np.inf)
+    return rows_out, scores_out
+
+
 def top_lists(
     filt: SpectralFilter,
     histories: sp.csr_matrix,
@@ -211,25 +240,12 @@ def top_lists(
     batch_users: int = 1024,
     threads: int = 2,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each user's top-`length` items by the filter's score of their `histories` row (m, n),
-    the user's `banned` row (m, n) left out: rows (m, L) int32 and scores (m, L) float32,
-    best first, ties by lower row; -1 / -inf pad a user with fewer than L rankable items."""
-    m, n = histories.shape
-    length = min(length, n)
-    histories, banned = _binary_csr(histories), _binary_csr(banned)
-    rows_out = np.full((m, length), -1, dtype=np.int32)
-    scores_out = np.full((m, length), -np.inf, dtype=np.float32)
-    with _scorer(filt, threads) as score:
-        for start in range(0, m, batch_users):
-            stop = min(start + batch_users, m)
-            scores = score(histories[start:stop])  # (B, n)
-            r, c = banned[start:stop].nonzero()
-            scores[r, c] = -np.inf
-            top, top_scores = stable_topk(scores, length)
-            valid = np.isfinite(top_scores)
-            rows_out[start:stop] = np.where(valid, top, -1)
-            scores_out[start:stop] = np.where(valid, top_scores, -np.inf)
-    return rows_out, scores_out
+    """``ranked_lists`` of the filter's scores of each user's `histories` row (m, n)."""
+    histories = _binary_csr(histories)
+    with filter_scorer(filt, threads) as score:
+        return ranked_lists(
+            lambda rows: score(histories[rows]), banned, length, batch_users=batch_users
+        )
 
 
 TOP_LIST_LENGTH = 100
@@ -237,16 +253,35 @@ TOP_LIST_LENGTH = 100
 precompute_k): answers to depth 100 for known users are lookups."""
 
 
-def spectral_arrays(arrays: ModelArrays, filt: SpectralFilter, cfg: TrainConfig) -> ModelArrays:
-    """`arrays` (ids, seen items, the low-pass embeddings) with the filter and each user's
-    top list added: their row of the matrix the filter was fitted on, scored, their seen
-    items (every known interaction) left out."""
-    histories = _binary_csr(filt.norm)
-    seen = sp.csr_matrix(
+def histories_of(filt: SpectralFilter) -> sp.csr_matrix:
+    """The binary (m, n) training rows the filter was fitted on: R̃'s pattern with ones (R̃
+    itself holds the normalised values, which are not a history)."""
+    norm = filt.norm
+    return sp.csr_matrix(
+        (np.ones(len(norm.indices), np.float32), norm.indices, norm.indptr), shape=norm.shape
+    )
+
+
+def seen_matrix(arrays: ModelArrays) -> sp.csr_matrix:
+    """The artifact's seen items (every known interaction) as a binary (m, n) CSR."""
+    return sp.csr_matrix(
         (np.ones(len(arrays.seen_indices), np.float32), arrays.seen_indices, arrays.seen_indptr),
         shape=(arrays.n_users, arrays.n_items),
     )
-    rows, scores = top_lists(filt, histories, seen, TOP_LIST_LENGTH, threads=cfg.num_threads or 2)
+
+
+def with_filter(
+    arrays: ModelArrays,
+    filt: SpectralFilter,
+    lists: tuple[np.ndarray, np.ndarray],
+    *,
+    lowpass_apart: bool = False,
+) -> ModelArrays:
+    """`arrays` with the filter and the per-user top `lists` (rows (m, L), scores (m, L))
+    added; `lowpass_apart` (a blend, whose embeddings are DirectSpec+'s) adds the filter's
+    low-pass factors as ``filter_lowpass``."""
+    rows, scores = lists
+    extra = {"filter_lowpass": filt.lowpass_out} if lowpass_apart else {}
     return arrays.with_arrays(
         filter_indptr=filt.norm.indptr.astype(np.int64),
         filter_indices=filt.norm.indices.astype(np.int32),
@@ -254,4 +289,15 @@ def spectral_arrays(arrays: ModelArrays, filt: SpectralFilter, cfg: TrainConfig)
         filter_singular_values=filt.singular_values.astype(np.float32),
         top_rows=rows,
         top_scores=scores,
+        **extra,
     )
+
+
+def spectral_arrays(arrays: ModelArrays, filt: SpectralFilter, cfg: TrainConfig) -> ModelArrays:
+    """`arrays` (ids, seen items, the low-pass embeddings) with the filter and each user's
+    top list added: their row of the matrix the filter was fitted on, scored, their seen
+    items (every known interaction) left out."""
+    lists = top_lists(
+        filt, histories_of(filt), seen_matrix(arrays), TOP_LIST_LENGTH, threads=cfg.num_threads or 2
+    )
+    return with_filter(arrays, filt, lists)

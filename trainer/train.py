@@ -12,6 +12,7 @@ end, with the best embeddings.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import sys
@@ -29,6 +30,7 @@ from contract.artifact import ModelArrays, ModelRegistry
 from contract.config import TrainConfig
 from contract.manifest import TrainedOn
 from contract.spectrum import embedding_spectrum
+from trainer.blend import blend_arrays, blend_metrics, choose_weight, embedding_config
 from trainer.checkpoint import (
     CheckpointOptions,
     TrainState,
@@ -58,7 +60,7 @@ from trainer.evaluate import evaluate
 from trainer.objectives import BatchLoss
 from trainer.optim import RowAdam, build_optimizer
 from trainer.sampling import CSR, PairSampler, UserItemSampler
-from trainer.spectral import fit_spectral, spectral_arrays, spectral_embeddings
+from trainer.spectral import fit_filter, fit_spectral, spectral_arrays, spectral_embeddings
 
 ProgressFn = Callable[[dict[str, Any]], None]
 T = TypeVar("T")
@@ -244,6 +246,8 @@ def fit(
     world = world or World.single()
     if cfg.objective == "spectral":
         return _fit_spectral(ds, cfg, progress)
+    if cfg.objective == "blend":
+        return _fit_blend(ds, cfg, progress, should_stop, progress_bar, world, checkpoint)
     device = rank_device(pick_device(cfg.device), world)
     old_threads = torch.get_num_threads()
     # auto (0) = 1 thread on CPU: MF's kernels (B x B x d) are too small to gain from
@@ -549,6 +553,99 @@ def _fit_spectral(ds: Dataset, cfg: TrainConfig, progress: ProgressFn | None) ->
     )
 
 
+def _fit_blend(
+    ds: Dataset,
+    cfg: TrainConfig,
+    progress: ProgressFn | None,
+    should_stop: Callable[[], bool] | None,
+    progress_bar: bool | None,
+    world: World,
+    checkpoint: CheckpointOptions | None,
+) -> TrainResult:
+    """DirectSpec+ (``trainer.blend.embedding_config``) and the filter on ds's training
+    pairs, scored on the test split by their blend (contract/blend.py) with
+    ``cfg.blend_weight``, or with the weight chosen on a validation split carved from the
+    training pairs when it is None (``trainer.blend.choose_weight``: both parts fitted there
+    first). The result carries DirectSpec+'s embeddings and history (entries marked
+    ``"model": "directspec+"``, then one ``"blend"`` entry with the blend's metrics), the
+    filter in ``extra["filter"]`` and the weight in ``extra["blend_weight"]``."""
+    choice = None
+    weight = cfg.blend_weight
+    if weight is None:
+
+        def on_validation(info: dict[str, Any]) -> None:
+            if progress is not None:
+                progress({**info, "selecting": "blend weight"})
+
+        choice = choose_weight(
+            ds,
+            cfg,
+            lambda d, c: fit(
+                d,
+                c,
+                progress=on_validation,
+                should_stop=should_stop,
+                progress_bar=False,
+                world=world,
+            ),
+        )
+        weight = choice.weight
+    emb = fit(
+        ds,
+        embedding_config(cfg),
+        progress=progress,
+        should_stop=should_stop,
+        progress_bar=progress_bar,
+        world=world,
+        checkpoint=checkpoint,
+    )
+    t0 = time.perf_counter()
+    train, test = ds.train_matrix(), ds.test_matrix()
+    filt = fit_filter(train, cfg.spectral_k, cfg.spectral_alpha, cfg.seed, cfg.spectral_solver)
+    t1 = time.perf_counter()
+    metrics: dict[str, float] = {}
+    if test.nnz:
+        found = blend_metrics(
+            filt,
+            train,
+            emb.user_emb,
+            emb.item_emb,
+            test,
+            [weight],
+            ks=cfg.ks,
+            recall_convention=cfg.recall_convention,
+            threads=cfg.num_threads or 2,
+        )
+        metrics = dict(found[float(weight)])
+    t2 = time.perf_counter()
+    seconds = (emb.history[-1]["seconds"] if emb.history else 0.0) + (t1 - t0)
+    history = [{**entry, "model": "directspec+"} for entry in emb.history]
+    history.append(
+        {
+            "epoch": emb.epochs_run,
+            "loss": emb.history[-1]["loss"] if emb.history else 0.0,
+            "metrics": metrics,
+            "spectrum": spectrum_summary(emb.spectrum),
+            "seconds": seconds,
+            "split": "test",
+            "model": "blend",
+        }
+    )
+    return dataclasses.replace(
+        emb,
+        history=history,
+        metrics=metrics,
+        extra={
+            **emb.extra,
+            "filter": filt,
+            "blend_weight": float(weight),
+            "blend_selection": choice.to_dict() if choice is not None else None,
+            "seconds_filter_fit": t1 - t0,
+            "seconds_eval": t2 - t1,
+        },
+    )
+
+
 def _gradient_averager(cfg: TrainConfig, encoder: Encoder, world: World) -> GradientAverager | None:
     """Averages gradients across ranks after each backward pass (None for one process).
     MF's sparse row gradients carry at most B x S users and B x S (BPR: 2 B x S) items."""
@@ -641,7 +738,18 @@ def publish_result(
         }
     model: dict[str, Any] = {"kind": "embedding"}
     filt = result.extra.get("filter")
-    if filt is not None:
+    weight = result.extra.get("blend_weight")
+    if filt is not None and weight is not None:
+        arrays = blend_arrays(arrays, filt, weight)
+        model = {
+            "kind": "blend",
+            "spectral_k": filt.rank,
+            "spectral_alpha": filt.alpha,
+            "blend_weight": weight,
+            "blend_selection": evaluated.extra.get("blend_selection"),
+            "top_k": int(arrays.top_rows.shape[1]) if arrays.top_rows is not None else 0,
+        }
+    elif filt is not None:
         arrays = spectral_arrays(arrays, filt, cfg)
         model = {
             "kind": "spectral",

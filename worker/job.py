@@ -130,6 +130,7 @@ def run_job(
             recall_convention=cfg.recall_convention,
             spectrum=fitted.model.spectrum,  # collapse: of the embeddings to publish
             new_filter=result.extra.get("filter"),
+            new_blend_weight=result.extra.get("blend_weight"),
         )
         outcome: dict[str, Any] = {
             "metrics": result.metrics,

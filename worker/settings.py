@@ -32,9 +32,9 @@ class WorkerSettings(HomeSettings, GateSettings):
     train_processes: int = Field(1, ge=1, le=1024)
     """Data-parallel training processes (torchrun ranks) of a job that does not ask for a
     number itself (``processes`` of POST /retrain); 1: train in the job's own process."""
-    bootstrap_objective: Literal["auto", "directspec+", "spectral"] = "auto"
+    bootstrap_objective: Literal["auto", "directspec+", "spectral", "blend"] = "auto"
     """What the first run trains on the default dataset: ``auto`` fits DirectSpec+ and the
-    spectral filter on a validation split and publishes the better one."""
+    spectral filter on a validation split and publishes the best of them and their blend."""
     dist_timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0)
     """Seconds a rank of a data-parallel job waits for the others before the job fails."""
     refit: bool = True

@@ -51,6 +51,7 @@ def build_router(settings: Settings) -> APIRouter:
                     trained_on=(
                         manifest.trained_on.to_dict() if manifest.trained_on is not None else None
                     ),
+                    model=manifest.model.to_dict(),
                 )
             versions.append(info)
         return {

@@ -161,3 +161,79 @@ def publish_spectral(root: Path, model: SpectralModel, **kw) -> str:
     return ModelRegistry(root).publish(
         model.arrays, config={"objective": "spectral"}, extra=extra, **kw
     )
+
+
+@dataclass
+class BlendModel:
+    """A tiny blend (the spectral model's filter and random embeddings) and its dense
+    reference scores: z(GF-CF) + weight * z(u . V), z per row over all items."""
+
+    spectral: SpectralModel
+    user_emb: np.ndarray  # (m, d) float32
+    item_emb: np.ndarray  # (n, d) float32
+    weight: float
+    arrays: ModelArrays
+
+    @property
+    def seen(self) -> list[set[int]]:
+        return self.spectral.seen
+
+    def history(self, user: int) -> np.ndarray:
+        return np.flatnonzero(self.spectral.train[user])
+
+    def scores(self, history, vector: np.ndarray) -> np.ndarray:
+        """(n,) float64 reference blend scores of one (history, query vector)."""
+
+        def z(x: np.ndarray) -> np.ndarray:
+            x = np.asarray(x, dtype=np.float64)
+            sd = x.std()
+            return (x - x.mean()) / sd if sd > 0 else np.zeros_like(x)
+
+        emb = self.item_emb.astype(np.float64) @ np.asarray(vector, dtype=np.float64)
+        return z(self.spectral.scores(history)) + self.weight * z(emb)
+
+    def ranked(self, history, vector: np.ndarray, banned, k: int) -> list[str]:
+        s = self.scores(history, vector)
+        order = [r for r in np.lexsort((np.arange(len(s)), -s)).tolist() if r not in set(banned)]
+        return [f"i{r}" for r in order[:k]]
+
+
+def make_blend_model(weight: float = 1.3, dim: int = 8, seed: int = 0, **kw) -> BlendModel:
+    """make_spectral_model's filter (kw) with random DirectSpec+-like embeddings, published
+    the way the trainer publishes a blend: embeddings, filter, its low-pass factors apart,
+    top lists by the blend's scores."""
+    spectral = make_spectral_model(seed=seed, **kw)
+    rng = np.random.default_rng(seed + 1)
+    a = spectral.arrays
+    users = rng.normal(size=(a.n_users, dim)).astype(np.float32)
+    items = rng.normal(size=(a.n_items, dim)).astype(np.float32)
+    model = BlendModel(spectral, users, items, weight, a)
+    length = min(10, a.n_items)
+    top_rows = np.full((a.n_users, length), -1, dtype=np.int32)
+    top_scores = np.full((a.n_users, length), -np.inf, dtype=np.float32)
+    for u in range(a.n_users):
+        hist = model.history(u)
+        ranked = [int(r[1:]) for r in model.ranked(hist, users[u], model.seen[u], length)]
+        top_rows[u, : len(ranked)] = ranked
+        top_scores[u, : len(ranked)] = model.scores(hist, users[u])[ranked]
+    model.arrays = a.with_arrays(
+        user_emb=users,
+        item_emb=items,
+        filter_lowpass=np.ascontiguousarray(a.item_emb),
+        top_rows=top_rows,
+        top_scores=top_scores,
+    )
+    return model
+
+
+def publish_blend(root: Path, model: BlendModel, **kw) -> str:
+    info = {
+        "kind": "blend",
+        "spectral_k": model.spectral.k,
+        "spectral_alpha": model.spectral.alpha,
+        "blend_weight": model.weight,
+        "top_k": int(model.arrays.top_rows.shape[1]),
+    }
+    return ModelRegistry(root).publish(
+        model.arrays, config={"objective": "blend"}, extra={"model": info}, **kw
+    )

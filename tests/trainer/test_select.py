@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from contract.config import TrainConfig, default_synthetic_config
+from trainer.blend import WEIGHTS, blend_metrics
 from trainer.data import Dataset, holdout_split
 from trainer.select import select_by_validation
 from trainer.train import fit
@@ -40,13 +41,13 @@ def test_the_clearly_better_candidate_wins_both_ways() -> None:
     # the low-pass part of rank 1 alone: about popularity (~0.21)
     popularity_like = TrainConfig.defaults("spectral", spectral_k=1, spectral_alpha=1e6)
 
-    first = select_by_validation(ds, [untrained, spectral])
+    first = select_by_validation(ds, [untrained, spectral], blend=False)
     assert first.winner.objective == "spectral"
     assert first.scores["spectral"] > first.scores["directspec+"] + 0.1
-    second = select_by_validation(ds, [good, popularity_like])
+    second = select_by_validation(ds, [good, popularity_like], blend=False)
     assert second.winner.objective == "directspec+"
     assert second.scores["directspec+"] > second.scores["spectral"]
-    assert "directspec+ has the higher validation recall@20" in second.reason
+    assert "directspec+ has the highest validation recall@20" in second.reason
 
     # the scores are the candidates' own validation metrics (never the test split)
     val = holdout_split(ds, 0.1, 0)
@@ -62,3 +63,26 @@ def test_candidates_need_distinct_objectives() -> None:
     cfg = TrainConfig.defaults("spectral")
     with pytest.raises(ValueError, match="distinct"):
         select_by_validation(_clustered(), [cfg, cfg])
+
+
+def test_the_blend_of_both_candidates_competes_with_its_best_weight() -> None:
+    ds = _clustered()
+    emb = default_synthetic_config("directspec+", epochs=20, batch_size=64)
+    spectral = TrainConfig.defaults("spectral", spectral_k=16)
+    chosen = select_by_validation(ds, [emb, spectral])
+    assert set(chosen.scores) == {"directspec+", "spectral", "blend"}
+    # the blend's score: the best weight over the grid, from the same two validation fits
+    val = holdout_split(ds, 0.1, 0)
+    e, f = fit(val, emb), fit(val, spectral)
+    weights = [w for w in WEIGHTS if w > 0]
+    found = blend_metrics(
+        f.extra["filter"], val.train_matrix(), e.user_emb, e.item_emb, val.test_matrix(), weights
+    )
+    best = max(found, key=lambda w: found[w]["recall@20"])
+    assert chosen.scores["blend"] == pytest.approx(found[best]["recall@20"])
+    assert chosen.scores[chosen.winner.objective] == max(chosen.scores.values())
+    if chosen.winner.objective == "blend":  # the winner config carries both parts' settings
+        assert chosen.winner.blend_weight == best and chosen.winner.spectral_k == 16
+        assert chosen.winner.lr == emb.lr and chosen.to_dict()["blend_weight"] == best
+    without = select_by_validation(ds, [emb, spectral], blend=False)
+    assert "blend" not in without.scores and without.winner.objective != "blend"

@@ -124,6 +124,13 @@ def test_fit_and_publish_a_spectral_model(tmp_path: Path) -> None:
     np.testing.assert_array_equal(a.filter_indices, filt.norm.indices)
     np.testing.assert_allclose(a.filter_data, filt.norm.data)
     assert loaded.manifest.config.objective == "spectral"
+    # each user's list ranks the filter's scores of their binary training row, seen masked
+    want = _dense_scores(ds.train_matrix().toarray().astype(np.float64), 8, cfg.spectral_alpha)
+    for u in range(ds.n_users):
+        s = want[u].copy()
+        s[a.seen(u)] = -np.inf
+        order = np.lexsort((np.arange(len(s)), -s))[:5]
+        np.testing.assert_allclose(a.top_scores[u][:5], s[order], rtol=1e-4, atol=1e-5)
 
 
 def test_stable_topk_breaks_ties_by_lower_column() -> None:

@@ -49,13 +49,14 @@ def test_an_auto_job_publishes_the_validation_winner(worker_home: Path) -> None:
     job, model = _run(worker_home, request)
     assert job.state == "succeeded", job.error
     selection = job.result["selection"]
-    assert set(selection["validation"]) == {"directspec+", "spectral"}
+    assert set(selection["validation"]) == {"directspec+", "spectral", "blend"}
     scores = selection["validation"]
     winner = max(scores, key=lambda o: scores[o])
     assert selection["winner"] == winner and winner in selection["reason"]
     assert model.manifest.selection == selection
     assert model.manifest.config.objective == winner
-    assert model.arrays.kind == ("spectral" if winner == "spectral" else "embedding")
+    kinds = {"spectral": "spectral", "blend": "blend", "directspec+": "embedding"}
+    assert model.arrays.kind == kinds[winner]
     # the same choice and scores as selecting directly on the job's dataset
     ds = load_dataset(worker_home / "data" / "default")
     direct = select_by_validation(
