@@ -6,7 +6,9 @@ Recall@20 / NDCG@20. β is chosen on a seeded 10 % per-user holdout of the train
 (trainer.data.holdout_split; both models fitted on the rest); then both models are refitted on
 the full training pairs and the test split is scored once with that β. The filter alone
 (β = 0) and DirectSpec+ alone are scored on test too, as references only. One row per
-(split, scorer, β) goes to docs/results/blend.json.
+(epochs, split, scorer, β) goes to docs/results/blend.json. The product trains and serves the
+same blend (objective "blend", trainer/blend.py, contract/blend.py); the presets
+gowalla-blend (20 epochs) and gowalla-blend-fast (5) carry the β this script chose.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/blend.py --data ../shared/data/gowalla --epochs 20
 """
@@ -18,87 +20,52 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from train_bench import git_commit, machine, record  # sibling script
 
 from contract.config import PRESETS, TrainConfig
+from trainer.blend import WEIGHTS, blend_metrics
 from trainer.data import Dataset, holdout_split, load_dataset
-from trainer.evaluate import _binary_csr, _ranking_metrics
-from trainer.spectral import fit_filter, stable_topk
+from trainer.spectral import fit_filter
 from trainer.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
-BETAS = (0.0, 0.2, 0.4, 0.8, 1.2, 1.6, 2.4, 3.2)
 DIRECTSPEC_ALONE = "directspec+"
 """The scorer name of DirectSpec+'s own scores (ranked like z(S_d) alone)."""
 
 
-def zscore(scores: np.ndarray) -> np.ndarray:
-    """Each row of `scores` (B, n) minus its mean, over its standard deviation (a constant
-    row becomes zeros): (B, n) float32."""
-    s = scores.astype(np.float32, copy=True)
-    s -= s.mean(axis=1, keepdims=True)
-    std = s.std(axis=1, keepdims=True)
-    np.divide(s, std, out=s, where=std > 0)
-    s[(std == 0).ravel()] = 0.0
-    return s
-
-
-def blend_metrics(
-    filt_scores: Any,
+def scored(
+    filt: Any,
     user_emb: np.ndarray,
     item_emb: np.ndarray,
-    train: sp.csr_matrix,
-    test: sp.csr_matrix,
-    betas: Sequence[float],
-    *,
-    batch_users: int = 1024,
+    ds: Dataset,
+    betas: list[float],
+    info: dict[str, Any],
 ) -> dict[str, dict[str, float]]:
-    """Recall@20 / NDCG@20 of z(filter) + β·z(DirectSpec+) for every β, and of DirectSpec+
-    alone, in one pass over the test users: {"blend β" or "directspec+": metrics}.
+    """{"blend β": metrics} of every β on ds's split (trainer.blend.blend_metrics, 2 threads
+    for the filter), and DirectSpec+ alone ("directspec+": fit's own full-ranking metrics)."""
 
-    filt_scores: histories (B, n) CSR -> (B, n) scores; user_emb (m, d), item_emb (n, d);
-    train, test: (m, n) — train rows are the histories and are masked."""
-    train, test = _binary_csr(train), _binary_csr(test)
-    users = np.flatnonzero(np.diff(test.indptr) > 0)
-    cpu = torch.device("cpu")
-    names = [f"blend {b:g}" for b in betas] + [DIRECTSPEC_ALONE]
-    totals = {n: {"recall@20": 0.0, "ndcg@20": 0.0, "n_users": 0} for n in names}
-    for start in range(0, len(users), batch_users):
-        rows = users[start : start + batch_users]
-        h = train[rows]
-        zf = zscore(filt_scores(h))  # (B, n)
-        zd = zscore(user_emb[rows] @ item_emb.T)  # (B, n)
-        seen = h.nonzero()
-        for name, beta in [*zip(names, betas, strict=False), (DIRECTSPEC_ALONE, None)]:
-            scores = zd.copy() if beta is None else zf + np.float32(beta) * zd
-            scores[seen] = -np.inf
+    def progress(done: int, total: int) -> None:
+        print(f"  {done}/{total} users", file=sys.stderr, flush=True)
 
-            def rank_batch(
-                local: np.ndarray, depth: int, scores: np.ndarray = scores
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-                top, top_scores = stable_topk(scores[local], depth)
-                return torch.from_numpy(top), torch.from_numpy(top_scores > -np.inf)
-
-            m = _ranking_metrics(rank_batch, test[rows], [20], "lightgcn", len(rows), cpu)
-            for key in ("recall@20", "ndcg@20"):
-                totals[name][key] += m[key] * m["n_users"]
-            totals[name]["n_users"] += m["n_users"]
-        print(f"  {start + len(rows)}/{len(users)} users", file=sys.stderr, flush=True)
-    return {
-        n: {
-            "recall@20": t["recall@20"] / max(t["n_users"], 1),
-            "ndcg@20": t["ndcg@20"] / max(t["n_users"], 1),
-            "n_users": t["n_users"],
-        }
-        for n, t in totals.items()
-    }
+    found = blend_metrics(
+        filt,
+        ds.train_matrix(),
+        user_emb,
+        item_emb,
+        ds.test_matrix(),
+        betas,
+        ks=(20,),
+        threads=2,
+        progress=progress,
+    )
+    out = {f"blend {b:g}": m for b, m in found.items()}
+    out[DIRECTSPEC_ALONE] = dict(info["directspec_fit_metrics"])
+    return out
 
 
 def fit_both(ds: Dataset, cfg: TrainConfig) -> tuple[Any, np.ndarray, np.ndarray, dict[str, Any]]:
@@ -113,7 +80,9 @@ def fit_both(ds: Dataset, cfg: TrainConfig) -> tuple[Any, np.ndarray, np.ndarray
     info = {
         "seconds_directspec_fit": t1 - t0,
         "seconds_per_epoch": res.seconds_per_epoch,
-        "directspec_fit_metrics": {k: res.metrics.get(k) for k in ("recall@20", "ndcg@20")},
+        "directspec_fit_metrics": {
+            k: res.metrics.get(k) for k in ("recall@20", "ndcg@20", "n_users")
+        },
         "seconds_filter_fit": t2 - t1,
     }
     return filt, res.user_emb, res.item_emb, info
@@ -125,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default=None, help="the dataset's name in the rows (default: dir)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--preset", choices=list(PRESETS), default="gowalla-fast")
-    p.add_argument("--betas", type=float, nargs="+", default=list(BETAS))
+    p.add_argument("--betas", type=float, nargs="+", default=list(WEIGHTS))
     p.add_argument("--fraction", type=float, default=0.1, help="validation share of each user")
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "blend.json")
@@ -177,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             record(
                 args.out,
                 base | {"scorer": kind, "beta": beta, "role": roles.get(scorer, "grid")} | m,
-                key=("dataset", "split", "scorer", "beta"),
+                key=("dataset", "epochs", "split", "scorer", "beta"),
             )
 
     # 1. validation: fit on the holdout's training pairs, every β in one pass
@@ -185,9 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"validation: {valid!r}", file=sys.stderr, flush=True)
     filt, ue, ie, info = fit_both(valid, cfg)
     t1 = time.perf_counter()
-    res_v = blend_metrics(
-        filt.scores, ue, ie, valid.train_matrix(), valid.test_matrix(), args.betas
-    )
+    res_v = scored(filt, ue, ie, valid, args.betas, info)
     secs_v = time.perf_counter() - t1
     roles: dict[str, str] = {DIRECTSPEC_ALONE: "reference"}
     best = max(args.betas, key=lambda b: res_v[f"blend {b:g}"]["recall@20"])
@@ -203,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     filt, ue, ie, info = fit_both(full, cfg)
     t1 = time.perf_counter()
     test_betas = sorted({0.0, best})
-    res_t = blend_metrics(filt.scores, ue, ie, full.train_matrix(), full.test_matrix(), test_betas)
+    res_t = scored(filt, ue, ie, full, test_betas, info)
     secs_t = time.perf_counter() - t1
     roles = {DIRECTSPEC_ALONE: "reference (not used to choose)"}
     roles[f"blend {best:g}"] = f"test of beta*={best:g} (chosen on validation)"

@@ -52,10 +52,12 @@ class RetrainRequest(BaseModel):
     """TrainConfig.encoder (default mf)."""
     objective: Objective | Literal["auto"] | None = None
     """TrainConfig.objective (default directspec+); picks the tuned defaults that the other
-    fields override. ``spectral``: the training-free filter (no epochs). ``auto``: DirectSpec+
-    and the spectral filter are fitted on a validation split carved from the training pairs
-    and the one with the higher validation Recall@20 is trained and published; the job's
-    ``result.selection`` (and the manifest's) shows both scores and why."""
+    fields override. ``spectral``: the training-free filter (no epochs). ``blend``: DirectSpec+
+    and the filter, their standardised scores summed with ``hyperparameters.blend_weight``
+    (chosen on a validation split when absent). ``auto``: DirectSpec+ and the spectral filter
+    are fitted on a validation split carved from the training pairs and the best of them and
+    their blend on validation Recall@20 is trained and published; the job's
+    ``result.selection`` (and the manifest's) shows every score and why."""
     epochs: field_type("epochs") | None = None  # type: ignore[valid-type]  # TrainConfig's
     """TrainConfig.epochs (``hyperparameters.epochs`` wins)."""
     dataset: Annotated[str, Field(pattern=DATASET_PATTERN)] | None = None

@@ -250,9 +250,12 @@ function renderServing(ready, spectrum, models, metricsSamples) {
   const dim = sp ? sp.users.dim : entry && entry.shape ? entry.shape.dim : null;
   const created = entry ? entry.created_at : null;
   const cfg = entry ? entry.config || {} : {};
-  const trained = cfg.objective === "spectral"
+  const kind = entry && entry.model ? entry.model : {};
+  const trained = kind.kind === "spectral" || cfg.objective === "spectral"
     ? "spectral filter (GF-CF, training-free)"
-    : [cfg.objective, cfg.encoder].filter(Boolean).join(" · ");
+    : kind.kind === "blend"
+      ? `blend: spectral filter + ${fmt(kind.blend_weight, 2)} × ${cfg.encoder || "mf"} DirectSpec+`
+      : [cfg.objective, cfg.encoder].filter(Boolean).join(" · ");
   fill(facts,
     h("dt", { text: "version" }), h("dd", { id: "serving-version", class: "mono", text: r.model_version }),
     h("dt", { text: "published" }),
