@@ -93,7 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--name", default=None, help="the dataset's name in the rows (default: dir)")
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--preset", choices=list(PRESETS), default="gowalla-fast")
+    p.add_argument(
+        "--preset",
+        choices=[*PRESETS, "none"],
+        default="gowalla-fast",
+        help="DirectSpec+'s hyper-parameters over its defaults; none: the defaults (CiteULike's)",
+    )
     p.add_argument("--betas", type=float, nargs="+", default=list(WEIGHTS))
     p.add_argument("--fraction", type=float, default=0.1, help="validation share of each user")
     p.add_argument("--split-seed", type=int, default=0)
@@ -103,7 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     name = args.name or args.data.resolve().name
     cfg = TrainConfig.defaults(
-        "directspec+", "mf", preset=args.preset, epochs=args.epochs, eval_every=args.epochs
+        "directspec+",
+        "mf",
+        preset=None if args.preset == "none" else args.preset,
+        epochs=args.epochs,
+        eval_every=args.epochs,
     )
     full = load_dataset(args.data)
     valid = holdout_split(full, args.fraction, args.split_seed)

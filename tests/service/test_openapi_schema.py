@@ -144,7 +144,9 @@ def test_trainconfig_bounds_schema_and_service_agree(settings: Settings) -> None
     with TestClient(create_app(settings)) as c:
         validator = component(c.app.openapi(), "RetrainRequest")
         for hyper, valid in cases:
-            body = {"hyperparameters": hyper}
+            body: dict[str, Any] = {"hyperparameters": hyper}
+            if "blend_weight" in hyper:  # a field of one objective only
+                body["objective"] = "blend"
             r = c.post("/retrain", json=body, headers=auth())
             assert validator.is_valid(body) is valid, hyper
             assert r.status_code == (202 if valid else 422), (hyper, r.text)
@@ -177,6 +179,10 @@ def test_retrain_responses_document_the_stored_config(client) -> None:
         ({"force": 1}, False),
         ({"objective": "bpr", "hyperparameters": {"sampler": "pair"}}, True),
         ({"objective": "bpr", "hyperparameters": {"sampler": "user"}}, False),
+        ({"objective": "blend", "hyperparameters": {"blend_weight": 1.6}}, True),
+        ({"hyperparameters": {"blend_weight": 1.6}}, False),
+        ({"objective": "auto", "hyperparameters": {"blend_weight": 1.6}}, False),
+        ({"objective": "blend", "hyperparameters": {"blend_weight": None}}, True),
         ({"hyperparameters": {"adaptive_tau": True, "tau": 0.6}}, True),
         ({"hyperparameters": {"adaptive_tau": True, "tau": 0.5}}, False),
         ({"hyperparameters": {"adaptive_tau": True, "tau": 0.5, "tau0": 0.2}}, True),
