@@ -32,7 +32,9 @@ The row's ``recall@20``/``ndcg@20`` are then the test scores of the embeddings o
 such improvement (the plateau epoch), fitted on the training pairs less the validation share
 (no refit); its curve is the validation curve. ``--checkpoint-dir DIR --checkpoint-every N``
 write fit()'s checkpoints (trainer.checkpoint) and ``--resume`` continues from the newest one:
-a run cut off and resumed records the same row, timings aside.
+a run cut off and resumed records the same row, timings aside (``wall.json`` beside the
+checkpoints keeps the wall time so far: the row's ``wall_seconds`` and ``started`` are the whole
+run's).
 
     OMP_NUM_THREADS=1 nohup .venv/bin/python bench/train_bench.py --data ../shared/data/gowalla \\
         --method LightGCN-DirectSpec+ --preset gowalla-reference --label plateau --epochs 400 \\
@@ -60,12 +62,12 @@ from citeulike_reference import cpu_name, progress_printer  # sibling script
 
 from contract.config import PRESETS, TrainConfig
 from contract.spectrum import singular_values
-from trainer.checkpoint import CheckpointOptions
+from trainer.checkpoint import CheckpointOptions, list_checkpoints
 from trainer.data import Dataset, dataset_from_table, holdout_split, load_dataset
 from trainer.device import pick_device
 from trainer.distributed import close_world, init_world, launched_by_torchrun
 from trainer.launch import run_torchrun, without_option
-from trainer.train import TrainResult, fit
+from trainer.train import ProgressFn, TrainResult, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -139,6 +141,48 @@ def resplit(ds: Dataset, fraction: float, seed: int, name: str) -> Dataset:
     return dataset_from_table(
         name, ds.user_ids[users], ds.item_ids[items], None, holdout=fraction, seed=seed
     )
+
+
+class RunClock:
+    """The wall time and start of a run across resumes: after each checkpoint, ``wall.json``
+    beside it maps the epoch to the run's wall seconds so far and its first start, so a resumed
+    run's row counts the time before the cut too."""
+
+    def __init__(self, checkpoint: CheckpointOptions, t0: float, started: str) -> None:
+        self.path = Path(checkpoint.directory) / "wall.json"
+        self.every, self.t0, self.started = checkpoint.every, t0, started
+        self.marks: dict[str, dict[str, Any]] = {}
+        self.before = 0.0  # wall seconds of the run before this process (resumed)
+        if checkpoint.resume and self.path.exists():
+            self.marks = json.loads(self.path.read_text())
+            written = list_checkpoints(checkpoint.directory)  # fit resumes from the newest
+            mark = self.marks.get(str(written[-1][0])) if written else None
+            if mark is not None:
+                self.before, self.started = mark["wall_seconds"], mark["started"]
+
+    def wrap(self, progress: ProgressFn | None) -> ProgressFn:
+        """`progress` (may be None) that also records the wall time after each checkpoint
+        (fit writes the epoch's checkpoint before it calls progress)."""
+
+        def call(info: dict[str, Any]) -> None:
+            if info["epoch"] % self.every == 0:
+                wall = self.before + time.perf_counter() - self.t0
+                self.marks[str(info["epoch"])] = {"wall_seconds": wall, "started": self.started}
+                tmp = self.path.with_suffix(".json.tmp")
+                tmp.write_text(json.dumps(self.marks))
+                tmp.replace(self.path)
+            if progress is not None:
+                progress(info)
+
+        return call
+
+    def resumed_wall(self, epoch: int, wall: float) -> dict[str, Any]:
+        """The row's wall_seconds and started for a run resumed from `epoch`'s checkpoint:
+        the whole run's when wall.json has that epoch, else this process's, said so."""
+        mark = self.marks.get(str(epoch))
+        if mark is None:
+            return {"wall_note": f"wall_seconds: since the resume at epoch {epoch} only"}
+        return {"wall_seconds": mark["wall_seconds"] + wall, "started": mark["started"]}
 
 
 def plateau_summary(res: TrainResult, cfg: TrainConfig, ds: Dataset) -> dict[str, Any]:
@@ -244,9 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC).isoformat(timespec="seconds")
 
     printer = progress_printer(f"{args.method} {args.label}") if world.is_main else None
-    checkpoint = None
+    checkpoint, clock = None, None
     if args.checkpoint_dir is not None:
         checkpoint = CheckpointOptions(args.checkpoint_dir, args.checkpoint_every, args.resume)
+        if world.is_main:
+            clock = RunClock(checkpoint, t0, started)
+            printer = clock.wrap(printer)
     res = fit(ds, cfg, progress=printer, progress_bar=False, world=world, checkpoint=checkpoint)
     wall = time.perf_counter() - t0
     close_world(world)
@@ -282,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         "erank_ratio": spec["effective_rank"] / dim,
         "seconds_per_epoch": res.seconds_per_epoch,
         "wall_seconds": wall,
+        "wall_seconds_this_process": wall,
         "device": res.device,
         "threads": threads,
         "processes": world.size,
@@ -307,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         ],
         "singular_values_normalized": [float(s) for s in sv / sv[0]],
     }
+    if clock is not None and res.resumed_from is not None:
+        row |= clock.resumed_wall(res.resumed_from, wall)
     if args.plateau is not None:
         row["plateau"] = plateau_summary(res, cfg, ds)
     if objective == "spectral":  # no epochs: fit (one SVD) and evaluation, timed apart

@@ -26,6 +26,7 @@ SMALL = ["--set", "dim=16", "batch_size=64", "seed=3"]
 # differ between two runs of the same thing (clock, machine load, the command line)
 TIMING = {
     "wall_seconds",
+    "wall_seconds_this_process",
     "seconds_per_epoch",
     "started",
     "loadavg_before",
@@ -141,8 +142,16 @@ def test_a_run_cut_off_after_epoch_2_and_resumed_records_the_uninterrupted_row(
     monkeypatch.setattr(train_bench, "progress_printer", real_printer)
     assert train_bench.main([*resumable, "--resume"]) == 0
 
+    marks = json.loads((ckpt / "wall.json").read_text())
+    assert set(marks) == {"1", "2", "3", "4"}
     [whole], [resumed] = rows(whole_out), rows(out)
     assert resumed["resumed_from"] == 2 and whole["resumed_from"] is None
+    # the wall time and start of the whole run, the cut part included
+    assert resumed["started"] == marks["1"]["started"] == marks["4"]["started"]
+    assert resumed["wall_seconds"] == pytest.approx(
+        marks["2"]["wall_seconds"] + resumed["wall_seconds_this_process"]
+    )
+    assert resumed["wall_seconds"] > resumed["wall_seconds_this_process"] > 0
     assert resumed["epochs"] == 4 and len(resumed["curve"]) == 4
 
     def same(row):
@@ -151,6 +160,32 @@ def test_a_run_cut_off_after_epoch_2_and_resumed_records_the_uninterrupted_row(
         return kept
 
     assert same(resumed) == same(whole)
+
+
+def test_a_resume_without_the_wall_marks_says_its_wall_time_is_partial(
+    data_dir, tmp_path, monkeypatch
+):
+    out, ckpt = tmp_path / "rows.json", tmp_path / "ckpt"
+    args = ["--data", str(data_dir), "--method", "MF-BPR", "--epochs", "2", *SMALL]
+    args += ["--out", str(out), "--checkpoint-dir", str(ckpt)]
+    real_printer = train_bench.progress_printer
+
+    def cut_after_epoch_1(label):
+        def progress(info):
+            raise CutOff
+
+        return progress
+
+    monkeypatch.setattr(train_bench, "progress_printer", cut_after_epoch_1)
+    with pytest.raises(CutOff):
+        train_bench.main(args)
+    (ckpt / "wall.json").unlink()  # e.g. a checkpoint written by an older train_bench
+    monkeypatch.setattr(train_bench, "progress_printer", real_printer)
+    assert train_bench.main([*args, "--resume"]) == 0
+    [row] = rows(out)
+    assert row["resumed_from"] == 1
+    assert row["wall_note"] == "wall_seconds: since the resume at epoch 1 only"
+    assert row["wall_seconds"] == row["wall_seconds_this_process"]
 
 
 @pytest.mark.parametrize(
