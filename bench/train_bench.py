@@ -369,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
         f"NDCG@20 {row['ndcg@20']:.4f} erank {row['erank_normalized']:.1f} "
         f"{row['seconds_per_epoch']:.2f} s/epoch, {res.epochs_run} epochs -> {args.out}"
     )
+    if args.plateau is not None:
+        reached = "reached" if res.stopped_early else "not reached by the epoch cap"
+        print(f"plateau {reached}; test scores of epoch {res.best_epoch}'s embeddings")
     return 0
 
 
