@@ -130,6 +130,11 @@ def cases(device: str | None, gcn_steps: int) -> list[tuple[str, TrainConfig, in
             c("bpr", "lightgcn", sub_batches=1, lr=1e-3, num_threads=2),
             gcn,
         ),
+        (  # the default LightGCN-BPR recipe (TrainConfig.defaults), on one thread
+            "LightGCN-BPR sub_batches 4",
+            c("bpr", "lightgcn", sub_batches=4, lr=0.004, num_threads=1),
+            gcn // 2,
+        ),
         (
             "LightGCN-BPR sub_batches 4, 2 threads",
             c("bpr", "lightgcn", sub_batches=4, lr=0.004, num_threads=2),

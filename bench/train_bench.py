@@ -22,6 +22,24 @@ only as published splits (``shared/data/ml-1m``, no ``ratings.dat``), so:
 
     .venv/bin/python bench/train_bench.py --data ../shared/data/ml-1m/nie-gcn --name ml-1m \\
         --resplit 0.2 --method Spectral
+
+``--plateau N`` trains to a plateau: fit()'s early stopping (``early_stop_patience`` N) holds
+out a seeded share ``val_fraction`` (0.1) of each user's training pairs
+(``trainer.data.holdout_split``, seed ``seed``), trains on the rest, evaluates validation
+Recall@20 every ``--eval-every`` epochs and stops once N evaluations in a row have not beaten
+the best by more than ``--plateau-tolerance`` (``early_stop_min_delta``), or at ``--epochs``.
+The row's ``recall@20``/``ndcg@20`` are then the test scores of the embeddings of the last
+such improvement (the plateau epoch), fitted on the training pairs less the validation share
+(no refit); its curve is the validation curve. ``--checkpoint-dir DIR --checkpoint-every N``
+write fit()'s checkpoints (trainer.checkpoint) and ``--resume`` continues from the newest one:
+a run cut off and resumed records the same row, timings aside (``wall.json`` beside the
+checkpoints keeps the wall time so far: the row's ``wall_seconds`` and ``started`` are the whole
+run's).
+
+    OMP_NUM_THREADS=1 nohup .venv/bin/python bench/train_bench.py --data ../shared/data/gowalla \\
+        --method LightGCN-DirectSpec+ --preset gowalla-reference --label plateau --epochs 400 \\
+        --plateau 3 --eval-every 5 --checkpoint-dir /work/runs/lgcn-ds --checkpoint-every 5 \\
+        --out /work/runs/lgcn-ds.json > /work/runs/lgcn-ds.log 2>&1 &
 """
 
 from __future__ import annotations
@@ -44,11 +62,12 @@ from citeulike_reference import cpu_name, progress_printer  # sibling script
 
 from contract.config import PRESETS, TrainConfig
 from contract.spectrum import singular_values
-from trainer.data import Dataset, dataset_from_table, load_dataset
+from trainer.checkpoint import CheckpointOptions, list_checkpoints
+from trainer.data import Dataset, dataset_from_table, holdout_split, load_dataset
 from trainer.device import pick_device
 from trainer.distributed import close_world, init_world, launched_by_torchrun
 from trainer.launch import run_torchrun, without_option
-from trainer.train import fit
+from trainer.train import ProgressFn, TrainResult, fit
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -125,6 +144,69 @@ def resplit(ds: Dataset, fraction: float, seed: int, name: str) -> Dataset:
     )
 
 
+class RunClock:
+    """The wall time and start of a run across resumes: after each checkpoint, ``wall.json``
+    beside it maps the epoch to the run's wall seconds so far and its first start, so a resumed
+    run's row counts the time before the cut too."""
+
+    def __init__(self, checkpoint: CheckpointOptions, t0: float, started: str) -> None:
+        self.path = Path(checkpoint.directory) / "wall.json"
+        self.every, self.t0, self.started = checkpoint.every, t0, started
+        self.marks: dict[str, dict[str, Any]] = {}
+        self.before = 0.0  # wall seconds of the run before this process (resumed)
+        if checkpoint.resume and self.path.exists():
+            self.marks = json.loads(self.path.read_text())
+            written = list_checkpoints(checkpoint.directory)  # fit resumes from the newest
+            mark = self.marks.get(str(written[-1][0])) if written else None
+            if mark is not None:
+                self.before, self.started = mark["wall_seconds"], mark["started"]
+
+    def wrap(self, progress: ProgressFn | None) -> ProgressFn:
+        """`progress` (may be None) that also records the wall time after each checkpoint
+        (fit writes the epoch's checkpoint before it calls progress)."""
+
+        def call(info: dict[str, Any]) -> None:
+            if info["epoch"] % self.every == 0:
+                wall = self.before + time.perf_counter() - self.t0
+                self.marks[str(info["epoch"])] = {"wall_seconds": wall, "started": self.started}
+                tmp = self.path.with_suffix(".json.tmp")
+                tmp.write_text(json.dumps(self.marks))
+                tmp.replace(self.path)
+            if progress is not None:
+                progress(info)
+
+        return call
+
+    def resumed_wall(self, epoch: int, wall: float) -> dict[str, Any]:
+        """The row's wall_seconds and started for a run resumed from `epoch`'s checkpoint:
+        the whole run's when wall.json has that epoch, else this process's, said so."""
+        mark = self.marks.get(str(epoch))
+        if mark is None:
+            return {"wall_note": f"wall_seconds: since the resume at epoch {epoch} only"}
+        return {"wall_seconds": mark["wall_seconds"] + wall, "started": mark["started"]}
+
+
+def plateau_summary(res: TrainResult, cfg: TrainConfig, ds: Dataset) -> dict[str, Any]:
+    """What a --plateau row's numbers mean: whether the validation metric levelled off before
+    the epoch cap, at which epoch, and which model the test scores are of."""
+    val_pairs = ds.n_train - holdout_split(ds, cfg.val_fraction, cfg.seed).n_train
+    return {
+        "reached": res.stopped_early,
+        "plateau_epoch": res.best_epoch,
+        "patience": cfg.early_stop_patience,
+        "tolerance": cfg.early_stop_min_delta,
+        "metric": cfg.early_stop_metric,
+        "validation": (
+            f"holdout_split(fraction {cfg.val_fraction:g}, seed {cfg.seed}) of the training "
+            f"pairs: {val_pairs} pairs, trained on the other {ds.n_train - val_pairs}"
+        ),
+        "test_model": (
+            f"the embeddings of epoch {res.best_epoch} (the last validation gain above the "
+            "tolerance) fitted on the training pairs less the validation share; no refit"
+        ),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, required=True, help="dataset directory")
@@ -147,7 +229,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--processes", type=int, default=1, help="data-parallel ranks (torchrun; gloo on CPU)"
     )
+    p.add_argument(
+        "--plateau",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train to a plateau: stop after N validation evaluations without a gain",
+    )
+    p.add_argument(
+        "--plateau-tolerance",
+        type=float,
+        default=0.0005,
+        metavar="DELTA",
+        help="a gain counts only above this (absolute validation Recall@20; --plateau)",
+    )
+    p.add_argument("--checkpoint-dir", type=Path, default=None, help="write checkpoints here")
+    p.add_argument(
+        "--checkpoint-every", type=int, default=1, metavar="N", help="epochs between checkpoints"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the newest checkpoint (if any)"
+    )
     args = p.parse_args(argv)
+    if args.resume and args.checkpoint_dir is None:
+        p.error("--resume needs --checkpoint-dir")
+    if args.checkpoint_every < 1:
+        p.error(f"--checkpoint-every {args.checkpoint_every}: expected >= 1")
+    if args.plateau is not None and args.plateau < 1:
+        p.error(f"--plateau {args.plateau}: expected >= 1")
     given = argv if argv is not None else sys.argv[1:]
     command = shlex.join(["python", "bench/train_bench.py", *given])
     if args.processes > 1 and not launched_by_torchrun():
@@ -159,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         overrides["epochs"] = args.epochs
     if args.eval_every is not None:
         overrides["eval_every"] = args.eval_every
+    if args.plateau is not None:
+        overrides["early_stop_patience"] = args.plateau
+        overrides["early_stop_min_delta"] = args.plateau_tolerance
     cfg = TrainConfig.defaults(objective, encoder, preset=args.preset, **overrides)
     world = init_world(pick_device(cfg.device))
     if world.parallel:  # a rank: the launch's option was taken off its command line
@@ -177,7 +289,13 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC).isoformat(timespec="seconds")
 
     printer = progress_printer(f"{args.method} {args.label}") if world.is_main else None
-    res = fit(ds, cfg, progress=printer, progress_bar=False, world=world)
+    checkpoint, clock = None, None
+    if args.checkpoint_dir is not None:
+        checkpoint = CheckpointOptions(args.checkpoint_dir, args.checkpoint_every, args.resume)
+        if world.is_main:
+            clock = RunClock(checkpoint, t0, started)
+            printer = clock.wrap(printer)
+    res = fit(ds, cfg, progress=printer, progress_bar=False, world=world, checkpoint=checkpoint)
     wall = time.perf_counter() - t0
     close_world(world)
     if not world.is_main:
@@ -205,12 +323,15 @@ def main(argv: list[str] | None = None) -> int:
         "preset": args.preset,
         "epochs": res.epochs_run,
         "best_epoch": res.best_epoch,
+        "stopped_early": res.stopped_early,
+        "resumed_from": res.resumed_from,
         "recall@20": res.metrics["recall@20"],
         "ndcg@20": res.metrics["ndcg@20"],
         "erank_normalized": spec["effective_rank"],
         "erank_ratio": spec["effective_rank"] / dim,
         "seconds_per_epoch": res.seconds_per_epoch,
         "wall_seconds": wall,
+        "wall_seconds_this_process": wall,
         "device": res.device,
         "threads": threads,
         "processes": world.size,
@@ -242,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
         row["blend_selection"] = res.extra["blend_selection"]
         row["seconds_filter_fit"] = res.extra["seconds_filter_fit"]
         row["seconds_eval"] = res.extra["seconds_eval"]
+    if clock is not None and res.resumed_from is not None:
+        row |= clock.resumed_wall(res.resumed_from, wall)
+    if args.plateau is not None:
+        row["plateau"] = plateau_summary(res, cfg, ds)
     if objective == "spectral":  # no epochs: fit (one SVD) and evaluation, timed apart
         row["seconds_fit"] = res.seconds_per_epoch
         row["seconds_eval"] = res.extra["seconds_eval"]
@@ -252,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
         f"NDCG@20 {row['ndcg@20']:.4f} erank {row['erank_normalized']:.1f} "
         f"{row['seconds_per_epoch']:.2f} s/epoch, {res.epochs_run} epochs -> {args.out}"
     )
+    if args.plateau is not None:
+        reached = "reached" if res.stopped_early else "not reached by the epoch cap"
+        print(f"plateau {reached}; test scores of epoch {res.best_epoch}'s embeddings")
     return 0
 
 

@@ -234,6 +234,10 @@ class TrainConfig(BaseModel):
     """Stop after this many evaluations without improvement on a validation split (0 = off)."""
     early_stop_metric: str = Field("recall@20", pattern=r"^(recall|ndcg)@\d+$")
     """Validation metric to maximise for early stopping, "recall@K" or "ndcg@K" with K in ks."""
+    early_stop_min_delta: float = Field(0.0, ge=0, le=1)
+    """Early stopping counts an evaluation as an improvement only when it beats the best by
+    more than this (absolute; 0 = any increase); the best embeddings are those of the last
+    such improvement (Keras's EarlyStopping min_delta)."""
     val_fraction: float = Field(0.1, gt=0, le=0.5)
     """Share of each user's training pairs held out for early stopping."""
     seed: Int = Field(0, ge=0, le=2**63 - 1)

@@ -386,7 +386,7 @@ def _fit(
                 )
                 if early:
                     score = last_metrics[cfg.early_stop_metric]
-                    if best is None or score > best[0]:
+                    if best is None or score > best[0] + cfg.early_stop_min_delta:
                         best, evals_since_best = (score, epoch, u_np, i_np, spec), 0
                     else:
                         evals_since_best += 1

@@ -413,6 +413,27 @@ def test_early_stopping_uses_validation_and_stops(small_ds):
     assert res.metrics == pytest.approx(want)
 
 
+def test_early_stopping_counts_only_gains_above_min_delta(small_ds):
+    """With no tolerance the rising validation metric keeps the run going; with a tolerance
+    above every gain it has, the first evaluation stays the best and the run stops after
+    `patience` more."""
+    rising = fit(small_ds, quick("bpr", epochs=6, early_stop_patience=2), progress_bar=False)
+    scores = [h["metrics"]["recall@20"] for h in rising.history]
+    gains = np.diff(scores)
+    assert not rising.stopped_early and rising.epochs_run == 6 and gains.min() > 0
+    tolerance = float(max(scores) - scores[0]) + 1e-6
+    flat = fit(
+        small_ds,
+        quick("bpr", epochs=6, early_stop_patience=2, early_stop_min_delta=tolerance),
+        progress_bar=False,
+    )
+    assert flat.stopped_early and flat.epochs_run == 3 and flat.best_epoch == 1
+    assert [h["metrics"] for h in flat.history] == [h["metrics"] for h in rising.history[:3]]
+    one = fit(small_ds, quick("bpr", epochs=1, early_stop_patience=2), progress_bar=False)
+    np.testing.assert_array_equal(flat.user_emb, one.user_emb)  # epoch 1's embeddings
+    assert flat.metrics == one.metrics
+
+
 def test_should_stop_cancels_between_epochs(small_ds):
     calls = []
 
