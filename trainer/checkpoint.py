@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from contract.artifact import fsync_dir
+from contract.config import TrainConfig
 
 #: Bumped when the file's layout changes; other versions are refused.
 FORMAT = 1
@@ -144,15 +145,21 @@ def check_compatible(
     state: TrainState, config: Mapping[str, Any], fingerprint: str, world_size: int
 ) -> None:
     """Raise CheckpointMismatch unless `state` was written by a run with this config, dataset
-    and number of ranks."""
+    and number of ranks. A field the checkpoint's config lacks (added to TrainConfig after it
+    was written) counts as that field's default."""
     problems = []
-    changed = sorted(
-        k for k in set(config) | set(state.config) if config.get(k) != state.config.get(k)
-    )
+    known = TrainConfig.model_fields
+
+    def recorded(k: str) -> Any:
+        if k in state.config or k not in known:
+            return state.config.get(k)
+        return known[k].default
+
+    changed = sorted(k for k in set(config) | set(state.config) if config.get(k) != recorded(k))
     if changed:
         problems.append(
             "config differs in "
-            + ", ".join(f"{k} ({state.config.get(k)!r} -> {config.get(k)!r})" for k in changed)
+            + ", ".join(f"{k} ({recorded(k)!r} -> {config.get(k)!r})" for k in changed)
         )
     if fingerprint != state.dataset_fingerprint:
         problems.append("the dataset differs (fingerprint)")

@@ -4,6 +4,7 @@ and only the newest are kept; a checkpoint of another run is refused."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from trainer.checkpoint import (
     CheckpointMismatch,
     CheckpointOptions,
     TrainState,
+    check_compatible,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -235,6 +237,22 @@ def test_a_checkpoint_of_another_run_is_refused_naming_what_differs(ds, tmp_path
     )
     with pytest.raises(CheckpointMismatch, match="the dataset differs"):
         fit(other_data, cfg, checkpoint=CheckpointOptions(directory, resume=True))
+
+
+def test_a_field_added_after_the_checkpoint_counts_as_its_default(ds, tmp_path):
+    """A checkpoint written before TrainConfig gained a field (e.g. blend_weight) resumes when
+    the run leaves that field at its default, and is refused when it does not."""
+    cfg = TrainConfig.defaults("directspec+", "mf", device="cpu", epochs=2, dim=8)
+    directory = tmp_path / "ckpt"
+    fit(ds, cfg, checkpoint=CheckpointOptions(directory))
+    path = latest_checkpoint(directory)
+    assert path is not None
+    state = load_checkpoint(path)
+    older = {k: v for k, v in state.config.items() if k != "early_stop_min_delta"}
+    check_compatible(replace(state, config=older), cfg.to_dict(), ds.fingerprint(), 1)
+    changed = cfg.model_copy(update={"early_stop_min_delta": 0.01}).to_dict()
+    with pytest.raises(CheckpointMismatch, match=r"early_stop_min_delta \(0.0 -> 0.01\)"):
+        check_compatible(replace(state, config=older), changed, ds.fingerprint(), 1)
 
 
 def test_cli_writes_checkpoints_and_resumes_to_the_uninterrupted_model(data_dir, tmp_path, capsys):
