@@ -99,6 +99,8 @@ class FilterIndex:
     def __init__(self, filt: SpectralFilter) -> None:
         self.filter = filt
         self.ntotal = filt.n_items
+        # the sparse products read R̃ twice, the low-pass GEMM its (n, K) factors
+        self.scan_cells = 2 * filt.norm.nnz + filt.lowpass_out.size
 
     def scores(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         """(q, n) float32 filter scores of q histories."""

@@ -98,6 +98,12 @@ class Settings(HomeSettings, IndexSettings):
     oversubscribing small machines; raise it for large batch searches on big hosts."""
     max_batch_queries: PositiveInt = 256
     """At most this many queued queries are searched together by the batcher."""
+    inline_search_max_cells: int = Field(4_194_304, ge=0)
+    """Indexes whose one-query scan reads at most this many numbers (items × dimensions, e.g.
+    40,981 × 64 = 2.6M) are searched on the event loop, batched per loop iteration, instead of
+    on the search thread: the hand-off costs more than such a scan (docs/benchmarks.md,
+    "Searched answers"). The loop is busy for the whole scan, so keep it to a few ms; 0: always
+    the thread."""
 
     # ---- API limits ----------------------------------------------------------------------
     max_k: PositiveInt = 1000
