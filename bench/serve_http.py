@@ -48,8 +48,11 @@ GOWALLA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gowalla"
 MODES = {
     "lookup": {},  # default: per-user top-100 lists (computed at load, or the artifact's)
     "search": {"SPECREC_PRECOMPUTE_K": "0"},  # every request searched (batched)
+    # the same on the search thread, as before the event loop searched small catalogues
+    "search, thread": {"SPECREC_PRECOMPUTE_K": "0", "SPECREC_INLINE_SEARCH_MAX_CELLS": "0"},
     "lookup, 2 workers": {"SPECREC_WORKERS": "2"},
 }
+DEFAULT_MODES = ("lookup", "search", "lookup, 2 workers")
 
 
 def publish_spectral_once(home: Path) -> str:
@@ -72,6 +75,20 @@ def publish_spectral_once(home: Path) -> str:
     return registry.current()
 
 
+def parse_modes(text: str) -> list[str]:
+    """Mode names from a comma-separated list whose names may hold ", " themselves."""
+    names: list[str] = []
+    for part in text.split(","):
+        if part.startswith(" ") and names:
+            names[-1] += "," + part
+        else:
+            names.append(part)
+    unknown = [n for n in names if n not in MODES]
+    if unknown:
+        raise SystemExit(f"unknown modes {unknown}; known: {'; '.join(MODES)}")
+    return names
+
+
 def combine(runs: list[dict]) -> dict:
     """Several wrk runs of one cell: total requests / total time, median latencies, errors."""
     return {
@@ -89,7 +106,7 @@ def main() -> None:
     ap.add_argument("--connections", default="1,8,32")
     ap.add_argument("--batches", default="1,10,100,1000")
     ap.add_argument("--model", choices=("embedding", "spectral"), default="embedding")
-    ap.add_argument("--modes", default=",".join(MODES), help=f"some of {', '.join(MODES)}")
+    ap.add_argument("--modes", default=",".join(DEFAULT_MODES), help=f"some of {'; '.join(MODES)}")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     spectral = args.model == "spectral"
@@ -99,7 +116,7 @@ def main() -> None:
     print(f"model {version} ready in {time.perf_counter() - t0:.1f}s")
     conns = [int(c) for c in args.connections.split(",")]
     header = machine()
-    modes = {m: MODES[m] for m in args.modes.split(",")}
+    modes = {m: MODES[m] for m in parse_modes(args.modes)}
     rows, batch_rows, memory = [], [], {}
     user_path = "/recommend/%d?k=20" if spectral else "/recommend/user_%d?k=20"
     get = WRK_LUA_GET.format(n_users=N_USERS, path=user_path)
@@ -182,7 +199,9 @@ def main() -> None:
         "### Serving throughput: GET /recommend/{user}?k=20 vs the HTTP floor (GET /healthz)",
         "",
         f"Model: {model_text}; `search`: SPECREC_PRECOMPUTE_K=0, every request "
-        "searched on the batching search thread; `lookup, 2 workers`: SPECREC_WORKERS=2. "
+        "searched, batched (the embedding model's on the event loop, "
+        "SPECREC_INLINE_SEARCH_MAX_CELLS default); `search, thread`: the same on the search "
+        "thread (SPECREC_INLINE_SEARCH_MAX_CELLS=0); `lookup, 2 workers`: SPECREC_WORKERS=2. "
         "uvicorn (1 worker unless said), loopback; wrk -t1, "
         f"{args.reps} alternations of {args.seconds:g} s floor / {args.seconds:g} s recommend per "
         "cell on the same server (req/s: means; latencies: medians of the runs); the floor's "

@@ -6,12 +6,13 @@ products into one compute-bound matrix product. Nothing waits for a batch to fil
 request is searched immediately. The worker sets its own FAISS OpenMP thread count, so
 ``faiss_threads`` bounds the cores one search uses whatever the request concurrency.
 
-An index whose one-query scan is small (``ItemIndex.scan_cells`` at most ``inline_max_cells``,
-the ``inline_search_max_cells`` setting) is searched on the event loop instead: the queries of
-every request that reaches its search in one loop iteration are searched together in a callback
-at the end of that iteration. That skips the hand-off to the thread and back (two cross-thread
-wake-ups, which cost more than the scan of a small catalogue), and still batches: a request
-parsed while a search ran waits in the socket, and the next iteration takes all of them.
+A request whose search reads little (queries × ``ItemIndex.scan_cells`` at most
+``inline_max_cells``, the ``inline_search_max_cells`` setting: one user of a small catalogue)
+is searched on the event loop instead: the queries of every such request that reaches its search
+in one loop iteration are searched together in a callback at the end of that iteration. That
+skips the hand-off to the thread and back (two cross-thread wake-ups, which cost more than the
+scan of a small catalogue), and still batches: requests that arrive while a search runs wait in
+their sockets, and the next iteration takes all of them.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ _STOP = object()
 
 
 class SearchBatcher:
-    """Owns the search thread. ``await batcher.search(index, queries, ks, banned)``."""
+    """Owns the search thread and the event-loop batches.
+    ``await batcher.search(index, queries, ks, banned)``."""
 
     def __init__(self, max_queries: int = 256, threads: int = 1, inline_max_cells: int = 0) -> None:
         self.max_queries = max_queries
@@ -81,9 +83,10 @@ class SearchBatcher:
         """Queries answered by those searches."""
         return self._counts[1] + self._inline_counts[1]
 
-    def inline(self, index: ItemIndex) -> bool:
-        """Whether `index` is searched on the event loop (its scan is small enough)."""
-        return index.scan_cells <= self.inline_max_cells
+    def inline(self, index: ItemIndex, queries: int = 1) -> bool:
+        """Whether a search of `queries` on `index` runs on the event loop (it reads at most
+        ``inline_max_cells`` numbers: a batch request of many users goes to the thread)."""
+        return queries * index.scan_cells <= self.inline_max_cells
 
     @property
     def running(self) -> bool:
@@ -118,7 +121,7 @@ class SearchBatcher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Ranked]] = loop.create_future()
         job = _Job(index, queries, ks, banned, loop, future)
-        if self.inline(index):
+        if self.inline(index, len(queries)):
             pending = self._pending.setdefault(loop, [])
             if not pending:  # the first search of this iteration: run them all at its end
                 loop.call_soon(self._flush, loop)

@@ -99,11 +99,11 @@ class Settings(HomeSettings, IndexSettings):
     max_batch_queries: PositiveInt = 256
     """At most this many queued queries are searched together by the batcher."""
     inline_search_max_cells: int = Field(4_194_304, ge=0)
-    """Indexes whose one-query scan reads at most this many numbers (items × dimensions, e.g.
-    40,981 × 64 = 2.6M) are searched on the event loop, batched per loop iteration, instead of
-    on the search thread: the hand-off costs more than such a scan (docs/benchmarks.md,
-    "Searched answers"). The loop is busy for the whole scan, so keep it to a few ms; 0: always
-    the thread."""
+    """A request whose search reads at most this many numbers (queries × items × dimensions;
+    one Gowalla user: 40,981 × 64 = 2.6M) is searched on the event loop, batched with the
+    others of that loop iteration, instead of on the search thread: the hand-off costs more
+    than such a scan (docs/benchmarks.md, "Searched answers"). The loop waits for the scan, so
+    keep it to about a millisecond; 0: always the thread."""
 
     # ---- API limits ----------------------------------------------------------------------
     max_k: PositiveInt = 1000

@@ -64,7 +64,7 @@ def run_gathered(batcher: SearchBatcher, index, queries: list[np.ndarray], ks: l
 
 def test_searches_of_one_loop_iteration_run_together_on_the_loop_thread():
     index = ThreadRecordingIndex(scan_cells=200)
-    batcher = SearchBatcher(inline_max_cells=200)
+    batcher = SearchBatcher(inline_max_cells=400)  # the 2-query request reads 400
     found, loop_thread = run_gathered(batcher, index, [q(1), q(2, 3), q(4)], [[2], [3, 1], [1]])
     assert index.calls == [(4, loop_thread)]  # one call, on the event loop's thread
     rows = [[r.tolist() for r, _ in one] for one in found]
@@ -80,6 +80,18 @@ def test_an_index_above_the_threshold_is_searched_on_the_thread():
     assert n == 1 and thread != loop_thread
     assert found[0][0][0].tolist() == [50, 51]
     assert (batcher.batches, batcher.queries) == (1, 1)
+
+
+def test_a_request_of_many_queries_goes_to_the_thread():
+    """The threshold bounds one request's reads (queries x scan_cells): a batch request of many
+    users would hold the event loop for its whole search."""
+    index = ThreadRecordingIndex(scan_cells=200)
+    batcher = SearchBatcher(inline_max_cells=300)
+    found, loop_thread = run_gathered(batcher, index, [q(1, 2)], [[1, 1]])
+    ((n, thread),) = index.calls
+    assert n == 2 and thread != loop_thread
+    assert [r.tolist() for r, _ in found[0]] == [[10], [20]]
+    assert batcher.inline(index, 1) and not batcher.inline(index, 2)
 
 
 def test_inline_batches_are_capped_at_max_queries():
