@@ -31,6 +31,7 @@ from serve_common import (
     SERVER_PIDS,
     WRK_LUA_GET,
     WRK_LUA_POST,
+    cpu_seconds,
     gowalla_like,
     machine,
     memory_mb,
@@ -89,6 +90,15 @@ def parse_modes(text: str) -> list[str]:
     return names
 
 
+def timed(base: str, procs: list[int], c: int, seconds: float, script: str) -> dict:
+    """One wrk run, with the server processes' CPU time per request in it (µs): what a
+    request costs the server whatever else shares the machine."""
+    cpu0 = cpu_seconds(procs)
+    res = wrk(base + "/", c, seconds, script)
+    res["cpu_us"] = (cpu_seconds(procs) - cpu0) / max(res["requests"], 1) * 1e6
+    return res
+
+
 def combine(runs: list[dict]) -> dict:
     """Several wrk runs of one cell: total requests / total time, median latencies, errors."""
     return {
@@ -96,6 +106,7 @@ def combine(runs: list[dict]) -> dict:
         "p50_ms": statistics.median(r["p50_ms"] for r in runs),
         "p99_ms": statistics.median(r["p99_ms"] for r in runs),
         "errors": sum(r["errors"] for r in runs),
+        "cpu_us": statistics.median(r["cpu_us"] for r in runs),
     }
 
 
@@ -127,13 +138,15 @@ def main() -> None:
         with uvicorn_server(home, **env) as base:
             wrk(base + "/", 8, 2, floor_get)  # warm-up
             wrk(base + "/", 8, 2, get)
+            pid = SERVER_PIDS[base]  # after the warm-up: every worker has loaded the model
+            procs = worker_pids(pid) if "SPECREC_WORKERS" in env else [pid]
             for c in conns:
                 # floor and recommend alternate in short runs: the machine's load drifts
                 floors, recs, batches = [], [], []
                 for _ in range(args.reps):
-                    floors.append(wrk(base + "/", c, args.seconds, floor_get))
+                    floors.append(timed(base, procs, c, args.seconds, floor_get))
                     calls0, queries0 = search_counts(base)
-                    recs.append(wrk(base + "/", c, args.seconds, get))
+                    recs.append(timed(base, procs, c, args.seconds, get))
                     calls1, queries1 = search_counts(base)
                     batches.append((queries1 - queries0) / max(calls1 - calls0, 1))
                 floor, rec = combine(floors), combine(recs)
@@ -141,8 +154,6 @@ def main() -> None:
                 rec["ratios"] = [r["rps"] / f["rps"] for f, r in zip(floors, recs, strict=True)]
                 rows.append((mode, c, floor, rec))
                 print(mode, c, floor, rec, flush=True)
-            pid = SERVER_PIDS[base]  # after the runs: every worker has loaded the model
-            procs = worker_pids(pid) if "SPECREC_WORKERS" in env else [pid]
             memory[mode] = [memory_mb(p) for p in procs]
             print(mode, "memory", memory[mode], flush=True)
             if mode == "search":
@@ -170,6 +181,8 @@ def main() -> None:
             "ratio_per_run": r["ratios"],
             "recommend_p50_ms": r["p50_ms"],
             "recommend_p99_ms": r["p99_ms"],
+            "floor_cpu_us": f["cpu_us"],
+            "recommend_cpu_us": r["cpu_us"],
             "mean_search_batch": r["batch"],
             "errors": f["errors"] + r["errors"],
             "memory_mb": memory[mode],
@@ -204,19 +217,22 @@ def main() -> None:
         "thread (SPECREC_INLINE_SEARCH_MAX_CELLS=0); `lookup, 2 workers`: SPECREC_WORKERS=2. "
         "uvicorn (1 worker unless said), loopback; wrk -t1, "
         f"{args.reps} alternations of {args.seconds:g} s floor / {args.seconds:g} s recommend per "
-        "cell on the same server (req/s: means; latencies: medians of the runs); the floor's "
+        "cell on the same server (req/s: means; latencies and the server's CPU time per request "
+        "(/proc utime + stime over the run / requests): medians of the runs); the floor's "
         "requests come from the same wrk Lua generator. "
         f"{header}.",
         "",
         "| mode | connections | floor req/s | floor p50 / p99 ms | recommend req/s | "
-        "recommend p50 / p99 ms | ratio to floor | mean search batch | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "recommend p50 / p99 ms | ratio to floor | server CPU µs per request, floor / "
+        "recommend (ratio) | mean search batch | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for mode, c, f, r in rows:
         lines.append(
             f"| {mode} | {c} | {f['rps']:.0f} | {f['p50_ms']:.2f} / {f['p99_ms']:.2f} | "
             f"{r['rps']:.0f} | {r['p50_ms']:.2f} / {r['p99_ms']:.2f} | "
             f"{r['rps'] / f['rps']:.2f} | "
+            f"{f['cpu_us']:.0f} / {r['cpu_us']:.0f} ({f['cpu_us'] / r['cpu_us']:.2f}) | "
             f"{r['batch']:.1f} | {f['errors'] + r['errors']} |"
         )
     lines += [
