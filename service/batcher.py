@@ -9,7 +9,7 @@ request is searched immediately. The worker sets its own FAISS OpenMP thread cou
 A request whose search reads little (queries × ``ItemIndex.scan_cells`` at most
 ``inline_max_cells``, the ``inline_search_max_cells`` setting: one user of a small catalogue)
 is searched on the event loop instead: the queries of every such request that reaches its search
-in one loop iteration are searched together in a callback at the end of that iteration. That
+in one loop iteration are searched together in one callback right after it. That
 skips the hand-off to the thread and back (two cross-thread wake-ups, which cost more than the
 scan of a small catalogue), and still batches: requests that arrive while a search runs wait in
 their sockets, and the next iteration takes all of them.
