@@ -208,11 +208,21 @@ def wrk(url: str, connections: int, seconds: float, script: str | None = None) -
     if m:
         errors += sum(int(g) for g in m.groups())
     return {
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         "p50_ms": ms("50%"),
         "p99_ms": ms("99%"),
         "errors": errors,
     }
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes `pids` (all their threads) have used so far."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15), in ticks
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def search_counts(base: str) -> tuple[float, float]:

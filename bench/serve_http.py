@@ -31,6 +31,7 @@ from serve_common import (
     SERVER_PIDS,
     WRK_LUA_GET,
     WRK_LUA_POST,
+    cpu_seconds,
     gowalla_like,
     machine,
     memory_mb,
@@ -48,8 +49,14 @@ GOWALLA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gowalla"
 MODES = {
     "lookup": {},  # default: per-user top-100 lists (computed at load, or the artifact's)
     "search": {"SPECREC_PRECOMPUTE_K": "0"},  # every request searched (batched)
+    # the same batched on the event loop (a Gowalla-size scan is above the default threshold)
+    "search, event loop": {
+        "SPECREC_PRECOMPUTE_K": "0",
+        "SPECREC_INLINE_SEARCH_MAX_CELLS": "4194304",
+    },
     "lookup, 2 workers": {"SPECREC_WORKERS": "2"},
 }
+DEFAULT_MODES = ("lookup", "search", "lookup, 2 workers")
 
 
 def publish_spectral_once(home: Path) -> str:
@@ -72,6 +79,29 @@ def publish_spectral_once(home: Path) -> str:
     return registry.current()
 
 
+def parse_modes(text: str) -> list[str]:
+    """Mode names from a comma-separated list whose names may hold ", " themselves."""
+    names: list[str] = []
+    for part in text.split(","):
+        if part.startswith(" ") and names:
+            names[-1] += "," + part
+        else:
+            names.append(part)
+    unknown = [n for n in names if n not in MODES]
+    if unknown:
+        raise SystemExit(f"unknown modes {unknown}; known: {'; '.join(MODES)}")
+    return names
+
+
+def timed(base: str, procs: list[int], c: int, seconds: float, script: str) -> dict:
+    """One wrk run, with the server processes' CPU time per request in it (µs): what a
+    request costs the server whatever else shares the machine."""
+    cpu0 = cpu_seconds(procs)
+    res = wrk(base + "/", c, seconds, script)
+    res["cpu_us"] = (cpu_seconds(procs) - cpu0) / max(res["requests"], 1) * 1e6
+    return res
+
+
 def combine(runs: list[dict]) -> dict:
     """Several wrk runs of one cell: total requests / total time, median latencies, errors."""
     return {
@@ -79,6 +109,7 @@ def combine(runs: list[dict]) -> dict:
         "p50_ms": statistics.median(r["p50_ms"] for r in runs),
         "p99_ms": statistics.median(r["p99_ms"] for r in runs),
         "errors": sum(r["errors"] for r in runs),
+        "cpu_us": statistics.median(r["cpu_us"] for r in runs),
     }
 
 
@@ -89,7 +120,7 @@ def main() -> None:
     ap.add_argument("--connections", default="1,8,32")
     ap.add_argument("--batches", default="1,10,100,1000")
     ap.add_argument("--model", choices=("embedding", "spectral"), default="embedding")
-    ap.add_argument("--modes", default=",".join(MODES), help=f"some of {', '.join(MODES)}")
+    ap.add_argument("--modes", default=",".join(DEFAULT_MODES), help=f"some of {'; '.join(MODES)}")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     spectral = args.model == "spectral"
@@ -99,7 +130,7 @@ def main() -> None:
     print(f"model {version} ready in {time.perf_counter() - t0:.1f}s")
     conns = [int(c) for c in args.connections.split(",")]
     header = machine()
-    modes = {m: MODES[m] for m in args.modes.split(",")}
+    modes = {m: MODES[m] for m in parse_modes(args.modes)}
     rows, batch_rows, memory = [], [], {}
     user_path = "/recommend/%d?k=20" if spectral else "/recommend/user_%d?k=20"
     get = WRK_LUA_GET.format(n_users=N_USERS, path=user_path)
@@ -110,13 +141,15 @@ def main() -> None:
         with uvicorn_server(home, **env) as base:
             wrk(base + "/", 8, 2, floor_get)  # warm-up
             wrk(base + "/", 8, 2, get)
+            pid = SERVER_PIDS[base]  # after the warm-up: every worker has loaded the model
+            procs = worker_pids(pid) if "SPECREC_WORKERS" in env else [pid]
             for c in conns:
                 # floor and recommend alternate in short runs: the machine's load drifts
                 floors, recs, batches = [], [], []
                 for _ in range(args.reps):
-                    floors.append(wrk(base + "/", c, args.seconds, floor_get))
+                    floors.append(timed(base, procs, c, args.seconds, floor_get))
                     calls0, queries0 = search_counts(base)
-                    recs.append(wrk(base + "/", c, args.seconds, get))
+                    recs.append(timed(base, procs, c, args.seconds, get))
                     calls1, queries1 = search_counts(base)
                     batches.append((queries1 - queries0) / max(calls1 - calls0, 1))
                 floor, rec = combine(floors), combine(recs)
@@ -124,8 +157,6 @@ def main() -> None:
                 rec["ratios"] = [r["rps"] / f["rps"] for f, r in zip(floors, recs, strict=True)]
                 rows.append((mode, c, floor, rec))
                 print(mode, c, floor, rec, flush=True)
-            pid = SERVER_PIDS[base]  # after the runs: every worker has loaded the model
-            procs = worker_pids(pid) if "SPECREC_WORKERS" in env else [pid]
             memory[mode] = [memory_mb(p) for p in procs]
             print(mode, "memory", memory[mode], flush=True)
             if mode == "search":
@@ -153,6 +184,8 @@ def main() -> None:
             "ratio_per_run": r["ratios"],
             "recommend_p50_ms": r["p50_ms"],
             "recommend_p99_ms": r["p99_ms"],
+            "floor_cpu_us": f["cpu_us"],
+            "recommend_cpu_us": r["cpu_us"],
             "mean_search_batch": r["batch"],
             "errors": f["errors"] + r["errors"],
             "memory_mb": memory[mode],
@@ -182,22 +215,28 @@ def main() -> None:
         "### Serving throughput: GET /recommend/{user}?k=20 vs the HTTP floor (GET /healthz)",
         "",
         f"Model: {model_text}; `search`: SPECREC_PRECOMPUTE_K=0, every request "
-        "searched on the batching search thread; `lookup, 2 workers`: SPECREC_WORKERS=2. "
+        "searched, batched on the search thread (the scan is above "
+        "SPECREC_INLINE_SEARCH_MAX_CELLS); `search, event loop`: the same batched on the event "
+        "loop (SPECREC_INLINE_SEARCH_MAX_CELLS=4194304); `lookup, 2 workers`: "
+        "SPECREC_WORKERS=2. "
         "uvicorn (1 worker unless said), loopback; wrk -t1, "
         f"{args.reps} alternations of {args.seconds:g} s floor / {args.seconds:g} s recommend per "
-        "cell on the same server (req/s: means; latencies: medians of the runs); the floor's "
+        "cell on the same server (req/s: means; latencies and the server's CPU time per request "
+        "(/proc utime + stime over the run / requests): medians of the runs); the floor's "
         "requests come from the same wrk Lua generator. "
         f"{header}.",
         "",
         "| mode | connections | floor req/s | floor p50 / p99 ms | recommend req/s | "
-        "recommend p50 / p99 ms | ratio to floor | mean search batch | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "recommend p50 / p99 ms | ratio to floor | server CPU µs per request, floor / "
+        "recommend (ratio) | mean search batch | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for mode, c, f, r in rows:
         lines.append(
             f"| {mode} | {c} | {f['rps']:.0f} | {f['p50_ms']:.2f} / {f['p99_ms']:.2f} | "
             f"{r['rps']:.0f} | {r['p50_ms']:.2f} / {r['p99_ms']:.2f} | "
             f"{r['rps'] / f['rps']:.2f} | "
+            f"{f['cpu_us']:.0f} / {r['cpu_us']:.0f} ({f['cpu_us'] / r['cpu_us']:.2f}) | "
             f"{r['batch']:.1f} | {f['errors'] + r['errors']} |"
         )
     lines += [

@@ -59,7 +59,9 @@ BUILTIN_ROUTERS: tuple[Callable[[Settings], APIRouter], ...] = (
 
 def build_context(settings: Settings) -> AppContext:
     registry = ModelRegistry(settings.registry_root)
-    batcher = SearchBatcher(settings.max_batch_queries, settings.faiss_threads)
+    batcher = SearchBatcher(
+        settings.max_batch_queries, settings.faiss_threads, settings.inline_search_max_cells
+    )
     state = ModelState(registry, settings, batcher.search)  # each model searches through it
     metrics = ServiceMetrics(lambda: state.serving)
     state.listeners.append(metrics.on_swap)

@@ -1,10 +1,18 @@
-"""Searches run off the event loop on one worker thread that batches whatever is queued.
+"""Searches batched across concurrent requests: on one worker thread, or on the event loop.
 
 Concurrent requests that arrive while a search runs are searched together in the next call
 (one GEMM / one FAISS search for all of them), which turns many memory-bound matrix-vector
 products into one compute-bound matrix product. Nothing waits for a batch to fill: a lone
 request is searched immediately. The worker sets its own FAISS OpenMP thread count, so
 ``faiss_threads`` bounds the cores one search uses whatever the request concurrency.
+
+A request whose search reads little (queries × ``ItemIndex.scan_cells`` at most
+``inline_max_cells``, the ``inline_search_max_cells`` setting: one user of a small catalogue)
+is searched on the event loop instead: the queries of every such request that reaches its search
+in one loop iteration are searched together in one callback right after it. That
+skips the hand-off to the thread and back (two cross-thread wake-ups, which cost more than the
+scan of a small catalogue), and still batches: requests that arrive while a search runs wait in
+their sockets, and the next iteration takes all of them.
 """
 
 from __future__ import annotations
@@ -52,15 +60,33 @@ _STOP = object()
 
 
 class SearchBatcher:
-    """Owns the search thread. ``await batcher.search(index, queries, ks, banned)``."""
+    """Owns the search thread and the event-loop batches.
+    ``await batcher.search(index, queries, ks, banned)``."""
 
-    def __init__(self, max_queries: int = 256, threads: int = 1) -> None:
+    def __init__(self, max_queries: int = 256, threads: int = 1, inline_max_cells: int = 0) -> None:
         self.max_queries = max_queries
         self.threads = threads
+        self.inline_max_cells = inline_max_cells
         self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self.batches = 0  # searches run (for tests and metrics)
-        self.queries = 0
+        self._pending: dict[asyncio.AbstractEventLoop, list[_Job]] = {}  # inline, this iteration
+        self._counts = [0, 0]  # searches and queries run by the thread
+        self._inline_counts = [0, 0]  # the same on event loops (each counter has one writer)
+
+    @property
+    def batches(self) -> int:
+        """Searches run, on the thread or inline (for tests and metrics)."""
+        return self._counts[0] + self._inline_counts[0]
+
+    @property
+    def queries(self) -> int:
+        """Queries answered by those searches."""
+        return self._counts[1] + self._inline_counts[1]
+
+    def inline(self, index: ItemIndex, queries: int = 1) -> bool:
+        """Whether a search of `queries` on `index` runs on the event loop (it reads at most
+        ``inline_max_cells`` numbers: a batch request of many users goes to the thread)."""
+        return queries * index.scan_cells <= self.inline_max_cells
 
     @property
     def running(self) -> bool:
@@ -69,6 +95,7 @@ class SearchBatcher:
     def start(self) -> None:
         if self.running:
             return
+        set_search_threads(self.threads)  # for the searches run inline on the calling loop
         self._thread = threading.Thread(target=self._run, name="specrec-search", daemon=True)
         self._thread.start()
 
@@ -93,8 +120,27 @@ class SearchBatcher:
             raise RuntimeError("SearchBatcher is not running (start it in the app lifespan)")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Ranked]] = loop.create_future()
-        self._queue.put(_Job(index, queries, ks, banned, loop, future))
+        job = _Job(index, queries, ks, banned, loop, future)
+        if self.inline(index, len(queries)):
+            pending = self._pending.setdefault(loop, [])
+            if not pending:  # the first search of this iteration: run them all at its end
+                loop.call_soon(self._flush, loop)
+            pending.append(job)
+        else:
+            self._queue.put(job)
         return await future
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Runs on `loop`: search every job queued there in this iteration, deliver at once."""
+        jobs = self._pending.pop(loop, [])
+        while jobs:
+            take, total = 0, 0
+            while take < len(jobs) and (take == 0 or total < self.max_queries):
+                total += len(jobs[take].queries)
+                take += 1
+            for items in self._execute(jobs[:take], self._inline_counts).values():
+                _deliver(items)
+            jobs = jobs[take:]
 
     # ---- worker --------------------------------------------------------------------------
     def _run(self) -> None:
@@ -117,7 +163,11 @@ class SearchBatcher:
                 assert isinstance(nxt, _Job)
                 jobs.append(nxt)
                 total += len(nxt.queries)
-            self._execute(jobs)
+            for loop, items in self._execute(jobs, self._counts).items():
+                try:
+                    loop.call_soon_threadsafe(_deliver, items)
+                except RuntimeError:  # that loop is closed: nobody is waiting any more
+                    pass
         while True:  # anything queued after stop() fails instead of hanging its request
             try:
                 item = self._queue.get_nowait()
@@ -130,7 +180,11 @@ class SearchBatcher:
                 except RuntimeError:
                     pass
 
-    def _execute(self, jobs: list[_Job]) -> None:
+    @staticmethod
+    def _execute(
+        jobs: list[_Job], counts: list[int]
+    ) -> dict[asyncio.AbstractEventLoop, list[Outcome]]:
+        """Search `jobs` (one call per index), count them in `counts`; the outcomes per loop."""
         groups: dict[int, list[_Job]] = {}
         for job in jobs:  # normally one group; two while a hot swap is in progress
             groups.setdefault(id(job.index), []).append(job)
@@ -145,8 +199,8 @@ class SearchBatcher:
                     ks = [k for j in group for k in j.ks]
                     banned = [b for j in group for b in j.banned]
                     results = group[0].index.search(queries, ks, banned)
-                self.batches += 1
-                self.queries += len(results)
+                counts[0] += 1
+                counts[1] += len(results)
                 start = 0
                 for j in group:
                     outcome = results[start : start + len(j.queries)]
@@ -156,8 +210,4 @@ class SearchBatcher:
                 log.exception("search failed")
                 for j in group:
                     outcomes.setdefault(j.loop, []).append((j.future, e))
-        for loop, items in outcomes.items():
-            try:
-                loop.call_soon_threadsafe(_deliver, items)
-            except RuntimeError:  # that loop is closed: nobody is waiting any more
-                pass
+        return outcomes

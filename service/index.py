@@ -43,6 +43,9 @@ class ItemIndex(Protocol):
     backend: str
     ntotal: int
     exact: bool
+    scan_cells: int
+    """Numbers one query's exhaustive search reads (items × dimensions): what decides whether
+    the batcher searches it on the event loop (service.batcher)."""
 
     def search(
         self,
@@ -72,6 +75,7 @@ class NumpyExactIndex:
         # than the dot-per-row gemv on the (n, d) layout (bench/serve_exact.py)
         self.items_t = np.ascontiguousarray(np.asarray(items, dtype=np.float32).T)
         self.ntotal = int(self.items_t.shape[1])
+        self.scan_cells = int(self.items_t.size)
         self.chunk = max(1, (buffer_mb << 20) // (4 * max(self.ntotal, 1)))
         self._local = threading.local()
 
@@ -117,6 +121,7 @@ class FaissIndex:
         n, d = items.shape
         self.kind: str = config.index_kind
         self.ntotal = int(n)
+        self.scan_cells = int(n) * int(d)  # flat's; IVF and HNSW read less, on the thread too
         self.exact = config.index_kind == "flat"
         self.nprobe = config.ivf_nprobe
         self.ef_search = config.hnsw_ef_search

@@ -130,7 +130,7 @@ class _SearchCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         searches, queries = self.counts()
         yield CounterMetricFamily(
-            "specrec_search_calls", "Index searches run by the search thread", value=searches
+            "specrec_search_calls", "Index searches run by the batcher", value=searches
         )
         yield CounterMetricFamily(
             "specrec_search_queries", "Queries answered by those searches", value=queries

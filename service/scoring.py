@@ -2,7 +2,7 @@
 
 ``ServingModel`` (service/serving.py) answers every request the same way for every kind: a
 query per user (a trained user, a folded-in history, an item for ``/similar``), then either a
-search through ``Scorer.index`` (batched off the event loop by service/batcher.py) or a direct
+search through ``Scorer.index`` (batched by service/batcher.py) or a direct
 scoring of the ``include`` rows. Two kinds:
 
 - ``EmbeddingScorer``: a query is a vector (d,) float32; the index searches inner products
@@ -105,6 +105,8 @@ class FilterIndex:
     def __init__(self, filt: SpectralFilter) -> None:
         self.filter = filt
         self.ntotal = filt.n_items
+        # the sparse products read R̃ twice, the low-pass GEMM its (n, K) factors
+        self.scan_cells = 2 * filt.norm.nnz + filt.lowpass_out.size
 
     def scores(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         """(q, n) float32 filter scores of q histories."""

@@ -50,7 +50,8 @@ Search = Callable[
     [ItemIndex, np.ndarray, Sequence[int], Sequence[np.ndarray]], Awaitable[list[Ranked]]
 ]
 """``(index, queries (q, d), ks, banned) -> q results``: how a model's searches run, e.g.
-``SearchBatcher.search`` (the service: off the event loop, batched) or ``search_inline``."""
+``SearchBatcher.search`` (the service: batched, on its thread or the event loop) or
+``search_inline``."""
 
 Searcher = Callable[[np.ndarray, Sequence[int], Sequence[np.ndarray]], Awaitable[list[Ranked]]]
 """``(queries (q, d), ks, banned) -> q results`` on one model's own index: a ``Search`` bound

@@ -98,6 +98,13 @@ class Settings(HomeSettings, IndexSettings):
     oversubscribing small machines; raise it for large batch searches on big hosts."""
     max_batch_queries: PositiveInt = 256
     """At most this many queued queries are searched together by the batcher."""
+    inline_search_max_cells: int = Field(1_048_576, ge=0)
+    """A request whose search reads at most this many numbers (queries × items × dimensions:
+    16k items at d = 64) is searched on the event loop, batched with the others of that loop
+    iteration, instead of on the search thread: below about this size one exact scan costs
+    less than the hand-off to the thread and back (~0.1 ms). A Gowalla-size user (40,981 × 64
+    = 2.6M) stays on the thread, which measured faster under load (docs/benchmarks.md,
+    "Searched answers"). 0: always the thread."""
 
     # ---- API limits ----------------------------------------------------------------------
     max_k: PositiveInt = 1000

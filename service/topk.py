@@ -38,29 +38,44 @@ def select_topk(scores: np.ndarray, k: int, banned: np.ndarray) -> Ranked:
         return _EMPTY
     if k >= n:
         rows = np.arange(n, dtype=np.int64)
-    elif n >= _SAMPLE_STRIDE * 4 * k:
-        rows = _topk_by_threshold(scores, k)
+    elif n >= _SLICES * 4 * k:
+        found = _topk_by_slice_max(scores, k)
+        if found is not None:
+            return found
+        rows = _top_positions(scores, k)  # most of the row is banned: no useful bound
     else:
         rows = _top_positions(scores, k)
     return order(rows, scores[rows])
 
 
-_SAMPLE_STRIDE = 16
+_SLICES = 16
+_SLICE_STARTS = np.arange(_SLICES, dtype=np.int64)[:, None]
 
 
-def _topk_by_threshold(scores: np.ndarray, k: int) -> np.ndarray:
-    """Unordered top-k rows of scores (n,), exact, ~3x faster than argpartition for k << n.
+def _topk_by_slice_max(scores: np.ndarray, k: int) -> Ranked | None:
+    """The top k of scores (n,) (finite or -inf), in ``order``'s order, exact; None when the
+    bound below is not finite (most of the row banned). About 2x faster than argpartition
+    and sorting only a few hundred scores, for n >= 64 k.
 
-    The k-th largest of every 16th score is a lower bound that at least k scores reach (the
-    sample is part of the row), so the top k are among the ~16k rows at or above it.
+    The row's first 16 w scores as (16, w), w = n // 16: column j holds rows j, j + w, ...,
+    j + 15 w. The k-th largest column maximum is a score that at least k scores reach (k
+    distinct maxima), so every top-k score is at or above it, and lies in a column whose
+    maximum reaches it: about k columns, 16 k rows (plus the n - 16 w left over).
     """
-    sample = scores[::_SAMPLE_STRIDE]
-    m = len(sample)
-    bound = np.partition(sample, m - k)[m - k]
-    if not np.isfinite(bound):  # the sample is mostly banned rows (-inf): no useful bound
-        return _top_positions(scores, k)
-    cand = np.flatnonzero(scores >= bound)  # ascending, and holds every row tied at the cut
-    return cand[_top_positions(scores[cand], k)]
+    n = scores.shape[0]
+    w = n // _SLICES
+    col_max = np.maximum.reduce(scores[: w * _SLICES].reshape(_SLICES, w), axis=0)  # (w,)
+    bound = np.partition(col_max, w - k)[w - k]
+    if not np.isfinite(bound):
+        return None
+    cols = np.flatnonzero(col_max >= bound)  # (c,), c >= k
+    rows = (cols + w * _SLICE_STARTS).ravel()  # (16 c,) every row of those columns
+    if w * _SLICES < n:
+        rows = np.concatenate((rows, np.arange(w * _SLICES, n, dtype=np.int64)))
+    values = scores[rows]
+    keep = values >= bound  # about k of the 16 k: sort only those
+    ranked_rows, ranked_scores = order(rows[keep], values[keep])
+    return ranked_rows[:k], ranked_scores[:k]
 
 
 def _top_positions(values: np.ndarray, k: int) -> np.ndarray:

@@ -14,7 +14,7 @@ from service.batcher import SearchBatcher
 class RecordingIndex:
     """Answers query q with rows [q0 * 10 + j for j < k]; can hold the first call until released."""
 
-    kind, backend, exact, ntotal = "fake", "fake", True, 100
+    kind, backend, exact, ntotal, scan_cells = "fake", "fake", True, 100, 200
 
     def __init__(self, hold_first: bool = False, fail: bool = False) -> None:
         self.calls: list[int] = []

@@ -183,28 +183,33 @@ def test_gpu_request_without_faiss_gpu_says_what_to_install():
         FaissIndex(np.eye(4, dtype=np.float32), IndexSettings(index_kind="flat", use_gpu=True))
 
 
-@pytest.mark.parametrize("k", [1, 20, 100])
-def test_select_topk_threshold_path_is_exact_on_large_rows(k):
-    """n >= 64k takes the sampled-threshold path; it must equal a full sort, banned included."""
+@pytest.mark.parametrize(("n", "k"), [(50_000, 1), (50_000, 20), (50_000, 100), (40_981, 20)])
+def test_select_topk_slice_max_path_equals_a_full_sort(n, k):
+    """n >= 64k takes the slice-maximum path: it must equal a full sort (score desc, row asc)
+    exactly, ties at the cut and banned rows included, also when 16 does not divide n."""
     rng = np.random.default_rng(k)
-    scores = rng.standard_normal(50_000).astype(np.float32)
-    scores[rng.choice(50_000, 300, replace=False)] = scores.max()  # many ties at the top
-    banned = np.unique(rng.choice(50_000, 2000, replace=False))
+    scores = rng.standard_normal(n).astype(np.float32)
+    top = rng.choice(n, 300, replace=False)
+    scores[top] = scores.max()  # many ties at the top
+    scores[n - 3 :] = scores.max()  # ... some in the rows left over after 16 * (n // 16)
+    banned = np.unique(np.concatenate([rng.choice(n, 2000, replace=False), top[:50]]))
     rows, vals = select_topk(scores.copy(), k, banned)
     masked = scores.astype(np.float64)
     masked[banned] = -np.inf
-    want = np.lexsort((np.arange(50_000), -masked))[:k]  # score desc, row asc
+    want = np.lexsort((np.arange(n), -masked))[:k]  # score desc, row asc
+    np.testing.assert_array_equal(rows, want)
     np.testing.assert_array_equal(vals, scores[want])
-    assert not set(rows.tolist()) & set(banned.tolist())
-    # tied rows may differ only among equal scores
-    assert sorted(scores[rows].tolist()) == sorted(scores[want].tolist())
+    assert rows.dtype == np.int64 and vals.dtype == np.float32
 
 
-def test_select_topk_threshold_path_with_a_mostly_banned_sample():
-    scores = np.arange(10_000, dtype=np.float32)
-    banned = np.arange(0, 10_000, 16)  # exactly the sampled rows: the bound is -inf
-    rows, _ = select_topk(scores.copy(), 5, banned)
-    assert rows.tolist() == [9999, 9998, 9997, 9996, 9995]  # 9984 = 16 * 624 is the banned one
+def test_select_topk_slice_max_path_with_most_of_the_row_banned():
+    """Fewer than k slice columns keep an allowed row: the bound is -inf, the full path answers."""
+    scores = np.arange(10_000, dtype=np.float32)  # w = 625 columns of 16 rows
+    allowed = np.asarray([3, 628, 9378, 7])  # columns 3 (rows 3, 628, 9378) and 7
+    banned = np.setdiff1d(np.arange(10_000), allowed)
+    rows, vals = select_topk(scores.copy(), 5, banned)
+    assert rows.tolist() == [9378, 628, 7, 3]
+    assert vals.tolist() == [9378.0, 628.0, 7.0, 3.0]
     rows, _ = select_topk(scores.copy(), 3, np.arange(9985, 10_000))
     assert rows.tolist() == [9984, 9983, 9982]
 
