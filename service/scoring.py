@@ -175,6 +175,8 @@ class BlendIndex:
         self.item_emb = item_emb
         self.weight = float(weight)
         self.ntotal = filt.n_items
+        # the filter's reads and the embedding scan (service.batcher: where it is searched)
+        self.scan_cells = 2 * filt.norm.nnz + filt.lowpass_out.size + int(item_emb.size)
 
     def scores(self, queries: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
         """(q, n) float32 blend scores of q (history, vector) queries."""
