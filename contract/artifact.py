@@ -1,7 +1,8 @@
 """The model artifact: the one contract between the trainer (writer) and the service (reader).
 
 numpy-only on purpose (the service never imports torch); arrays are ``.npy`` files loaded with
-``allow_pickle=False``.
+``allow_pickle=False``, memory-mapped read-only by default (``read_model_dir``): the uvicorn
+workers and replicas on one host that serve a version share one copy in the page cache.
 
 Layout under a registry root::
 
@@ -376,8 +377,13 @@ def _os_reason(e: BaseException) -> str:
     return (e.strerror or type(e).__name__) if isinstance(e, OSError) else str(e)
 
 
-def read_model_dir(path: Path, verify_checksums: bool = True) -> LoadedModel:
+def read_model_dir(path: Path, verify_checksums: bool = True, mmap: bool = True) -> LoadedModel:
     """Load and fully validate one model directory; raise ArtifactInvalid on any problem.
+
+    `mmap` (the default): every array is a read-only memory map of its file (``np.memmap``),
+    so the processes serving one version share one copy in the page cache and nothing writes
+    into a published file; False: private, writable copies. Verifying a checksum reads each
+    file once through that page cache and keeps nothing.
 
     Messages name the directory (the version), never the server path: they reach HTTP clients
     (POST /models/{version}/activate, GET /models).
@@ -412,7 +418,7 @@ def read_model_dir(path: Path, verify_checksums: bool = True) -> LoadedModel:
         if verify_checksums and _sha256(fpath) != files[fname].get("sha256"):
             raise ArtifactInvalid(f"{where}: checksum mismatch for {fname}")
         try:
-            loaded[name] = np.load(fpath, allow_pickle=False)
+            loaded[name] = np.load(fpath, mmap_mode="r" if mmap else None, allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:
             raise ArtifactInvalid(f"{where}: cannot read {fname}: {_os_reason(e)}") from e
     arrays = ModelArrays(**loaded)
@@ -470,12 +476,13 @@ class ModelRegistry:
         except (OSError, ValueError) as e:  # json.JSONDecodeError is a ValueError
             raise ArtifactInvalid(f"{version}: unreadable manifest: {_os_reason(e)}") from e
 
-    def load(self, version: str | None = None) -> LoadedModel:
-        """Load `version` (default: CURRENT) with full validation."""
+    def load(self, version: str | None = None, *, mmap: bool = True) -> LoadedModel:
+        """Load `version` (default: CURRENT) with full validation; its arrays are read-only
+        memory maps unless `mmap` is False (``read_model_dir``)."""
         version = version or self.current()
         if version is None:
             raise ModelNotFound("no model has been published yet")
-        return read_model_dir(self._version_path(version))
+        return read_model_dir(self._version_path(version), mmap=mmap)
 
     def _version_path(self, version: str) -> Path:
         if not version or "/" in version or version.startswith(".") or ".." in version:
