@@ -19,15 +19,17 @@ Layout under a registry root::
         seen_indptr.npy        (m + 1,) int64  CSR of the known interactions (seen items)
         seen_indices.npy       (nnz,) int32    item rows, sorted within each user
         item_popularity.npy    (n,) int64      known interactions per item
-      and, for a spectral-filter model (manifest "model": {"kind": "spectral", ...};
-      contract/spectral.py), the filter and its per-user answers:
+        top_rows.npy           (m, L) int32    each user's top-L unseen items, best first, ties
+                                               by lower row (-1 pads a user with fewer than L)
+        top_scores.npy         (m, L) float32  their scores (-inf at the padding)
+      the two lists optional (an embedding model's: by inner product, written by the trainer up
+      to a size limit, trainer/toplists.py; every filter model and blend has them), and, for a
+      spectral-filter model (manifest "model": {"kind": "spectral", ...};
+      contract/spectral.py), the filter (its top lists score the filter):
         filter_indptr.npy      (m + 1,) int64  CSR of R̃ = D_U^-1/2 R D_I^-1/2 (R: its pairs)
         filter_indices.npy     (nnz,) int32    item rows, sorted within each user
         filter_data.npy        (nnz,) float32  R̃'s values
         filter_singular_values.npy (K,) float32  top-K singular values of R̃, descending
-        top_rows.npy           (m, L) int32    each user's top-L unseen items, best first
-                                               (-1 pads a user with fewer than L)
-        top_scores.npy         (m, L) float32  their scores (-inf at the padding)
       user_emb and item_emb then hold the filter's low-pass part (users @ items.T is its
       score): users α r D_I^-1/2 V̄, items D_I^1/2 V̄, with K columns.
       A blend (manifest "model": {"kind": "blend", "blend_weight": β, ...}; contract/blend.py)
