@@ -20,9 +20,10 @@ import torch
 from contract.artifact import ModelArrays
 from trainer.spectral import TOP_LIST_LENGTH, ScoreRows, ranked_lists, seen_matrix
 
-MAX_CELLS = 20_000_000_000
-"""Largest users x items an embedding model's lists are computed for at publish (about 16x
-Gowalla's 1.2e9 cells); larger models are published without them."""
+MAX_CELLS = 4_000_000_000
+"""Largest users x items an embedding model's lists are computed for at publish (about 3x
+Gowalla's 1.2e9 cells, under a minute on 2 cores; the service's former limit for computing
+them at load); larger models are published without them."""
 
 
 def inner_product_rows(user_emb: np.ndarray, item_emb: np.ndarray) -> ScoreRows:

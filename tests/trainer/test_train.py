@@ -463,7 +463,9 @@ def test_publish_result_writes_a_loadable_artifact(small_ds, tmp_path):
         order = np.lexsort((np.arange(80), -scores))[: 80 - len(a.seen(u))]
         assert a.top_rows[u, : len(order)].tolist() == order.tolist()
         assert (a.top_rows[u, len(order) :] == -1).all()
-        np.testing.assert_allclose(a.top_scores[u, : len(order)], scores[order], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            a.top_scores[u, : len(order)], scores[order], rtol=1e-5, atol=1e-6
+        )
     # fitted on the training pairs only (no refit asked for)
     assert loaded.manifest.to_dict()["trained_on"] == {
         "pairs": "train",
