@@ -159,7 +159,8 @@ def test_lookup_skips_the_search_thread_and_big_k_uses_it(settings, model):
         assert batcher.batches == before + 2  # k above the list length K = 50 searches
 
 
-def test_without_stored_lists_only_the_first_request_of_a_user_searches(settings, published):
+def test_without_stored_lists_only_the_first_request_of_a_user_searches(settings, model):
+    publish(settings.registry_root, model)  # an older artifact: no lists
     app = create_app(settings.model_copy(update={"top_list_cache_users": 2}))
     with TestClient(app) as c:
         batcher, serving = c.app.state.ctx.batcher, c.app.state.ctx.state.serving
