@@ -176,6 +176,7 @@ def workers_run(dim: int, workers: int, before: str | None) -> dict:
         with source_tree(commit) as code:
             row = measure_workers(n_users, n_items, dim, workers, code, lists)
         row["code"] = commit or current_commit()
+        row["before"] = commit is not None  # that code computed every user's list at load
         print(json.dumps(row), flush=True)
         rows.append(row)
     return {

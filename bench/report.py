@@ -365,7 +365,10 @@ def workers_table(run: dict[str, Any] | None, workers: int) -> list[str]:
         "|---|---|---|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lists = "in the artifact" if r["stored_lists"] else "none stored"
+        if r.get("before"):
+            lists = "computed by each worker at load"
+        else:
+            lists = "the artifact's" if r["stored_lists"] else "none stored: cached as asked"
         lines.append(
             f"| `{r['code']}` | {r['n_users']:,} x {r['n_items']:,}, d {r['dim']} | {lists} | "
             f"{' / '.join(f'{x:.0f}' for x in r['rss_mb'])} | "

@@ -338,8 +338,7 @@ def test_replica_memory_directive_renders_the_workers_rows():
     text = report.render(directive, [], replica_workers=run)
     body = [ln for ln in text.splitlines() if ln.startswith("| `")]
     assert body == [
-        "| `abc1234` | 29,858 x 40,981, d 64 | in the artifact | 180 / 182 | 120 / 121 | 241 "
-        "| 1.2 |"
+        "| `abc1234` | 29,858 x 40,981, d 64 | the artifact's | 180 / 182 | 120 / 121 | 241 | 1.2 |"
     ]
     assert "Command: `python bench/replica_memory.py --workers 2`" in text
     assert "(no rows recorded yet)" in report.render(directive, [])
