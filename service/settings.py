@@ -85,8 +85,9 @@ class Settings(HomeSettings, IndexSettings):
     log_level: str = "info"
     """uvicorn / service log level."""
     workers: PositiveInt = 1
-    """uvicorn worker processes on the one port. Each loads the serving model itself (memory
-    per worker: docs/benchmarks.md, "Several workers"); ingested interactions reach every
+    """uvicorn worker processes on the one port. Each loads the serving model itself, its
+    arrays read-only memory maps of the artifact that the workers share in the page cache
+    (memory per worker: docs/benchmarks.md, "Several workers"); ingested interactions reach every
     worker's fold-in through the shared SQLite store within about a millisecond."""
 
     # ---- model watcher -------------------------------------------------------------------
