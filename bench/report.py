@@ -7,6 +7,7 @@ The template is prose with directive lines, each replaced by what the results fi
     <!-- speed: dataset=gowalla -->                                    bench/speed.py's rows
     <!-- scaling: dataset=synthetic -->                                bench/scaling.py's rows
     <!-- serving_spectral: dataset=* -->              bench/serve_spectral.py's rows + slopes
+    <!-- replica_memory: dataset=synthetic workers=2 -->  replica_memory.py --workers's rows
 
 ``--check`` exits 1 when docs/benchmarks.md is not what the template and the results give
 (the test suite runs it). ``--plots`` also draws, per dataset, the normalised singular values
@@ -36,8 +37,11 @@ TRAINING = DOCS / "results" / "training.json"
 SPEED = DOCS / "results" / "speed.json"
 SCALING = DOCS / "results" / "scaling.json"
 SERVING_SPECTRAL = DOCS / "results" / "serving_spectral.json"
+REPLICA_MEMORY = DOCS / "results" / "replica_memory.json"
 IMG = DOCS / "img"
-DIRECTIVE = re.compile(r"^<!-- (training|curves|speed|scaling|serving_spectral): (.*?) -->$")
+DIRECTIVE = re.compile(
+    r"^<!-- (training|curves|speed|scaling|serving_spectral|replica_memory): (.*?) -->$"
+)
 # table order: baselines first, then the DirectSpec family, MF before LightGCN
 ORDER = [
     "MF-align",
@@ -348,16 +352,44 @@ def serving_spectral_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def workers_table(run: dict[str, Any] | None, workers: int) -> list[str]:
+    """bench/replica_memory.py --workers's rows with `workers` workers: memory per worker and
+    one process's load time, before and after."""
+    rows = [r for r in (run or {}).get("rows", []) if r["workers"] == workers]
+    if not rows:
+        return ["(no rows recorded yet)"]
+    assert run is not None
+    lines = [
+        "| code | model | top lists | RSS MB per worker | PSS MB per worker "
+        "| PSS MB, all workers | load + build s |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if r.get("before"):
+            lists = "computed by each worker at load"
+        else:
+            lists = "the artifact's" if r["stored_lists"] else "none stored: cached as asked"
+        lines.append(
+            f"| `{r['code']}` | {r['n_users']:,} x {r['n_items']:,}, d {r['dim']} | {lists} | "
+            f"{' / '.join(f'{x:.0f}' for x in r['rss_mb'])} | "
+            f"{' / '.join(f'{x:.0f}' for x in r['pss_mb'])} | {r['pss_total_mb']:.0f} | "
+            f"{r['load_s']:.1f} |"
+        )
+    lines += ["", f"Machine: {run['machine']}. Command: `{run['command']}`."]
+    return lines
+
+
 def render(
     template: str,
     rows: list[dict[str, Any]],
     speed: list[dict[str, Any]] | None = None,
     scaling: list[dict[str, Any]] | None = None,
     serving_spectral: list[dict[str, Any]] | None = None,
+    replica_workers: dict[str, Any] | None = None,
 ) -> str:
     """The template with every directive line replaced by its generated lines (training and
     curves from `rows`, speed from `speed`, scaling from `scaling`, the spectral serving cost
-    from `serving_spectral`)."""
+    from `serving_spectral`, memory per worker from `replica_workers`)."""
     out = [HEADER]
     for line in template.splitlines():
         m = DIRECTIVE.match(line.strip())
@@ -370,6 +402,9 @@ def render(
             continue
         if kind == "scaling":
             out.extend(scaling_tables(scaling or []))
+            continue
+        if kind == "replica_memory":
+            out.extend(workers_table(replica_workers, int(args["workers"])))
             continue
         if kind == "serving_spectral":
             out.extend(
@@ -389,6 +424,11 @@ def render(
 
 def load_rows(path: Path = TRAINING) -> list[dict[str, Any]]:
     return json.loads(path.read_text()) if path.exists() else []
+
+
+def load_workers(path: Path = REPLICA_MEMORY) -> dict[str, Any] | None:
+    """The "workers" run of docs/results/replica_memory.json (None: not recorded)."""
+    return json.loads(path.read_text()).get("workers") if path.exists() else None
 
 
 def plots(rows: list[dict[str, Any]]) -> list[Path]:
@@ -495,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         load_rows(SPEED),
         load_rows(SCALING),
         load_rows(SERVING_SPECTRAL),
+        load_workers(),
     )
     if args.check:
         if OUTPUT.read_text() != text:

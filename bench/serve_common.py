@@ -76,11 +76,18 @@ def gowalla_shaped(template: sp.csr_matrix, n_items: int, seed: int = 0) -> sp.c
     return mat
 
 
-def publish_once(home: Path, build) -> str:
-    """Publish `build()` under home/models unless a model is already there."""
+def publish_once(home: Path, build, lists: bool = True) -> str:
+    """Publish `build()` under home/models unless a model is already there; with each user's
+    top-100 list as the trainer publishes an embedding model (`lists`, up to
+    trainer.toplists.MAX_CELLS; False: an artifact without them, as older ones)."""
     registry = ModelRegistry(home / "models")
     if registry.current() is None:
-        registry.publish(build(), config={"bench": True})
+        arrays = build()
+        if lists and arrays.kind == "embedding":
+            from trainer.toplists import with_embedding_lists  # torch: only when publishing
+
+            arrays = with_embedding_lists(arrays)
+        registry.publish(arrays, config={"bench": True})
     return registry.current()
 
 
@@ -91,9 +98,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def uvicorn_server(home: Path, **env_extra: str) -> Iterator[str]:
+def uvicorn_server(home: Path, code: Path = REPO, **env_extra: str) -> Iterator[str]:
     """`python -m service.main` on a free loopback port; yields the base URL once /readyz is 200
-    (and, with SPECREC_WORKERS=N, once N workers run). The server's pid is SERVER_PIDS[base]."""
+    (and, with SPECREC_WORKERS=N, once N workers run). The server's pid is SERVER_PIDS[base].
+    `code`: the source tree it runs (default this one; e.g. an older commit's, to compare)."""
     import httpx
 
     port = free_port()
@@ -101,7 +109,8 @@ def uvicorn_server(home: Path, **env_extra: str) -> Iterator[str]:
     env.update(SPECREC_HOME=str(home), PORT=str(port), HOST="127.0.0.1", SPECREC_WATCH="false")
     env.update(SPECREC_LOG_LEVEL="warning", **env_extra)
     env.pop("ADMIN_TOKEN", None)
-    proc = subprocess.Popen([sys.executable, "-m", "service.main"], cwd=REPO, env=env)
+    env["PYTHONPATH"] = str(code)
+    proc = subprocess.Popen([sys.executable, "-m", "service.main"], cwd=code, env=env)
     base = f"http://127.0.0.1:{port}"
     SERVER_PIDS[base] = proc.pid
     want_workers = int(env.get("SPECREC_WORKERS", "1"))

@@ -208,8 +208,8 @@ def main() -> None:
         "SPECREC_PRECOMPUTE_K=100)"
         if spectral
         else "random, 29,858 users x 40,981 items, d = 64, 810k seen pairs; exact search "
-        "(flat, numpy backend). `lookup`: default settings (per-user top-100 lists computed "
-        "at load, SPECREC_PRECOMPUTE_K=100)"
+        "(flat, numpy backend). `lookup`: default settings (the artifact's per-user top-100 "
+        "lists, as the trainer writes them, SPECREC_PRECOMPUTE_K=100)"
     )
     lines = [
         "### Serving throughput: GET /recommend/{user}?k=20 vs the HTTP floor (GET /healthz)",

@@ -18,8 +18,8 @@ which ``bench/report.py`` renders into docs/benchmarks.md with a log-log slope p
   (m x 100 int32 rows + float32 scores).
 - embedding: random d = 64 vectors (a model's training does not change the cost) searched by
   ``service.index.NumpyExactIndex`` (``build_s`` is the index's build). Memory: the item
-  vectors, the index's (d, n) copy, the user vectors, and the top-100 lists where the service
-  computes them at load (users x items <= precompute_max_cells).
+  vectors, the index's (d, n) copy, the user vectors, and the top-100 lists where the trainer
+  writes them into the artifact (users x items <= trainer.toplists.MAX_CELLS).
 
 Both keep the seen-items CSR too (not counted: the same for both). The lists' sizes follow
 from their shapes; computing a filter model's lists costs one batched scoring per user, which
@@ -141,7 +141,7 @@ def measure_spectral(
 
 def measure_embedding(train: sp.csr_matrix, users: np.ndarray, budget_s: float) -> dict[str, Any]:
     from service.index import NumpyExactIndex
-    from service.settings import IndexSettings
+    from trainer.toplists import MAX_CELLS
 
     m, n = train.shape
     rng = np.random.default_rng(1)
@@ -157,7 +157,7 @@ def measure_embedding(train: sp.csr_matrix, users: np.ndarray, budget_s: float) 
     def search(qs: list, bans: list) -> None:
         index.search(np.stack(qs), [20] * len(qs), bans)
 
-    lists = m * n <= IndexSettings().precompute_max_cells  # computed at load, else none
+    lists = m * n <= MAX_CELLS  # the artifact carries them, else none (cached as asked)
     parts = {
         "item_vectors": mb(item_emb, index.items_t),
         "user_vectors": mb(user_emb),

@@ -1,7 +1,8 @@
 """The model artifact: the one contract between the trainer (writer) and the service (reader).
 
 numpy-only on purpose (the service never imports torch); arrays are ``.npy`` files loaded with
-``allow_pickle=False``.
+``allow_pickle=False``, memory-mapped read-only by default (``read_model_dir``): the uvicorn
+workers and replicas on one host that serve a version share one copy in the page cache.
 
 Layout under a registry root::
 
@@ -18,15 +19,17 @@ Layout under a registry root::
         seen_indptr.npy        (m + 1,) int64  CSR of the known interactions (seen items)
         seen_indices.npy       (nnz,) int32    item rows, sorted within each user
         item_popularity.npy    (n,) int64      known interactions per item
-      and, for a spectral-filter model (manifest "model": {"kind": "spectral", ...};
-      contract/spectral.py), the filter and its per-user answers:
+        top_rows.npy           (m, L) int32    each user's top-L unseen items, best first, ties
+                                               by lower row (-1 pads a user with fewer than L)
+        top_scores.npy         (m, L) float32  their scores (-inf at the padding)
+      the two lists optional (an embedding model's: by inner product, written by the trainer up
+      to a size limit, trainer/toplists.py; every filter model and blend has them), and, for a
+      spectral-filter model (manifest "model": {"kind": "spectral", ...};
+      contract/spectral.py), the filter (its top lists score the filter):
         filter_indptr.npy      (m + 1,) int64  CSR of R̃ = D_U^-1/2 R D_I^-1/2 (R: its pairs)
         filter_indices.npy     (nnz,) int32    item rows, sorted within each user
         filter_data.npy        (nnz,) float32  R̃'s values
         filter_singular_values.npy (K,) float32  top-K singular values of R̃, descending
-        top_rows.npy           (m, L) int32    each user's top-L unseen items, best first
-                                               (-1 pads a user with fewer than L)
-        top_scores.npy         (m, L) float32  their scores (-inf at the padding)
       user_emb and item_emb then hold the filter's low-pass part (users @ items.T is its
       score): users α r D_I^-1/2 V̄, items D_I^1/2 V̄, with K columns.
       A blend (manifest "model": {"kind": "blend", "blend_weight": β, ...}; contract/blend.py)
@@ -376,8 +379,13 @@ def _os_reason(e: BaseException) -> str:
     return (e.strerror or type(e).__name__) if isinstance(e, OSError) else str(e)
 
 
-def read_model_dir(path: Path, verify_checksums: bool = True) -> LoadedModel:
+def read_model_dir(path: Path, verify_checksums: bool = True, mmap: bool = True) -> LoadedModel:
     """Load and fully validate one model directory; raise ArtifactInvalid on any problem.
+
+    `mmap` (the default): every array is a read-only memory map of its file (``np.memmap``),
+    so the processes serving one version share one copy in the page cache and nothing writes
+    into a published file; False: private, writable copies. Verifying a checksum reads each
+    file once through that page cache and keeps nothing.
 
     Messages name the directory (the version), never the server path: they reach HTTP clients
     (POST /models/{version}/activate, GET /models).
@@ -412,7 +420,7 @@ def read_model_dir(path: Path, verify_checksums: bool = True) -> LoadedModel:
         if verify_checksums and _sha256(fpath) != files[fname].get("sha256"):
             raise ArtifactInvalid(f"{where}: checksum mismatch for {fname}")
         try:
-            loaded[name] = np.load(fpath, allow_pickle=False)
+            loaded[name] = np.load(fpath, mmap_mode="r" if mmap else None, allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:
             raise ArtifactInvalid(f"{where}: cannot read {fname}: {_os_reason(e)}") from e
     arrays = ModelArrays(**loaded)
@@ -470,12 +478,13 @@ class ModelRegistry:
         except (OSError, ValueError) as e:  # json.JSONDecodeError is a ValueError
             raise ArtifactInvalid(f"{version}: unreadable manifest: {_os_reason(e)}") from e
 
-    def load(self, version: str | None = None) -> LoadedModel:
-        """Load `version` (default: CURRENT) with full validation."""
+    def load(self, version: str | None = None, *, mmap: bool = True) -> LoadedModel:
+        """Load `version` (default: CURRENT) with full validation; its arrays are read-only
+        memory maps unless `mmap` is False (``read_model_dir``)."""
         version = version or self.current()
         if version is None:
             raise ModelNotFound("no model has been published yet")
-        return read_model_dir(self._version_path(version))
+        return read_model_dir(self._version_path(version), mmap=mmap)
 
     def _version_path(self, version: str) -> Path:
         if not version or "/" in version or version.startswith(".") or ".." in version:

@@ -19,7 +19,7 @@ from contract.manifest import Manifest
 from contract.spectrum import embedding_spectrum
 from service.foldin import FoldIn, rule_for
 from service.index import ItemIndex, build_index
-from service.precompute import TopLists, precompute, stored_lists
+from service.precompute import UserLists, user_lists
 from service.schemas import Fallback
 from service.scoring import BlendScorer, EmbeddingScorer, FilterScorer, Query, Scorer
 from service.settings import IndexSettings
@@ -29,7 +29,8 @@ _NO_ROWS = np.empty(0, dtype=np.int64)
 _NO_SCORES = np.empty(0, dtype=np.float32)
 
 Source = Literal["precomputed", "search", "include", "fold-in", "fallback"]
-"""What answered a recommendation: the user's precomputed list (a lookup), an index search, a
+"""What answered a recommendation: the user's top list (a lookup: the artifact's, or the cached
+answer of an earlier search, service.precompute), an index search, a
 direct scoring of the ``include`` rows (exact, no index), a vector folded in from an item
 history (service.foldin; searched, or scored within ``include``), or a fallback for a user the
 model does not know (``Answer.fallback`` says which)."""
@@ -143,7 +144,7 @@ class ServingModel:
     popular_order: np.ndarray  # (n,) item rows by popularity desc, row asc
     spectrum: SpectrumSnapshot
     searcher: Searcher  # the index's searches, through the Search it was built with
-    top_lists: TopLists | None  # per-user precomputed answers (service.precompute)
+    top_lists: UserLists | None  # per-user top lists: stored or cached (service.precompute)
     scorer: Scorer  # queries and scores of this model's kind (service.scoring)
     trained_seq: int  # highest feedback seq the model was trained on (service.fresh)
     created_unix: float
@@ -169,29 +170,26 @@ class ServingModel:
         popular_order = np.lexsort((np.arange(a.n_items), -pop)).astype(np.int64)
         item_id_list = a.item_ids.tolist()
         spectrum = SpectrumSnapshot.of(loaded, version)
-        top_lists = None
         scorer: Scorer
         info = loaded.manifest.model
         if a.kind == "spectral":
             # the filter's lists come with the artifact (the trainer scored every user once)
             scorer = FilterScorer.of(a, info.spectral_alpha)
-            if config.precompute_k > 0:
-                top_lists = stored_lists(a)
         elif a.kind == "blend":
             if info.blend_weight is None:
                 raise ArtifactInvalid("a blend model's manifest has no model.blend_weight")
             rule = rule_for(loaded.manifest.config.encoder)
             foldin = FoldIn.fit(a.item_emb, a.user_emb, a.seen_indptr, a.seen_indices, rule)
             scorer = BlendScorer.of(a, info.spectral_alpha, info.blend_weight, foldin)
-            if config.precompute_k > 0:
-                top_lists = stored_lists(a)
         else:
             index = build_index(a.item_emb, config)
-            if config.precompute_k > 0 and a.n_users * a.n_items <= config.precompute_max_cells:
-                top_lists = precompute(index, a, config.precompute_k)
             rule = rule_for(loaded.manifest.config.encoder)
             foldin = FoldIn.fit(a.item_emb, a.user_emb, a.seen_indptr, a.seen_indices, rule)
             scorer = EmbeddingScorer(a, index, foldin)  # fold-in: a history to a user vector
+        # the artifact's lists (the trainer scored every user once), else a bounded cache
+        top_lists = user_lists(
+            a, config.precompute_k, config.top_list_cache_users, scorer.index.exact
+        )
         created = loaded.manifest.created_unix
         return cls(
             version=version,
@@ -242,7 +240,8 @@ class ServingModel:
           items (`exclude_seen`) and `exclude`, scored directly (one GEMV over the include
           rows, exact even for an approximate index; source ``include``), never the lists or
           the index. Unknown include ids are ignored and listed in ``unknown_include``;
-        - a known user's precomputed list (``top_lists``), when it provably holds the answer:
+        - a known user's top list (``top_lists``: the artifact's, or one cached from an
+          earlier search to depth K, service.precompute), when it provably holds the answer:
           depth within the list's K, seen items excluded (the lists hold unseen items only),
           and depth items left after `exclude`, or the list holds every unseen item. A top-k
           is a prefix of the top-K in the same order (service.topk), so the items are the
@@ -273,11 +272,13 @@ class ServingModel:
         lists = self.top_lists if exclude_seen and incl is None else None
         fresh = new_items or {}
         answers: list[Answer] = []
-        to_search: list[tuple[int, Query, np.ndarray, Source]] = []  # (i, query, banned)
+        # (i, query, banned, source, the user row whose list the search fills or None)
+        to_search: list[tuple[int, Query, np.ndarray, Source, int | None]] = []
         for i, user_id in enumerate(user_ids):
             row = self.user_rows.get(user_id)
             new = fresh.get(user_id)
             folded = self.fold_in_user(row, new) if new else None
+            fill: int | None = None  # the user whose list this search fills
             if folded is not None:
                 vec, seen = folded
                 banned = _union(seen, excl) if exclude_seen else excl
@@ -290,6 +291,8 @@ class ServingModel:
                             self._page(found_list, k, offset, depth, None, "precomputed")
                         )
                         continue
+                    if lists.fills(row, depth, excl):
+                        fill = row
                 vec = self.scorer.user_query(row)
                 banned = self.banned_rows(row, exclude_seen, excl)
                 source = "search"
@@ -309,13 +312,18 @@ class ServingModel:
                 )
                 continue
             answers.append(_UNANSWERED)  # replaced below
-            to_search.append((i, vec, banned, source))
+            to_search.append((i, vec, banned, source, fill))
         if to_search:
-            queries = self.scorer.stack([q for _, q, _, _ in to_search])
+            queries = self.scorer.stack([q for _, q, _, _, _ in to_search])
             found_all = await self.searcher(
-                queries, [depth] * len(to_search), [b for _, _, b, _ in to_search]
+                queries,
+                [depth if fill is None or lists is None else lists.k for *_, fill in to_search],
+                [b for _, _, b, _, _ in to_search],
             )
-            for (i, _, _, source), found in zip(to_search, found_all, strict=True):
+            for (i, _, _, source, fill), found in zip(to_search, found_all, strict=True):
+                if fill is not None and lists is not None:  # to depth K: the user's list
+                    lists.remember(fill, found)
+                    found = found[0][:depth], found[1][:depth]
                 answers[i] = self._page(found, k, offset, depth, None, source)
         return Recommendations(answers, unknown, unknown_incl)
 

@@ -57,10 +57,13 @@ class IndexSettings(BaseModel):
     use_gpu: bool | None = None
     """Put the index on the GPU: None = when faiss-gpu and a GPU are present."""
     precompute_k: int = Field(100, ge=0)
-    """Top-k lists computed per user when a model loads (0: off); GET /recommend with
-    k <= this is then a lookup instead of a search (same answers)."""
-    precompute_max_cells: PositiveInt = 4_000_000_000
-    """Skip the per-user lists when users × items exceeds this (load time grows with it)."""
+    """Answer from per-user top lists (0: off, always search): the artifact's (written by
+    the trainer, 100 long), or for a model without them lists of this length, each the
+    answer of a user's first search (service/precompute.py). GET /recommend with k <= the
+    length is then a lookup instead of a search (same answers)."""
+    top_list_cache_users: int = Field(20_000, ge=0)
+    """For a model without stored lists: the users whose lists are kept, the least recently
+    used dropped first (about 1 KB each; 0: none, every such request searches)."""
     search_buffer_mb: PositiveInt = 64
     """Scratch memory for one exact GEMM chunk (rows × n_items float32)."""
 
@@ -82,8 +85,9 @@ class Settings(HomeSettings, IndexSettings):
     log_level: str = "info"
     """uvicorn / service log level."""
     workers: PositiveInt = 1
-    """uvicorn worker processes on the one port. Each loads the serving model itself (memory
-    per worker: docs/benchmarks.md, "Several workers"); ingested interactions reach every
+    """uvicorn worker processes on the one port. Each loads the serving model itself, its
+    arrays read-only memory maps of the artifact that the workers share in the page cache
+    (memory per worker: docs/benchmarks.md, "Several workers"); ingested interactions reach every
     worker's fold-in through the shared SQLite store within about a millisecond."""
 
     # ---- model watcher -------------------------------------------------------------------

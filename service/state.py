@@ -172,7 +172,7 @@ class ModelState:
             model.arrays.n_users,
             model.arrays.n_items,
             model.index.backend,
-            f"top-{model.top_lists.k} lists" if model.top_lists else "no precomputed lists",
+            f"top-{model.top_lists.k} lists" if model.top_lists is not None else "no top lists",
             model.build_seconds,
         )
         for listener in self.listeners:

@@ -61,6 +61,7 @@ from trainer.objectives import BatchLoss
 from trainer.optim import RowAdam, build_optimizer
 from trainer.sampling import CSR, PairSampler, UserItemSampler
 from trainer.spectral import fit_filter, fit_spectral, spectral_arrays, spectral_embeddings
+from trainer.toplists import with_embedding_lists
 
 ProgressFn = Callable[[dict[str, Any]], None]
 T = TypeVar("T")
@@ -757,6 +758,10 @@ def publish_result(
             "spectral_alpha": filt.alpha,
             "top_k": int(arrays.top_rows.shape[1]) if arrays.top_rows is not None else 0,
         }
+    else:  # each user's top list, so that no service process computes them (trainer.toplists)
+        arrays = with_embedding_lists(arrays)
+        if arrays.top_rows is not None:
+            model["top_k"] = int(arrays.top_rows.shape[1])
     return registry.publish(
         arrays,
         config=cfg.to_dict(),

@@ -32,7 +32,7 @@ import pytest
 
 from contract.artifact import ModelRegistry
 from contract.spectrum import embedding_spectrum
-from tests.service.modelkit import ADMIN_TOKEN, make_model
+from tests.service.modelkit import ADMIN_TOKEN, make_model, with_top_lists
 from tests.service.test_e2e_uvicorn import REPO, clean_env, free_port
 
 CHROMIUM = os.environ.get("SPECREC_CHROMIUM", "/usr/bin/chromium")
@@ -111,8 +111,8 @@ def _publish(home: Path, seed: int, metrics: dict[str, float], decay: float) -> 
     scale = decay ** np.arange(16)
     users = rng.standard_normal((60, 16)) * scale
     items = rng.standard_normal((120, 16)) * scale
-    model = make_model(user_emb=users, item_emb=items, seed=seed)
-    a = model.arrays
+    model = with_top_lists(make_model(user_emb=users, item_emb=items, seed=seed), 100)
+    a = model.arrays  # with its top lists, as the trainer publishes it
     return ModelRegistry(home / "models").publish(
         a,
         config={"objective": "directspec+", "encoder": "mf", "dim": 16},

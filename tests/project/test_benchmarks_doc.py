@@ -49,6 +49,7 @@ def test_committed_benchmarks_md_is_what_the_template_and_results_give():
         report.load_rows(report.SPEED),
         report.load_rows(report.SCALING),
         report.load_rows(report.SERVING_SPECTRAL),
+        report.load_workers(),
     )
     assert report.OUTPUT.read_text() == text, "run .venv/bin/python bench/report.py"
 
@@ -300,3 +301,44 @@ def test_serving_spectral_rows_render_with_fitted_growth():
     only = report.render("<!-- serving_spectral: dataset=gowalla -->", [], None, None, rows)
     assert "| synthetic |" not in only
     assert report.loglog_slope([1.0, 10.0, 100.0], [3.0, 30.0, 300.0]) == pytest.approx(1.0)
+
+
+def test_replica_memory_directive_renders_the_workers_rows():
+    run = {
+        "command": "python bench/replica_memory.py --workers 2",
+        "machine": "2 CPUs",
+        "rows": [
+            {
+                "code": "abc1234",
+                "n_users": 29858,
+                "n_items": 40981,
+                "dim": 64,
+                "workers": 2,
+                "stored_lists": True,
+                "rss_mb": [180.4, 181.6],
+                "pss_mb": [120.2, 121.0],
+                "pss_total_mb": 241.2,
+                "load_s": 1.234,
+            },
+            {
+                "code": "abc1234",
+                "n_users": 10,
+                "n_items": 20,
+                "dim": 8,
+                "workers": 3,
+                "stored_lists": False,
+                "rss_mb": [1.0, 1.0, 1.0],
+                "pss_mb": [1.0, 1.0, 1.0],
+                "pss_total_mb": 3.0,
+                "load_s": 0.1,
+            },
+        ],
+    }
+    directive = "<!-- replica_memory: dataset=synthetic workers=2 -->"
+    text = report.render(directive, [], replica_workers=run)
+    body = [ln for ln in text.splitlines() if ln.startswith("| `")]
+    assert body == [
+        "| `abc1234` | 29,858 x 40,981, d 64 | the artifact's | 180 / 182 | 120 / 121 | 241 | 1.2 |"
+    ]
+    assert "Command: `python bench/replica_memory.py --workers 2`" in text
+    assert "(no rows recorded yet)" in report.render(directive, [])

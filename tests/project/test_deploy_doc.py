@@ -31,7 +31,7 @@ def test_the_sizing_rule_predicts_each_measured_row_within_ten_percent():
             r"RSS ≈ \*\*(\d+) MB \+ ([\d.]+) x the item table \+ ([\d.]+) x the user table", doc
         ).groups()
     )
-    lists_mb = float(re.search(r"built: (\d+) MB at\s+Gowalla's size", doc).group(1))
+    lists_mb = float(re.search(r"has them: (\d+) MB at\s+Gowalla's size", doc).group(1))
     for r in _run()["rows"]:
         table = r["dim"] * 4 / 2**20
         predicted = base + items * r["n_items"] * table + users * r["n_users"] * table

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import Settings
-from tests.service.modelkit import ADMIN_TOKEN, Model, make_model, publish
+from tests.service.modelkit import ADMIN_TOKEN, Model, make_model, publish, with_top_lists
 
 _ENV = ("PORT", "HOST", "ADMIN_TOKEN")
 
@@ -36,7 +36,8 @@ def model() -> Model:
 
 @pytest.fixture
 def published(settings: Settings, model: Model) -> str:
-    return publish(settings.registry_root, model, metrics={"recall@20": 0.25})
+    # with each user's top list, as the trainer publishes a model
+    return publish(settings.registry_root, with_top_lists(model, 100), metrics={"recall@20": 0.25})
 
 
 @pytest.fixture

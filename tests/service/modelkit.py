@@ -65,6 +65,23 @@ def make_model(
     return Model(arrays, seen)
 
 
+def with_top_lists(model: Model, length: int) -> Model:
+    """`model` with the per-user top lists the trainer writes (numpy reference: each user's
+    top-`length` unseen items by float64 inner product, ties by the lower row, -1 / -inf
+    padding), as ``top_rows`` / ``top_scores``."""
+    a = model.arrays
+    length = min(length, a.n_items)
+    rows = np.full((a.n_users, length), -1, dtype=np.int32)
+    scores = np.full((a.n_users, length), -np.inf, dtype=np.float32)
+    for u in range(a.n_users):
+        s = a.item_emb.astype(np.float64) @ a.user_emb[u].astype(np.float64)
+        ranked = [r for r in np.lexsort((np.arange(a.n_items), -s)) if r not in model.seen[u]]
+        ranked = ranked[:length]
+        rows[u, : len(ranked)] = ranked
+        scores[u, : len(ranked)] = s[ranked]
+    return Model(a.with_arrays(top_rows=rows, top_scores=scores), model.seen)
+
+
 def publish(root: Path, model: Model, **kw) -> str:
     return ModelRegistry(root).publish(model.arrays, config={"test": True}, **kw)
 

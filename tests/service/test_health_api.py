@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from contract.spectrum import embedding_spectrum
 from service.app import create_app
 from service.spectrum_view import verdict
-from tests.service.modelkit import make_model, publish
+from tests.service.modelkit import make_model, publish, with_top_lists
 
 
 def collapsed_model(seed: int = 0, m: int = 120, n: int = 150, d: int = 32):
@@ -175,7 +175,7 @@ def test_spectrum_svg_is_xml_with_current_and_previous_curves(settings):
 
 def test_metrics_exposition(settings):
     model = gaussian_model()
-    version = publish(settings.registry_root, model)
+    version = publish(settings.registry_root, with_top_lists(model, 100))  # as trained
     with TestClient(create_app(settings)) as c:
         c.get("/recommend/u0")
         c.get("/recommend/u1")

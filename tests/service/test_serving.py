@@ -1,5 +1,6 @@
-"""ServingModel.recommend / .similar against a numpy reference: the precomputed lists, the search
-and the popular fallback give the reference's answer, and lookups answer what searches would."""
+"""ServingModel.recommend / .similar against a numpy reference: the top lists (the artifact's, or
+cached from first searches), the search and the popular fallback give the reference's answer,
+and lookups answer what searches would."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import pytest
 
 from contract.artifact import LoadedModel
 from contract.manifest import Manifest, parse_manifest
+from service.precompute import CachedLists, TopLists
 from service.serving import Answer, Recommendations, Search, ServingModel, search_inline
 from service.settings import Settings
-from tests.service.modelkit import Model, make_model
+from tests.service.modelkit import Model, make_model, with_top_lists
 
-K = 12  # precomputed list length of the models below
+K = 12  # top list length of the models below
 
 
 def reference(
@@ -37,10 +39,17 @@ def popular_reference(model: Model, k: int, exclude: Sequence[int] = ()) -> list
 
 
 def serve(
-    model: Model, precompute_k: int, settings: Settings, search: Search = search_inline
+    model: Model,
+    precompute_k: int,
+    settings: Settings,
+    search: Search = search_inline,
+    stored: bool = True,
 ) -> ServingModel:
+    """`model` served with lookups to depth `precompute_k` (0: none): from top lists in its
+    artifact (`stored`, as the trainer writes them) or cached from first searches."""
     config = settings.model_copy(update={"precompute_k": precompute_k})
-    return ServingModel.build(LoadedModel("v1", Manifest(), model.arrays), config, search=search)
+    arrays = with_top_lists(model, precompute_k).arrays if stored and precompute_k else model.arrays
+    return ServingModel.build(LoadedModel("v1", Manifest(), arrays), config, search=search)
 
 
 def integer_model(n_users: int = 25, n_items: int = 400, seed: int = 1) -> Model:
@@ -85,18 +94,28 @@ def model(request) -> Model:
 @pytest.mark.parametrize("exclude_seen", [True, False])
 def test_every_source_gives_the_reference_answer(settings, model, exclude_seen):
     with_lists, without = serve(model, K, settings), serve(model, 0, settings)
-    assert with_lists.top_lists is not None and without.top_lists is None
+    cached = serve(model, K, settings, stored=False)  # a model without lists: filled as asked
+    assert isinstance(with_lists.top_lists, TopLists) and without.top_lists is None
+    assert isinstance(cached.top_lists, CachedLists) and cached.top_lists.size == 0
     rng = np.random.default_rng(0)
     n = model.arrays.n_items
     for user in range(model.arrays.n_users):
-        for k in (1, 5, K, K + 1, 3 * K):
+        for k in (1, 5, K, K + 1, 3 * K, 2, 5):  # 2 and 5 again: from the cached list
             excl = sorted(rng.choice(n, size=int(rng.integers(0, 6)), replace=False).tolist())
+            if k == 1:
+                excl = []  # the first request of each user fills its cached list
             want, want_scores = reference(model, user, k, exclude_seen, excl)
             args = {"exclude": [f"i{e}" for e in excl], "exclude_seen": exclude_seen}
             looked_up = one(with_lists, f"u{user}", k, **args)
             searched = one(without, f"u{user}", k, **args)
+            from_cache = one(cached, f"u{user}", k, **args)
             assert searched.source == "search"
-            for answer in (looked_up, searched):
+            # the first request of a user searches and fills its list; then it decides like
+            # the artifact's list (the same items)
+            assert from_cache.source == ("search" if k == 1 else looked_up.source)
+            if exclude_seen and k <= K and not excl:
+                assert looked_up.source == "precomputed"
+            for answer in (looked_up, searched, from_cache):
                 assert answer.rows.tolist() == want, (user, k, excl, answer.source)
                 np.testing.assert_allclose(answer.scores, want_scores, rtol=1e-5, atol=1e-5)
                 assert answer.rows.dtype == np.int64 and answer.scores.dtype == np.float32

@@ -474,6 +474,19 @@ def test_publish_result_writes_a_loadable_artifact(small_ds, tmp_path):
     )
     assert len(small_ds.test_items[small_ds.test_users == 0]) > 0
     assert loaded.arrays.seen(0).tolist() == sorted(set(known.tolist()))
+    # each user's top unseen items by inner product, computed once here, not by the service
+    a = loaded.arrays
+    assert loaded.manifest.model.kind == "embedding" and loaded.manifest.model.top_k == 80
+    assert a.top_rows is not None and a.top_scores is not None and a.top_rows.shape == (120, 80)
+    for u in (0, 1, 57):
+        scores = a.item_emb.astype(np.float64) @ a.user_emb[u].astype(np.float64)
+        scores[a.seen(u)] = -np.inf
+        order = np.lexsort((np.arange(80), -scores))[: 80 - len(a.seen(u))]
+        assert a.top_rows[u, : len(order)].tolist() == order.tolist()
+        assert (a.top_rows[u, len(order) :] == -1).all()
+        np.testing.assert_allclose(
+            a.top_scores[u, : len(order)], scores[order], rtol=1e-5, atol=1e-6
+        )
     # fitted on the training pairs only (no refit asked for)
     assert loaded.manifest.to_dict()["trained_on"] == {
         "pairs": "train",
