@@ -48,22 +48,22 @@ VALIDATION = (0.1, 0)
 """(fraction, seed) of the per-user holdout carved from the training pairs for tuning."""
 GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {
     # alpha: confidence of an observed pair (implicit multiplies the binary matrix by it)
-    "implicit-ALS": {"factors": (64, 128), "regularization": (1.0, 10.0), "alpha": (10.0, 40.0)},
+    "implicit-ALS": {"factors": (64, 128), "regularization": (1.0, 10.0), "alpha": (20.0, 80.0)},
     "implicit-BPR": {
         "factors": (64, 128),
-        "learning_rate": (0.05, 0.1),
-        "regularization": (0.001, 0.01),
+        "learning_rate": (0.1, 0.2),
+        "regularization": (0.003, 0.01),
     },
 }
 #: iteration counts at which a validation fit is scored (the last is the fit's length)
 CHECKPOINTS: dict[str, tuple[int, ...]] = {
     "implicit-ALS": (5, 10, 15),
-    "implicit-BPR": (50, 100, 150),
+    "implicit-BPR": (100, 200, 300),
 }
 #: iteration counts at which the refit is scored on test (up to the chosen iterations)
 CURVE: dict[str, tuple[int, ...]] = {
     "implicit-ALS": (1, 2, 5, 10, 15),
-    "implicit-BPR": (10, 25, 50, 100, 150),
+    "implicit-BPR": (10, 25, 50, 100, 200, 300),
 }
 MISSING = (
     "bench/implicit_bench.py needs the `implicit` package (the bench extra): "
