@@ -49,15 +49,17 @@ VALIDATION = (0.1, 0)
 GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {
     # alpha: confidence of an observed pair (implicit multiplies the binary matrix by it)
     "implicit-ALS": {"factors": (64, 128), "regularization": (1.0, 10.0), "alpha": (20.0, 80.0)},
+    # 64 factors trailed 128 at every (lr, reg) of a first CiteULike grid: the budget (2 shared
+    # cores) goes to the learning rate and the regularisation
     "implicit-BPR": {
-        "factors": (64, 128),
+        "factors": (128,),
         "learning_rate": (0.1, 0.2),
         "regularization": (0.003, 0.01),
     },
 }
 #: iteration counts at which a validation fit is scored (the last is the fit's length)
 CHECKPOINTS: dict[str, tuple[int, ...]] = {
-    "implicit-ALS": (5, 10, 15),
+    "implicit-ALS": (10, 15),
     "implicit-BPR": (100, 200, 300),
 }
 #: iteration counts at which the refit is scored on test (up to the chosen iterations)
