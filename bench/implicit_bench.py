@@ -11,7 +11,10 @@ docs/results/training.json, bench/train_bench.py's format) with the chosen param
 validation grid and the curve; ``bench/report.py`` puts it in docs/benchmarks.md.
 
 One thread throughout (implicit's OpenMP ``num_threads=1``, BLAS and torch limited to 1);
-the curve's seconds are training only (its evaluations excluded). Needs the bench extra:
+the curve's seconds are training only (its evaluations excluded). ``--grid`` narrows a
+method's grid (``--grid learning_rate=0.1,0.2 regularization=0.003``: values of the keys it
+names, for every method run that has them) and ``--checkpoints 100,200`` its validation
+checkpoints, where CPU time is short. Needs the bench extra:
 
     pip install -e '.[bench]'
     .venv/bin/python bench/implicit_bench.py --data ../shared/data/gowalla
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import resource
 import shlex
@@ -170,13 +174,27 @@ def fit_scored(
     return points
 
 
-def run(method: str, ds: Dataset, seed: int) -> dict[str, Any]:
+def narrowed(grid: Mapping[str, tuple[Any, ...]], items: Sequence[str]) -> dict[str, tuple]:
+    """`grid` with the keys that `items` ("key=v1,v2" each, JSON numbers) name replaced."""
+    out = dict(grid)
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not raw:
+            raise SystemExit(f"--grid {item!r}: expected key=value[,value...]")
+        if key in out:
+            out[key] = tuple(json.loads(v) for v in raw.split(","))
+    return out
+
+
+def run(
+    method: str, ds: Dataset, seed: int, grid_spec: dict[str, tuple], checkpoints: Sequence[int]
+) -> dict[str, Any]:
     """Tune on validation, refit on train, score test: the row's method-specific fields."""
     t0 = time.perf_counter()
     valid = holdout_split(ds, *VALIDATION)
     grid: list[Point] = []
-    for params in grid_points(GRIDS[method]):
-        grid += fit_scored(method, params, valid, CHECKPOINTS[method], seed)
+    for params in grid_points(grid_spec):
+        grid += fit_scored(method, params, valid, checkpoints, seed)
     best = choose(grid)
     seconds_tuning = time.perf_counter() - t0
     print(f"{method}: chosen {best.params}, {best.iterations} iterations", flush=True)
@@ -218,6 +236,8 @@ def run(method: str, ds: Dataset, seed: int) -> dict[str, Any]:
         "config": {**best.params, "iterations": best.iterations, "num_threads": 1, "seed": seed},
         "validation": {
             "holdout": f"{VALIDATION[0]:g} of each user's training pairs, seed {VALIDATION[1]}",
+            "searched": {k: list(v) for k, v in grid_spec.items()},
+            "checkpoints": list(checkpoints),
             "chosen": asdict(best),
             "grid": [asdict(p) for p in grid],
         },
@@ -236,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--seed", type=int, default=0, help="implicit's random_state")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "training.json")
+    p.add_argument("--grid", nargs="*", default=[], metavar="KEY=V1,V2")
+    p.add_argument("--checkpoints", default=None, help="validation iterations, e.g. 100,200")
     args = p.parse_args(argv)
     given = argv if argv is not None else sys.argv[1:]
     try:
@@ -258,7 +280,12 @@ def main(argv: list[str] | None = None) -> int:
         load_before = os.getloadavg()
         started = datetime.now(UTC).isoformat(timespec="seconds")
         with threadpool_limits(1):
-            fields = run(method, ds, args.seed)
+            checkpoints = (
+                tuple(int(c) for c in args.checkpoints.split(","))
+                if args.checkpoints
+                else CHECKPOINTS[method]
+            )
+            fields = run(method, ds, args.seed, narrowed(GRIDS[method], args.grid), checkpoints)
         row = {
             "benchmark": "training",
             "dataset": name,
