@@ -497,8 +497,9 @@ def plots(rows: list[dict[str, Any]], blend: list[dict[str, Any]] | None = None)
             xs = [x / 60 for x in s.seconds]
             if s.point:
                 ax.plot(xs, s.recall, marker="*", markersize=11, linestyle="none", label=s.label)
-            else:
-                ax.plot(xs, s.recall, marker=".", label=s.label)
+            else:  # implicit's methods dashed: not specrec's
+                dashed = s.label.startswith("implicit-")
+                ax.plot(xs, s.recall, marker=".", linestyle="--" if dashed else "-", label=s.label)
 
     # (file stem, draw the rows, log axis, x label, y label, title)
     figures = [
@@ -528,13 +529,14 @@ def plots(rows: list[dict[str, Any]], blend: list[dict[str, Any]] | None = None)
         for stem, draw, log_axis, xlabel, ylabel, title in figures:
             if stem == "spectrum" and not any(r["method"] in SPECTRUM_METHODS for r in main):
                 continue
-            fig, ax = plt.subplots(figsize=(7.2, 4.8))
+            fig, ax = plt.subplots(figsize=(10.5, 4.8))
+            ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)  # 10+ methods, no repeats
             draw(ax, main, mine)
             (ax.set_yscale if log_axis == "y" else ax.set_xscale)("log")
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
             ax.set_title(f"{dataset}: {title}")
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside
             fig.tight_layout()
             path = IMG / f"{stem}-{dataset}.png"
             fig.savefig(path, dpi=110)
