@@ -129,3 +129,12 @@ def test_recall_vs_time_draws_curves_and_the_filter_and_blend_as_points():
     assert series[0].label == "implicit-ALS (tuned on validation)"
     assert series[1].label == "Spectral filter (GF-CF) (default), fit + evaluation"
     assert "β 1.6 chosen on validation" in series[2].label
+
+
+def test_grid_narrowing_replaces_only_the_keys_a_method_has():
+    grid = ib.GRIDS["implicit-BPR"]
+    narrowed = ib.narrowed(grid, ["learning_rate=0.1,0.2", "regularization=0.003", "alpha=5"])
+    assert narrowed == {"factors": (128,), "learning_rate": (0.1, 0.2), "regularization": (0.003,)}
+    assert ib.GRIDS["implicit-BPR"]["regularization"] == (0.003, 0.01)  # not modified
+    with pytest.raises(SystemExit, match="key=value"):
+        ib.narrowed(grid, ["learning_rate"])
