@@ -192,9 +192,16 @@ def run(
     """Tune on validation, refit on train, score test: the row's method-specific fields."""
     t0 = time.perf_counter()
     valid = holdout_split(ds, *VALIDATION)
+    from implicit.recommender_base import ModelFitError
+
     grid: list[Point] = []
+    diverged: list[dict[str, Any]] = []
     for params in grid_points(grid_spec):
-        grid += fit_scored(method, params, valid, checkpoints, seed)
+        try:
+            grid += fit_scored(method, params, valid, checkpoints, seed)
+        except ModelFitError as exc:  # NaN factors: too large a step; the rest of the grid runs
+            print(f"  {method} {params}: {exc}", flush=True)
+            diverged.append(params)
     best = choose(grid)
     seconds_tuning = time.perf_counter() - t0
     print(f"{method}: chosen {best.params}, {best.iterations} iterations", flush=True)
@@ -240,6 +247,7 @@ def run(
             "checkpoints": list(checkpoints),
             "chosen": asdict(best),
             "grid": [asdict(p) for p in grid],
+            "diverged": diverged,
         },
         "curve": curve,
         "singular_values_normalized": spec["singular_values_normalized"],
