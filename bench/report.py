@@ -169,9 +169,9 @@ def chosen_line(r: dict[str, Any]) -> str:
     fits = len({json.dumps(p["params"], sort_keys=True) for p in v["grid"]})
     return (
         f"{params}, {best['iterations']} iterations (validation Recall@20 {best['recall']:.4f}; "
-        f"{fits} fits scored at {len(v['grid']) // fits} iteration counts on a holdout of "
-        f"{v['holdout']}, {_hours(r['seconds_tuning'])}); test: {r['seconds_fit']:.0f} s of "
-        f"training"
+        f"{fits} fit{'s' if fits != 1 else ''} scored at {len(v['grid']) // fits} iteration "
+        f"counts on a holdout of {v['holdout']}, {_hours(r['seconds_tuning'])}); test: "
+        f"{r['seconds_fit']:.0f} s of training"
     )
 
 
