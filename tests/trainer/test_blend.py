@@ -56,6 +56,7 @@ def test_blend_weight_is_only_for_the_blend_and_presets_are_valid() -> None:
         TrainConfig.defaults("directspec+", blend_weight=1.0)
     cfg = TrainConfig.defaults("blend", preset="gowalla-blend")
     assert cfg.blend_weight == 1.6 and cfg.epochs == 20 and cfg.lr == 1000.0
+    assert TrainConfig.defaults("blend", preset="citeulike-blend").blend_weight == 1.2
     assert embedding_config(cfg).objective == "directspec+"
     assert embedding_config(cfg).blend_weight is None and embedding_config(cfg).lr == 1000.0
 
