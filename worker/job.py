@@ -100,7 +100,9 @@ def run_job(
             )
             cfg = selection.winner
             log.info("job %s: %s", job.id, selection.reason)
-        if cfg.objective == "spectral":  # one SVD and sparse products: nothing to parallelise
+        if cfg.objective in ("spectral", "blend"):
+            # spectral: one SVD and sparse products, nothing to parallelise; blend: its filter
+            # part and its evaluation are not sharded across ranks, so it trains in one process
             processes = 1
 
         def run(d: Dataset, c: TrainConfig) -> Any:

@@ -69,7 +69,8 @@ class RetrainRequest(BaseModel):
     """Publish even if the quality gate fails (the job still reports the gate's numbers)."""
     processes: json_int(1, 64) | None = None  # type: ignore[valid-type]  # an int in range
     """Data-parallel training processes (torchrun ranks, gloo on CPU / NCCL on GPUs) for this
-    job; default: the worker's ``SPECREC_TRAIN_PROCESSES`` (1)."""
+    job; default: the worker's ``SPECREC_TRAIN_PROCESSES`` (1). ``spectral`` and ``blend``
+    jobs train in one process whatever is asked."""
     refit: bool | None = None
     """After the evaluation run on the split (whose metrics the gate and the manifest keep),
     fit the same config on every known pair, train and test, and publish that model (twice

@@ -70,3 +70,22 @@ def test_an_auto_job_publishes_the_validation_winner(worker_home: Path) -> None:
     np.testing.assert_allclose(
         [direct.scores[o] for o in sorted(scores)], [scores[o] for o in sorted(scores)]
     )
+
+
+def test_a_blend_job_publishes_a_blend_in_one_process(worker_home: Path) -> None:
+    request = {
+        "objective": "blend",
+        "epochs": 2,
+        "processes": 2,  # the blend trains in one process whatever is asked
+        "hyperparameters": {"blend_weight": 0.5, "spectral_k": 16},
+    }
+    job, model = _run(worker_home, request)
+    assert job.state == "succeeded", job.error
+    assert model.arrays.kind == "blend" and model.manifest.model.blend_weight == 0.5
+    assert model.manifest.config.objective == "blend"
+    training = model.manifest.training
+    assert (
+        training is not None
+        and (training.to_dict().get("distributed") or {}).get("world_size", 1) == 1
+    )
+    assert job.result["gate"]["new_value"] == pytest.approx(job.result["metrics"]["recall@20"])
