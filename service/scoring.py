@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -93,7 +93,39 @@ class EmbeddingScorer:
         return self.arrays.item_emb[rows] @ np.asarray(query, dtype=np.float32)
 
 
-class FilterIndex:
+class ExactScoresIndex:
+    """An ``ItemIndex`` that scores every item for each query (``scores``, defined by the
+    subclass) and keeps each query's top k."""
+
+    ntotal: int
+
+    def scores(self, queries: Sequence[Query]) -> np.ndarray:
+        """(q, n) float32 scores of q queries."""
+        raise NotImplementedError
+
+    def search(
+        self,
+        queries: np.ndarray,
+        ks: Sequence[int],
+        banned: Sequence[np.ndarray],
+        *,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+    ) -> list[Ranked]:
+        scores = self.scores(list(queries))
+        return [select_topk(scores[i], ks[i], banned[i]) for i in range(len(queries))]
+
+
+def object_array(queries: Sequence[Query]) -> np.ndarray:
+    """Queries that are not vectors (histories, pairs) as a 1-D object array: what
+    ``ExactScoresIndex.search`` takes and the batcher concatenates."""
+    out = np.empty(len(queries), dtype=object)
+    for i, q in enumerate(queries):
+        out[i] = q
+    return out
+
+
+class FilterIndex(ExactScoresIndex):
     """An ``ItemIndex`` whose queries are item histories: exact filter scores of every item.
 
     ``search(queries, ks, banned)`` takes queries as a 1-D object array of (h,) int64 row
@@ -108,21 +140,10 @@ class FilterIndex:
         # the sparse products read R̃ twice, the low-pass GEMM its (n, K) factors
         self.scan_cells = 2 * filt.norm.nnz + filt.lowpass_out.size
 
-    def scores(self, histories: Sequence[np.ndarray]) -> np.ndarray:
-        """(q, n) float32 filter scores of q histories."""
-        return self.filter.scores(histories_matrix(list(histories), self.ntotal))
-
-    def search(
-        self,
-        queries: np.ndarray,
-        ks: Sequence[int],
-        banned: Sequence[np.ndarray],
-        *,
-        nprobe: int | None = None,
-        ef_search: int | None = None,
-    ) -> list[Ranked]:
-        scores = self.scores(list(queries))
-        return [select_topk(scores[i], ks[i], banned[i]) for i in range(len(queries))]
+    def scores(self, histories: Sequence[Query]) -> np.ndarray:
+        """(q, n) float32 filter scores of q histories ((h,) int64 item rows)."""
+        rows = [np.asarray(h) for h in histories]
+        return self.filter.scores(histories_matrix(rows, self.ntotal))
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,49 +173,37 @@ class FilterScorer:
         return np.asarray([row], dtype=np.int64)
 
     def stack(self, queries: Sequence[Query]) -> np.ndarray:
-        out = np.empty(len(queries), dtype=object)
-        for i, q in enumerate(queries):
-            out[i] = q
-        return out
+        return object_array(queries)
 
     def score_rows(self, query: Query, rows: np.ndarray) -> np.ndarray:
         assert isinstance(query, np.ndarray)
         return self.index.scores([query])[0][rows]
 
 
-class BlendIndex:
+class BlendIndex(ExactScoresIndex):
     """An ``ItemIndex`` whose queries are (history, vector) pairs: exact blend scores of every
     item, z(filter) + weight · z(vector @ item_emb.T) (contract.blend)."""
 
     kind, backend, exact = "blend", "scipy", True
 
-    def __init__(self, filt: SpectralFilter, item_emb: np.ndarray, weight: float) -> None:
-        if item_emb.shape[0] != filt.n_items:
-            raise ValueError(f"item_emb {item_emb.shape} does not match {filt.n_items} items")
-        self.filter = filt
+    def __init__(self, filter_index: FilterIndex, item_emb: np.ndarray, weight: float) -> None:
+        if item_emb.shape[0] != filter_index.ntotal:
+            raise ValueError(
+                f"item_emb {item_emb.shape} does not match {filter_index.ntotal} items"
+            )
+        self.filter_index = filter_index
         self.item_emb = item_emb
         self.weight = float(weight)
-        self.ntotal = filt.n_items
+        self.ntotal = filter_index.ntotal
         # the filter's reads and the embedding scan (service.batcher: where it is searched)
-        self.scan_cells = 2 * filt.norm.nnz + filt.lowpass_out.size + int(item_emb.size)
+        self.scan_cells = filter_index.scan_cells + int(item_emb.size)
 
-    def scores(self, queries: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    def scores(self, queries: Sequence[Query]) -> np.ndarray:
         """(q, n) float32 blend scores of q (history, vector) queries."""
-        histories = histories_matrix([h for h, _ in queries], self.ntotal)
-        vectors = np.stack([v for _, v in queries]).astype(np.float32, copy=False)
-        return blend(self.filter.scores(histories), vectors @ self.item_emb.T, self.weight)
-
-    def search(
-        self,
-        queries: np.ndarray,
-        ks: Sequence[int],
-        banned: Sequence[np.ndarray],
-        *,
-        nprobe: int | None = None,
-        ef_search: int | None = None,
-    ) -> list[Ranked]:
-        scores = self.scores(list(queries))
-        return [select_topk(scores[i], ks[i], banned[i]) for i in range(len(queries))]
+        pairs = cast(Sequence[tuple[np.ndarray, np.ndarray]], queries)
+        vectors = np.stack([v for _, v in pairs]).astype(np.float32, copy=False)
+        filtered = self.filter_index.scores([h for h, _ in pairs])
+        return blend(filtered, vectors @ self.item_emb.T, self.weight)
 
 
 @dataclass(frozen=True, eq=False)
@@ -210,7 +219,7 @@ class BlendScorer:
         """From a blend artifact's arrays (ModelArrays.kind == "blend") and the fold-in of
         its embeddings."""
         filt = FilterScorer.of(arrays, alpha)
-        index = BlendIndex(filt.filter, arrays.item_emb, weight)
+        index = BlendIndex(filt.index, arrays.item_emb, weight)
         return cls(filt, EmbeddingScorer(arrays, index, foldin), index)
 
     def user_query(self, row: int) -> Query:
@@ -226,10 +235,7 @@ class BlendScorer:
         return (self.filter_part.item_query(row), self.embedding_part.item_query(row))
 
     def stack(self, queries: Sequence[Query]) -> np.ndarray:
-        out = np.empty(len(queries), dtype=object)
-        for i, q in enumerate(queries):
-            out[i] = q
-        return out
+        return object_array(queries)
 
     def score_rows(self, query: Query, rows: np.ndarray) -> np.ndarray:
         assert isinstance(query, tuple)
