@@ -118,6 +118,12 @@ def blend_metrics(
     }
 
 
+def best_weight(found: dict[float, dict[str, float]], metric: str) -> float:
+    """The weight of `found` (blend_metrics' result) with the highest `metric`, the first in
+    the grid's order on a tie."""
+    return max(found, key=lambda w: found[w][metric])
+
+
 @dataclass(frozen=True)
 class WeightChoice:
     """β chosen on validation, with every candidate's validation score."""
@@ -173,7 +179,7 @@ def choose_weight(
         recall_convention=cfg.recall_convention,
     )
     scores = {w: m[metric] for w, m in found.items()}
-    best = max(scores, key=lambda w: (scores[w], -list(scores).index(w)))
+    best = best_weight(found, metric)
     return WeightChoice(best, scores, metric, fraction, seed, float(emb.metrics.get(metric, 0.0)))
 
 

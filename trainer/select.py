@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contract.config import TrainConfig
-from trainer.blend import WEIGHTS, blend_metrics
+from trainer.blend import WEIGHTS, best_weight, blend_metrics
 from trainer.data import Dataset, holdout_split
 from trainer.train import ProgressFn, fit
 
@@ -89,7 +89,7 @@ def select_by_validation(
             ks=(k,),
             recall_convention=by_objective["directspec+"].recall_convention,
         )
-        weight = max(found, key=lambda w: found[w][metric])  # the first on a tie
+        weight = best_weight(found, metric)
         spectral = by_objective["spectral"]
         pool.append(
             by_objective["directspec+"].with_overrides(
