@@ -129,6 +129,9 @@ format: install
 	"$(VENV)/bin/ruff" format .
 	"$(VENV)/bin/ruff" check --fix .
 
+# The 25 slowest tests are listed at the end of every run (CI's log shows what to trim).
+PYTEST_ARGS ?= --durations=25
+
 # pytest exit code 5 ("no tests collected") is a FAILURE here: a green run that tested nothing
 # would hide a broken suite (wrong testpaths, import-mode, a deselect typo).
 test: install compose-tool browser-tool server-tools lint
