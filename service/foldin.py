@@ -8,7 +8,8 @@ Pure numpy/scipy, no I/O. Two steps (docs/method.md, "Fold-in"):
    user's direction) or ``propagation`` (``w_i = 1 / sqrt(deg_i + 1)``: LightGCN's first
    propagation step from the history, up to the 1 / sqrt(|H|) scale).
 2. A linear map ``M`` (d, d) from such sums to the trained user vectors, fitted by ridge
-   regression on the model's own training users (``fit_map``): ``u = s(H) @ M``. The sum alone
+   regression on the model's own training users (``fit_map``; at most ``MAP_FIT_USERS`` of
+   them, evenly spaced): ``u = s(H) @ M``. The sum alone
    leans towards directions every item shares (popular items); the map learns from the
    trained users how their histories become vectors, whatever the objective did.
    Measured (bench/foldin.py, docs/benchmarks.md#fold-in): users held out of CiteULike's
@@ -33,6 +34,11 @@ FoldInRule = Literal["cosine", "propagation"]
 RIDGE = 1e-3
 """The map's ridge, relative to the mean diagonal of ``S^T S``: small, only to keep the solve
 well posed when the users do not span every direction."""
+
+MAP_FIT_USERS = 131_072
+"""Most training users the map is fitted on. A (d, d) ridge fit has settled long before (d² =
+4,096 numbers), and the fit runs at every load: at 10⁶ users x 3.8·10⁷ pairs fitting on all
+users took 9.8 s and ~1.5 GB of temporaries (float64 copies of the catalogue and the sums)."""
 
 _EPS = 1e-12
 
@@ -61,13 +67,49 @@ def history_sum(item_emb: np.ndarray, weights: np.ndarray, history: np.ndarray) 
 
 
 def history_sums(
-    item_emb: np.ndarray, weights: np.ndarray, indptr: np.ndarray, indices: np.ndarray
+    item_emb: np.ndarray,
+    weights: np.ndarray,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    chunk: int = 4096,
 ) -> np.ndarray:
     """s(H) for q histories given as CSR rows (indptr (q + 1,), unique indices per row):
-    (q, d) float64, one sparse-dense product."""
-    q, n = len(indptr) - 1, item_emb.shape[0]
-    mat = sp.csr_matrix((weights[indices].astype(np.float64), indices, indptr), shape=(q, n))
-    return np.asarray(mat @ item_emb.astype(np.float64))
+    (q, d) float64, one sparse-dense product per `chunk` histories over only the items they
+    name (so no float64 copy of the whole catalogue is made)."""
+    q, d = len(indptr) - 1, item_emb.shape[1]
+    out = np.zeros((q, d))
+    for start in range(0, q, chunk):
+        stop = min(q, start + chunk)
+        lo, hi = int(indptr[start]), int(indptr[stop])
+        if lo == hi:
+            continue
+        named = np.asarray(indices[lo:hi])
+        cols, local = np.unique(named, return_inverse=True)
+        mat = sp.csr_matrix(
+            (weights[named].astype(np.float64), local, np.asarray(indptr[start : stop + 1]) - lo),
+            shape=(stop - start, len(cols)),
+        )
+        out[start:stop] = mat @ np.asarray(item_emb[cols], dtype=np.float64)
+    return out
+
+
+def map_fit_rows(n_users: int, limit: int = MAP_FIT_USERS) -> np.ndarray:
+    """The user rows the map is fitted on: all of them up to `limit`, else `limit` rows evenly
+    spaced over 0 .. n_users - 1 (deterministic, so every replica fits the same map)."""
+    if n_users <= limit:
+        return np.arange(n_users, dtype=np.int64)
+    return np.unique(np.linspace(0, n_users - 1, limit).round().astype(np.int64))
+
+
+def csr_rows(
+    indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The CSR (indptr (r + 1,), indices) of `rows` (r,) of the CSR (indptr, indices)."""
+    starts = np.asarray(indptr[rows], dtype=np.int64)
+    lengths = np.asarray(indptr[rows + 1], dtype=np.int64) - starts
+    out_ptr = np.concatenate([[0], np.cumsum(lengths)])
+    positions = np.repeat(starts - out_ptr[:-1], lengths) + np.arange(out_ptr[-1])
+    return out_ptr, np.asarray(indices)[positions]
 
 
 def fit_map(sums: np.ndarray, user_emb: np.ndarray, ridge: float = RIDGE) -> np.ndarray:
@@ -100,12 +142,16 @@ class FoldIn:
         seen_indptr: np.ndarray,
         seen_indices: np.ndarray,
         rule: FoldInRule,
+        fit_users: int = MAP_FIT_USERS,
     ) -> FoldIn:
-        """Fit the map on the training users (user_emb (m, d); their items as CSR rows)."""
+        """Fit the map on the training users (user_emb (m, d); their items as CSR rows), or on
+        ``MAP_FIT_USERS`` of them evenly spaced when there are more (`fit_users`)."""
         degrees = np.bincount(seen_indices, minlength=item_emb.shape[0])
         weights = item_weights(item_emb, degrees, rule)
-        sums = history_sums(item_emb, weights, seen_indptr, seen_indices)
-        return cls(rule, item_emb, weights, fit_map(sums, user_emb))
+        rows = map_fit_rows(len(seen_indptr) - 1, fit_users)
+        indptr, indices = csr_rows(seen_indptr, seen_indices, rows)
+        sums = history_sums(item_emb, weights, indptr, indices)
+        return cls(rule, item_emb, weights, fit_map(sums, np.asarray(user_emb[rows])))
 
     def vector(self, history: np.ndarray) -> np.ndarray:
         """The fold-in (d,) float32 of one history (item rows)."""

@@ -14,7 +14,16 @@ from fastapi.testclient import TestClient
 
 from contract.artifact import ModelRegistry
 from service.app import create_app
-from service.foldin import FoldIn, fit_map, history_sum, history_sums, item_weights, rule_for
+from service.foldin import (
+    FoldIn,
+    csr_rows,
+    fit_map,
+    history_sum,
+    history_sums,
+    item_weights,
+    map_fit_rows,
+    rule_for,
+)
 from service.fresh import CHECK_INTERVAL_S
 from service.settings import Settings
 from store.feedback import FeedbackStore, Interaction
@@ -51,6 +60,35 @@ def test_history_sums_equal_one_at_a_time() -> None:
     many = history_sums(items, w, indptr, indices)
     for h, row in zip(histories, many, strict=True):
         np.testing.assert_allclose(row, history_sum(items, w, np.asarray(h, int)), atol=1e-6)
+    # in chunks of one and two histories (an empty one alone in its chunk): the same sums
+    for chunk in (1, 2):
+        np.testing.assert_array_equal(history_sums(items, w, indptr, indices, chunk), many)
+
+
+def test_csr_rows_and_the_fit_sample() -> None:
+    indptr, indices = np.array([0, 2, 2, 5, 6]), np.array([1, 4, 0, 2, 3, 9])
+    got_ptr, got_idx = csr_rows(indptr, indices, np.array([3, 0, 1, 2]))
+    assert got_ptr.tolist() == [0, 1, 3, 3, 6] and got_idx.tolist() == [9, 1, 4, 0, 2, 3]
+    assert map_fit_rows(5, limit=8).tolist() == [0, 1, 2, 3, 4]
+    assert map_fit_rows(10, limit=4).tolist() == [0, 3, 6, 9]
+
+
+def test_a_map_fitted_on_a_sample_is_the_map_of_those_users() -> None:
+    """Above ``fit_users`` the map is fitted on that many evenly spaced users: exactly
+    fit_map of their sums and vectors (not of the others, which here follow another map)."""
+    rng = np.random.default_rng(4)
+    n, d, m = 50, 4, 40
+    items = rng.standard_normal((n, d)).astype(np.float32)
+    histories = [np.sort(rng.choice(n, size=6, replace=False)) for _ in range(m)]
+    indptr = np.cumsum([0, *map(len, histories)])
+    indices = np.concatenate(histories)
+    w = item_weights(items, np.bincount(indices, minlength=n), "cosine")
+    sums = history_sums(items, w, indptr, indices)
+    users = rng.standard_normal((m, d)).astype(np.float32)
+    rows = map_fit_rows(m, 10)
+    fold = FoldIn.fit(items, users, indptr, indices, "cosine", fit_users=10)
+    np.testing.assert_allclose(fold.map, fit_map(sums[rows], users[rows]), rtol=1e-10)
+    assert not np.allclose(fold.map, fit_map(sums, users), atol=1e-3)
 
 
 def test_the_map_is_ridge_regression_onto_the_trained_vectors() -> None:
