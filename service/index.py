@@ -68,6 +68,7 @@ class ItemIndex(Protocol):
         """Recall@20 against exact search: 1.0 for exact search, the publish-time measurement
         for a shipped index, None when not measured (an approximate index built at load)."""
         ...
+
     scan_cells: int
     """Numbers one query's exhaustive search reads (items × dimensions): what decides whether
     the batcher searches it on the event loop (service.batcher)."""
