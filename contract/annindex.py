@@ -6,8 +6,9 @@ by inner product, measured on held-out queries (user vectors of a seeded sample 
 
 - a catalogue below ``SMALL_CATALOGUE`` items is searched exactly (``flat``), nothing built;
 - else IVF-Flat (``default_nlist`` cells) and HNSW-Flat (M 32, efConstruction 80) are built,
-  and each setting of a grid (IVF nprobe 1, 2, 4, ... nlist; HNSW efSearch 16 ... 512) is
-  measured: recall@20 against the exact top 20, and single-query latency on one thread
+  and the settings of each one's grid (IVF nprobe 1, 2, 4, ... nlist; HNSW efSearch 16 ...
+  512) are measured in that order until one reaches the target (the later ones only cost
+  more): recall@20 against the exact top 20, and single-query latency on one thread
   (p50 / p99), next to exact numpy search's p50 on the same queries;
 - the fastest setting whose recall reaches the target wins, unless it is not faster than
   exact search or none reaches it: then ``flat``.
