@@ -36,6 +36,11 @@ Layout under a registry root::
       has the filter arrays, its top lists (by the blend's score), DirectSpec+'s embeddings
       as user_emb / item_emb (d columns), and the filter's low-pass item factors apart:
         filter_lowpass.npy     (n, K) float32  D_I^1/2 V̄
+      An embedding model may carry its approximate item index, chosen, built and measured
+      at publish (contract.annindex; manifest "index" says which, with its parameters,
+      recall and latency; absent when that choice was exact search):
+        item_index.npy         (b,) uint8      a faiss IVF-Flat or HNSW-Flat index of
+                                               item_emb (faiss.serialize_index's bytes)
       versions/.tmp-*          work in progress; ignored by readers, removed by prune
       .CURRENT-*               the next CURRENT while it is written; ignored by readers
       .lock                    held by writers (flock), never by readers
@@ -109,6 +114,7 @@ _OPTIONAL: dict[str, tuple[str, int]] = {
     "top_rows": ("i", 2),
     "top_scores": ("f", 2),
     "filter_lowpass": ("f", 2),
+    "item_index": ("u", 1),
 }
 _GROUPS = (
     ("filter_indptr", "filter_indices", "filter_data", "filter_singular_values"),
@@ -146,6 +152,7 @@ class ModelArrays:
     top_rows: np.ndarray | None = None
     top_scores: np.ndarray | None = None
     filter_lowpass: np.ndarray | None = None
+    item_index: np.ndarray | None = None
 
     @property
     def kind(self) -> str:
@@ -261,6 +268,10 @@ class ModelArrays:
                 raise ArtifactInvalid(f"{name}: dtype {arr.dtype}, expected kind '{kind}'")
             if arr.ndim != ndim:
                 raise ArtifactInvalid(f"{name}: {arr.ndim}-D, expected {ndim}-D")
+        if self.item_index is not None and (
+            self.item_index.dtype != np.uint8 or not len(self.item_index)
+        ):
+            raise ArtifactInvalid("item_index: expected non-empty uint8 bytes")
         for group in _GROUPS:
             have = [getattr(self, g) is not None for g in group]
             if any(have) and not all(have):
@@ -437,6 +448,13 @@ def read_model_dir(path: Path, verify_checksums: bool = True, mmap: bool = True)
     ):
         raise ArtifactInvalid(
             f"{where}: manifest shape {manifest.get('shape', {})} does not match the arrays"
+        )
+    shipped = typed.index is not None and typed.index.kind != "flat"
+    if shipped != (arrays.item_index is not None):
+        kind = typed.index.kind if typed.index is not None else None
+        raise ArtifactInvalid(
+            f"{where}: manifest index kind {kind!r} "
+            + ("without item_index.npy" if shipped else "but an item_index.npy")
         )
     return LoadedModel(version=typed.version or path.name, manifest=typed, arrays=arrays)
 

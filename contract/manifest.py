@@ -15,6 +15,9 @@ still load; parts an older artifact lacks have defaults. On disk::
      "trained_on": {"pairs": "all" | "train", "n_pairs": ..., "epochs": ...,
                     "evaluated_on": {"train_pairs": ..., "test_pairs": ...}},
      "ingested": {"rows": r, "max_seq": s},            (worker-trained models only)
+     "index": {"kind": "flat" | "ivf" | "hnsw", "params": {...}, "target": 0.95,
+               "recall": ..., "p50_ms": ..., "exact_p50_ms": ..., "reason": ...,
+               "candidates": [...]},                  (embedding models; contract.annindex)
      "files": {"user_emb.npy": {"sha256": ..., "bytes": ...}, ...}}
 """
 
@@ -191,6 +194,52 @@ class ModelInfo(_Part):
     """Length of the per-user lists the artifact carries (None: none)."""
 
 
+class IndexParams(_Part):
+    """Parameters of an item index (contract.annindex): IVF's ``nlist`` / ``nprobe`` or
+    HNSW's ``m`` / ``ef_construction`` / ``ef_search``; none for ``flat``."""
+
+    nlist: int | None = None
+    nprobe: int | None = None
+    m: int | None = None
+    ef_construction: int | None = None
+    ef_search: int | None = None
+
+
+class IndexCandidate(_Part):
+    """One setting measured while choosing the index (contract.annindex.choose_index)."""
+
+    kind: str
+    params: IndexParams = Field(default_factory=IndexParams)
+    recall: float
+    """Recall@k against exact search on the held-out queries."""
+    p50_ms: float
+    p99_ms: float
+    """Single-query latency on one thread, milliseconds."""
+
+
+class IndexInfo(_Part):
+    """The item index chosen at publish (contract.annindex.choose_index): ``kind`` "flat"
+    (exact search, no index file) or "ivf" / "hnsw" (shipped as ``item_index.npy``), what it
+    was measured at on held-out queries, and why it was chosen."""
+
+    kind: Literal["flat", "ivf", "hnsw"]
+    params: IndexParams = Field(default_factory=IndexParams)
+    target: float
+    """The recall target (``SPECREC_INDEX_RECALL``)."""
+    k: int = 20
+    recall: float | None = None
+    """Recall@k of the chosen setting (1.0 for flat when measured; None: nothing measured)."""
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    exact_p50_ms: float | None = None
+    """Exact numpy search's single-query median on the same queries (one thread)."""
+    n_queries: int = 0
+    build_s: float | None = None
+    """Seconds to build the chosen index (None: flat)."""
+    reason: str = ""
+    candidates: list[IndexCandidate] = []
+
+
 class FileEntry(_Part):
     sha256: str
     bytes: int
@@ -221,6 +270,10 @@ class Manifest(_Part):
     selection: dict[str, Any] | None = None
     """How an ``auto`` job or the bootstrap chose this model: ``{"winner", "metric",
     "validation": {objective: score}, "reason", "split"}`` (trainer.select); None otherwise."""
+    index: IndexInfo | None = None
+    """The item index chosen at publish for an embedding model (None: an older model, a
+    filter or blend, or a publish that skipped the choice): the service searches the shipped
+    index (``item_index.npy``) when it is not flat."""
     files: dict[str, FileEntry] = {}
     """``<array>.npy`` -> checksum and size of the bytes written."""
 

@@ -17,6 +17,8 @@ from contract import layout
 
 #: Seconds without a heartbeat after which a running job is failed (SPECREC_HEARTBEAT_TIMEOUT_S).
 DEFAULT_HEARTBEAT_TIMEOUT_S = 30.0
+#: Recall@20 an approximate item index must reach to be shipped (SPECREC_INDEX_RECALL).
+DEFAULT_INDEX_RECALL = 0.95
 
 
 class HomeSettings(BaseSettings):
@@ -83,3 +85,20 @@ class GateSettings(BaseModel):
     """Largest allowed relative Recall@20 drop against the serving model, on the new split."""
     gate_min_erank_ratio: float = Field(0.25, ge=0, le=1)
     """Smallest allowed effective rank / d of the row-normalised embeddings [U; I]."""
+
+
+class IndexBuildSettings(BaseModel):
+    """How the publisher chooses an embedding model's item index (contract/annindex.py)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, frozen=True)
+
+    index_recall: float = Field(DEFAULT_INDEX_RECALL, ge=0, le=1)
+    """Recall@20 the shipped approximate index must reach on held-out queries
+    (``SPECREC_INDEX_RECALL``); the fastest setting that does is shipped if it beats exact
+    search, else the service searches exactly. 0: choose nothing (no index, no measurement)."""
+
+
+class IndexBuildEnv(BaseSettings, IndexBuildSettings):
+    """``IndexBuildSettings`` from the environment alone (specrec-train's default)."""
+
+    model_config = SettingsConfigDict(env_prefix="SPECREC_", extra="ignore", frozen=True)

@@ -5,24 +5,38 @@ Backends share one interface, ``ItemIndex.search(queries, ks, banned)``:
 - ``NumpyExactIndex``: one GEMM per chunk of queries into a reused scratch buffer, then
   ``argpartition``; exact. The CPU default for ``flat`` (bench/serve_exact.py).
 - ``FaissIndex``: ``IndexFlatIP`` (exact), ``IndexIVFFlat`` or ``IndexHNSWFlat`` (inner product),
-  on the GPU when faiss-gpu and a GPU are present. Excluded rows are handled by over-fetching
-  k + |excluded| candidates (capped at n) and filtering, which is exact for ``IndexFlatIP``.
+  on the GPU when faiss-gpu and a GPU are present (HNSW stays on the CPU). Excluded rows are
+  handled by over-fetching k + |excluded| candidates (capped at n) and filtering, which is
+  exact for ``IndexFlatIP``. Built at load from ``IndexSettings``, or (``FaissIndex.shipped``)
+  the approximate index the artifact ships, chosen and built once at publish
+  (contract/annindex.py), loaded as it is and searched with its recorded parameters.
 
-``HAS_FAISS_GPU`` is decided once here; nothing else imports faiss.
+``build_index`` picks one (``IndexSettings.index_kind``): ``auto`` the shipped index when the
+artifact has one, else exact search; ``flat`` exact search; ``ivf`` / ``hnsw`` the shipped
+index when it is of that kind (and built with the nlist / M / efConstruction the settings
+name, if they name any), else one built at load.
+
+Each index says where it came from (``source``: "artifact" or "built at load") and its
+``recall`` (1.0 exact; the recall@20 measured at publish for a shipped index; None for an
+approximate index built at load, which nothing measured). ``HAS_FAISS_GPU`` is decided once
+here.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import faiss
 import numpy as np
 
+from contract.annindex import default_nlist, load_index
+from contract.artifact import ArtifactInvalid
+from contract.manifest import IndexInfo
 from service.settings import IndexSettings
 from service.topk import Ranked, filter_ranked, select_topk
 
@@ -43,6 +57,18 @@ class ItemIndex(Protocol):
     backend: str
     ntotal: int
     exact: bool
+
+    @property
+    def source(self) -> str:
+        """ "artifact" (shipped with the model) or "built at load"."""
+        ...
+
+    @property
+    def recall(self) -> float | None:
+        """Recall@20 against exact search: 1.0 for exact search, the publish-time measurement
+        for a shipped index, None when not measured (an approximate index built at load)."""
+        ...
+
     scan_cells: int
     """Numbers one query's exhaustive search reads (items × dimensions): what decides whether
     the batcher searches it on the event loop (service.batcher)."""
@@ -69,6 +95,7 @@ class NumpyExactIndex:
     """Exact inner-product search with numpy. Thread-safe; scratch buffers are per thread."""
 
     kind, backend, exact = "flat", "numpy", True
+    source, recall = "built at load", 1.0
 
     def __init__(self, items: np.ndarray, buffer_mb: int = 64) -> None:
         # (d, n) contiguous: q @ items_t streams the matrix once (BLAS gemv "N"), ~3x faster
@@ -106,8 +133,43 @@ class NumpyExactIndex:
         return out
 
 
+@dataclass(frozen=True)
+class ShippedIndex:
+    """The approximate index an artifact ships (``item_index.npy``) and its manifest record."""
+
+    info: IndexInfo
+    data: np.ndarray  # (b,) uint8: faiss.serialize_index's bytes (a memory map)
+
+    @classmethod
+    def of(cls, info: IndexInfo | None, data: np.ndarray | None) -> ShippedIndex | None:
+        """From a manifest's ``index`` and the artifact's ``item_index``; None when there is
+        none (an older artifact, or exact search was chosen)."""
+        if info is None or data is None or info.kind == "flat":
+            return None
+        return cls(info, data)
+
+    def fits(self, config: IndexSettings) -> bool:
+        """Whether ``config`` asks for this index: ``auto``, or its kind with no build
+        parameter set (in the environment or explicitly) to another value."""
+        if config.index_kind == "auto":
+            return True
+        if config.index_kind != self.info.kind:
+            return False
+        asked = config.model_fields_set
+        p = self.info.params
+        wanted = {
+            "ivf_nlist": p.nlist,
+            "hnsw_m": p.m,
+            "hnsw_ef_construction": p.ef_construction,
+        }
+        return all(getattr(config, k) == v for k, v in wanted.items() if k in asked)
+
+
 class FaissIndex:
     """A FAISS index over the items with per-call search parameters."""
+
+    source = "built at load"
+    recall: float | None = None
 
     def __init__(self, items: np.ndarray, config: IndexSettings) -> None:
         before = faiss.omp_get_max_threads()
@@ -117,12 +179,42 @@ class FaissIndex:
         finally:
             set_search_threads(before)
 
+    @classmethod
+    def shipped(cls, shipped: ShippedIndex, dim: int, config: IndexSettings) -> FaissIndex:
+        """The artifact's index, loaded as it is (nothing rebuilt), searched with its recorded
+        nprobe / efSearch unless ``config`` sets ``ivf_nprobe`` / ``hnsw_ef_search``.
+        Raises ArtifactInvalid when the bytes are not a faiss index of `dim` columns."""
+        info = shipped.info
+        try:
+            index = load_index(shipped.data)
+        except ValueError as e:
+            raise ArtifactInvalid(f"item_index: {e}") from e
+        if index.d != dim or index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise ArtifactInvalid(
+                f"item_index: a {index.d}-column index (metric {index.metric_type}), expected "
+                f"{dim} columns by inner product"
+            )
+        self = cls.__new__(cls)
+        self.kind = info.kind
+        self.ntotal = int(index.ntotal)
+        self.scan_cells = self.ntotal * dim
+        self.exact = False
+        asked = config.model_fields_set
+        self.nprobe = config.ivf_nprobe if "ivf_nprobe" in asked else (info.params.nprobe or 1)
+        ef = info.params.ef_search or config.hnsw_ef_search
+        self.ef_search = config.hnsw_ef_search if "hnsw_ef_search" in asked else ef
+        self.nlist = int(index.nlist) if info.kind == "ivf" else 0
+        self.source, self.recall = "artifact", info.recall
+        self._place(index, config)
+        return self
+
     def _build(self, items: np.ndarray, config: IndexSettings) -> None:
         n, d = items.shape
         self.kind: str = config.index_kind
         self.ntotal = int(n)
         self.scan_cells = int(n) * int(d)  # flat's; IVF and HNSW read less, on the thread too
         self.exact = config.index_kind == "flat"
+        self.recall = 1.0 if self.exact else None
         self.nprobe = config.ivf_nprobe
         self.ef_search = config.hnsw_ef_search
         self.nlist = 0
@@ -144,6 +236,10 @@ class FaissIndex:
         else:
             raise ValueError(f"index kind {config.index_kind!r}, expected flat, ivf or hnsw")
         index.add(items)
+        self._place(index, config)
+
+    def _place(self, index: Any, config: IndexSettings) -> None:
+        """Keep `index` as ``self.index``, copied to the GPU when asked and possible."""
         self.on_gpu = False
         use_gpu = HAS_FAISS_GPU if config.use_gpu is None else config.use_gpu
         if use_gpu and not HAS_FAISS_GPU:
@@ -151,7 +247,7 @@ class FaissIndex:
                 "use_gpu=True but faiss has no GPU support here: "
                 "pip uninstall -y faiss-cpu && pip install '.[gpu]' on a CUDA machine"
             )
-        if use_gpu and config.index_kind != "hnsw":
+        if use_gpu and self.kind != "hnsw":
             self._res = faiss.StandardGpuResources()
             index = faiss.index_cpu_to_gpu(self._res, 0, index)
             self.on_gpu = True
@@ -192,14 +288,15 @@ class FaissIndex:
         return [filter_ranked(rows[i], scores[i], ks[i], banned[i]) for i in range(len(queries))]
 
 
-def default_nlist(n: int) -> int:
-    """IVF cells for n items: about sqrt(n), and at least 39 training points per cell."""
-    return max(1, min(int(round(math.sqrt(n))), n // 39))
-
-
-def build_index(items: np.ndarray, config: IndexSettings) -> ItemIndex:
-    """The index the configuration asks for (see the module docstring for ``auto``)."""
-    if config.index_kind == "flat":
+def build_index(
+    items: np.ndarray, config: IndexSettings, shipped: ShippedIndex | None = None
+) -> ItemIndex:
+    """The index the configuration asks for, of items (n, d): the `shipped` one when it fits
+    (module docstring), else exact search (``auto``, ``flat``) or one built at load."""
+    if shipped is not None and config.index_kind != "flat" and shipped.fits(config):
+        return FaissIndex.shipped(shipped, int(items.shape[1]), config)
+    if config.index_kind in ("auto", "flat"):
+        config = config.model_copy(update={"index_kind": "flat"})
         backend = config.exact_backend
         if backend == "auto":
             gpu = HAS_FAISS_GPU if config.use_gpu is None else config.use_gpu

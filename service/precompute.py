@@ -15,9 +15,13 @@ when a list answers. Two sources, one interface (``UserLists``):
 
 Answers are the same as the search path's: the lists are exact top-K lists with the same
 exclusion and ordering, and a top-k is a prefix of the top-K (service.topk breaks ties at the
-cut by row). A list also answers requests with an extra ``exclude`` as long as k items
-survive the filter, or when the list already holds every unseen item (then nothing else could
-qualify).
+cut by row). With an approximate index (the artifact's, chosen at publish, or ``ivf`` /
+``hnsw`` built at load) the artifact's lists still answer exactly within K, and only deeper
+requests get the index's answer; a cached list is the index's own answer, and only an exact
+index's short list proves it holds every unseen item (``exact``: an IVF search may return
+fewer than K because its cells hold fewer). A list also answers requests with an extra
+``exclude`` as long as k items survive the filter, or when the list already holds every unseen
+item (then nothing else could qualify).
 """
 
 from __future__ import annotations

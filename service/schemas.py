@@ -157,6 +157,12 @@ class ReadyResponse(BaseModel):
     model_version: str
     index_backend: str
     index_kind: str
+    """``flat`` (exact), ``ivf`` or ``hnsw``; ``filter`` / ``blend`` for those models."""
+    index_source: Literal["artifact", "built at load"] = "built at load"
+    """``artifact``: the index chosen and built at publish, loaded as shipped."""
+    index_recall: float | None = None
+    """Recall@20 against exact search: 1.0 for exact search, the value measured at publish
+    for a shipped index, null when not measured (an approximate index built at load)."""
     n_users: int
     n_items: int
 
@@ -256,6 +262,10 @@ class ModelVersionInfo(BaseModel):
     "all" for a refit on train and test, "train" for the evaluation run; ``n_pairs``,
     ``epochs``, ``evaluated_on``); ``metrics`` are always the evaluation run's. Null for an
     older model (fitted on its training pairs)."""
+    index: dict[str, Any] | None = None
+    """The item index chosen at publish (the manifest's ``index``: ``kind``, ``params``,
+    ``target``, measured ``recall``, ``p50_ms`` / ``exact_p50_ms``, ``reason``,
+    ``candidates``); null for an older model, a filter or a blend."""
     model: dict[str, Any] = {}
     """What kind of model it is (the manifest's ``model``): ``kind`` "embedding", "spectral"
     or "blend", and the filter's ``spectral_k`` / ``spectral_alpha``, a blend's

@@ -133,6 +133,7 @@ class FilterIndex(ExactScoresIndex):
     over R̃ (contract.spectral.DENSE_FROM_ROWS)."""
 
     kind, backend, exact = "filter", "scipy", True
+    source, recall = "built at load", 1.0
 
     def __init__(self, filt: SpectralFilter) -> None:
         self.filter = filt
@@ -185,6 +186,7 @@ class BlendIndex(ExactScoresIndex):
     item, z(filter) + weight · z(vector @ item_emb.T) (contract.blend)."""
 
     kind, backend, exact = "blend", "scipy", True
+    source, recall = "built at load", 1.0
 
     def __init__(self, filter_index: FilterIndex, item_emb: np.ndarray, weight: float) -> None:
         if item_emb.shape[0] != filter_index.ntotal:

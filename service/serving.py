@@ -18,7 +18,7 @@ from contract.artifact import ArtifactInvalid, LoadedModel, ModelArrays
 from contract.manifest import Manifest
 from contract.spectrum import embedding_spectrum
 from service.foldin import FoldIn, rule_for
-from service.index import ItemIndex, build_index
+from service.index import ItemIndex, ShippedIndex, build_index
 from service.precompute import UserLists, user_lists
 from service.schemas import Fallback
 from service.scoring import BlendScorer, EmbeddingScorer, FilterScorer, Query, Scorer
@@ -159,10 +159,11 @@ class ServingModel:
         version: str | None = None,
         search: Search = search_inline,
     ) -> ServingModel:
-        """Index the items and compute the spectrum (seconds for big catalogues: off the
-        request path). `version`: the registry's name for it (default: the manifest's);
-        `search`: how its index is searched (the service's batcher; default on the calling
-        thread), bound to the index as ``searcher``."""
+        """Index the items (or load the index the artifact ships, service.index) and compute
+        the spectrum (seconds for big catalogues: off the request path). `version`: the
+        registry's name for it (default: the manifest's); `search`: how its index is searched
+        (the service's batcher; default on the calling thread), bound to the index as
+        ``searcher``."""
         t0 = time.perf_counter()
         version = version or loaded.version
         a = loaded.arrays
@@ -182,7 +183,9 @@ class ServingModel:
             foldin = FoldIn.fit(a.item_emb, a.user_emb, a.seen_indptr, a.seen_indices, rule)
             scorer = BlendScorer.of(a, info.spectral_alpha, info.blend_weight, foldin)
         else:
-            index = build_index(a.item_emb, config)
+            # the artifact's approximate index when it ships one and config takes it
+            shipped = ShippedIndex.of(loaded.manifest.index, a.item_index)
+            index = build_index(a.item_emb, config, shipped)
             rule = rule_for(loaded.manifest.config.encoder)
             foldin = FoldIn.fit(a.item_emb, a.user_emb, a.seen_indptr, a.seen_indices, rule)
             scorer = EmbeddingScorer(a, index, foldin)  # fold-in: a history to a user vector

@@ -27,7 +27,7 @@ from pydantic import (
 from contract.layout import DEFAULT_DATASET
 from contract.settings import HomeSettings
 
-IndexKind = Literal["flat", "ivf", "hnsw"]
+IndexKind = Literal["auto", "flat", "ivf", "hnsw"]
 ExactBackend = Literal["auto", "numpy", "faiss"]
 
 #: Values that look like a token but are documentation placeholders; refused at startup.
@@ -39,21 +39,27 @@ class IndexSettings(BaseModel):
 
     model_config = ConfigDict(use_attribute_docstrings=True, frozen=True)
 
-    index_kind: IndexKind = "flat"
-    """``flat`` exact inner product, ``ivf`` (IndexIVFFlat) or ``hnsw`` (IndexHNSWFlat)."""
+    index_kind: IndexKind = "auto"
+    """``auto``: the approximate index the artifact ships (chosen at publish for a recall
+    target, contract/annindex.py), searched with its recorded parameters, else exact search;
+    ``flat``: exact inner product always; ``ivf`` (IndexIVFFlat) or ``hnsw`` (IndexHNSWFlat):
+    the shipped index when it is of that kind, else one built at load from the settings
+    below."""
     exact_backend: ExactBackend = "auto"
     """For ``flat``: ``numpy`` (GEMM + argpartition), ``faiss`` (IndexFlatIP), or ``auto``
     (FAISS on GPU, numpy on CPU, where bench/serve_exact.py measured it faster)."""
     ivf_nlist: PositiveInt | None = None
     """IVF coarse cells; default round(sqrt(n_items)), clamped to [1, n_items // 39]."""
     ivf_nprobe: PositiveInt = 32
-    """IVF cells visited per query (default per call; requests may not override it)."""
+    """IVF cells visited per query (default per call; requests may not override it). A
+    shipped index uses its recorded nprobe unless this is set."""
     hnsw_m: PositiveInt = 32
     """HNSW neighbours per node."""
     hnsw_ef_construction: PositiveInt = 80
     """HNSW candidate list size while building."""
     hnsw_ef_search: PositiveInt = 128
-    """HNSW candidate list size per query (raised to k automatically)."""
+    """HNSW candidate list size per query (raised to k automatically). A shipped index uses
+    its recorded efSearch unless this is set."""
     use_gpu: bool | None = None
     """Put the index on the GPU: None = when faiss-gpu and a GPU are present."""
     precompute_k: int = Field(100, ge=0)

@@ -167,11 +167,13 @@ class ModelState:
         self.failed.pop(model.version, None)
         self._failed_keys.pop(model.version, None)
         log.info(
-            "serving model %s (%d users, %d items, %s index, %s, built in %.2fs)",
+            "serving model %s (%d users, %d items, %s %s index %s, %s, built in %.2fs)",
             model.version,
             model.arrays.n_users,
             model.arrays.n_items,
+            model.index.kind,
             model.index.backend,
+            "from the artifact" if model.index.source == "artifact" else "built at load",
             f"top-{model.top_lists.k} lists" if model.top_lists is not None else "no top lists",
             model.build_seconds,
         )

@@ -42,7 +42,7 @@ from contract.config import (
     expected,
     optional_fields,
 )
-from contract.settings import HomeSettings
+from contract.settings import HomeSettings, IndexBuildEnv
 from trainer.launch import DEFAULT_TIMEOUT_S
 
 PROG = "specrec-train"
@@ -110,6 +110,10 @@ class RunOptions(BaseSettings):
     time). Auto: on when publishing, off with --no-publish."""
     no_activate: bool = False
     """Publish without switching CURRENT."""
+    index_recall: float = Field(default_factory=lambda: IndexBuildEnv().index_recall, ge=0, le=1)
+    """Recall@20 an embedding model's shipped approximate item index must reach on held-out
+    user vectors (auto: $SPECREC_INDEX_RECALL, else 0.95); exact search when none does or
+    it is not faster. 0: choose no index (the service searches exactly)."""
     no_progress: bool = False
     """No progress bar."""
     nproc_per_node: int = Field(1, ge=1, le=1024)
@@ -315,7 +319,13 @@ def _train(args: Any, cfg: TrainConfig, ds: Any, device: Any) -> int:
         if not args.no_publish:
             registry = ModelRegistry(args.models_dir or default_models_dir())
             version = publish_fitted(
-                fitted, ds, cfg, registry, keep=args.keep, activate=not args.no_activate
+                fitted,
+                ds,
+                cfg,
+                registry,
+                keep=args.keep,
+                activate=not args.no_activate,
+                index_recall=args.index_recall,
             )
             pairs = fitted.trained_on
             print(

@@ -97,7 +97,7 @@ def publish_fitted(
     fitted: Fitted, ds: Dataset, cfg: TrainConfig, registry: ModelRegistry, **options: Any
 ) -> str:
     """Publish ``fitted.model`` with the evaluation's metrics and ``trained_on`` (options:
-    publish_result's keep, activate, extra); ``ds`` is the dataset with its split."""
+    publish_result's keep, activate, extra, index_recall); ``ds`` is the dataset with its split."""
     return publish_result(
         fitted.model,
         ds,

@@ -26,9 +26,11 @@ import scipy.sparse as sp
 import torch
 from tqdm import tqdm
 
+from contract.annindex import choose_index, sample_queries, serialize_index
 from contract.artifact import ModelArrays, ModelRegistry
 from contract.config import TrainConfig
-from contract.manifest import TrainedOn
+from contract.manifest import IndexInfo, TrainedOn
+from contract.settings import DEFAULT_INDEX_RECALL
 from contract.spectrum import embedding_spectrum
 from trainer.blend import blend_arrays, blend_metrics, choose_weight, embedding_config
 from trainer.checkpoint import (
@@ -678,6 +680,15 @@ def _progress_bar(total: int, enabled: bool | None) -> tqdm | None:
     return tqdm(total=total, unit="epoch", file=sys.stderr, dynamic_ncols=True)
 
 
+def with_item_index(arrays: ModelArrays, target: float) -> tuple[ModelArrays, IndexInfo]:
+    """An embedding model's arrays with its item index (none when exact search wins) and the
+    choice (contract.annindex), measured on the vectors of a seeded sample of users."""
+    choice = choose_index(arrays.item_emb, sample_queries(arrays.user_emb), target)
+    if choice.index is not None:
+        arrays = arrays.with_arrays(item_index=serialize_index(choice.index))
+    return arrays, choice.info
+
+
 def publish_result(
     result: TrainResult,
     ds: Dataset,
@@ -689,6 +700,7 @@ def publish_result(
     extra: dict[str, Any] | None = None,
     evaluation: TrainResult | None = None,
     trained_on: TrainedOn | None = None,
+    index_recall: float = DEFAULT_INDEX_RECALL,
 ) -> str:
     """Write the trained model (``result``'s embeddings) as a new registry version; return
     the version name.
@@ -703,6 +715,10 @@ def publish_result(
     ``trained_on``, under "training" the evaluation history, seconds per epoch, device and
     epochs run (and under "training.refit" the refit's), and the top-level entries of
     ``extra`` (e.g. the worker's "ingested").
+
+    An embedding model also gets its item index, chosen on held-out user vectors for
+    ``index_recall`` (0: none chosen) by contract.annindex: the manifest's "index" records
+    the choice, the artifact ships the index unless it is exact search.
     """
     evaluated = evaluation or result
     if trained_on is None:
@@ -762,6 +778,9 @@ def publish_result(
         arrays = with_embedding_lists(arrays)
         if arrays.top_rows is not None:
             model["top_k"] = int(arrays.top_rows.shape[1])
+        if index_recall > 0:
+            arrays, info = with_item_index(arrays, index_recall)
+            extra = {**(extra or {}), "index": info.to_dict()}
     return registry.publish(
         arrays,
         config=cfg.to_dict(),

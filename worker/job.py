@@ -158,7 +158,13 @@ def run_job(
         if selection is not None:
             extra["selection"] = selection.to_dict()
         version = publish_fitted(
-            fitted, ds, cfg, registry, keep=settings.keep_versions, extra=extra
+            fitted,
+            ds,
+            cfg,
+            registry,
+            keep=settings.keep_versions,
+            extra=extra,
+            index_recall=settings.index_recall,
         )
         outcome["model_version"] = version
         outcome["forced"] = bool(not gate.passed and job.params.get("force"))

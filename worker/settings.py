@@ -6,15 +6,16 @@ from typing import Literal
 
 from pydantic import Field
 
-from contract.settings import GateSettings, HomeSettings
+from contract.settings import GateSettings, HomeSettings, IndexBuildSettings
 from trainer.launch import DEFAULT_TIMEOUT_S
 
 #: the worker's log lines (its own and its job processes')
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
-class WorkerSettings(HomeSettings, GateSettings):
-    """The worker's configuration: the shared settings, the gate, and its own below."""
+class WorkerSettings(HomeSettings, GateSettings, IndexBuildSettings):
+    """The worker's configuration: the shared settings, the gate, the item index's recall
+    target, and its own below."""
 
     model_config = HomeSettings.model_config
 

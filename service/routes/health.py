@@ -32,7 +32,8 @@ def build_router(settings: Settings) -> APIRouter:
         responses=error_responses(503),
     )
     async def readyz(request: Request) -> JSONResponse:
-        """503 ``model_not_ready`` until the first model is loaded and its index built."""
+        """503 ``model_not_ready`` until the first model is loaded and its index built (or
+        loaded from the artifact: ``index_source``)."""
         model = request.app.state.ctx.state.require()
         a = model.arrays
         return JSONResponse(
@@ -41,6 +42,8 @@ def build_router(settings: Settings) -> APIRouter:
                 "model_version": model.version,
                 "index_backend": model.index.backend,
                 "index_kind": model.index.kind,
+                "index_source": model.index.source,
+                "index_recall": model.index.recall,
                 "n_users": a.n_users,
                 "n_items": a.n_items,
             }

@@ -52,6 +52,7 @@ def build_router(settings: Settings) -> APIRouter:
                         manifest.trained_on.to_dict() if manifest.trained_on is not None else None
                     ),
                     model=manifest.model.to_dict(),
+                    index=manifest.index.to_dict() if manifest.index is not None else None,
                 )
             versions.append(info)
         return {

@@ -264,7 +264,10 @@ function renderServing(ready, spectrum, models, metricsSamples) {
     h("dt", { text: "users × items × d" }),
     h("dd", { id: "serving-shape" },
       `${fmt(r.n_users)} × ${fmt(r.n_items)} × ${dim === null ? "?" : dim}`),
-    h("dt", { text: "index" }), h("dd", { text: `${r.index_kind} (${r.index_backend})` }),
+    h("dt", { text: "index" }),
+    h("dd", { id: "serving-index" }, `${r.index_kind} (${r.index_backend}, ${r.index_source}` +
+      (r.index_recall === null || r.index_recall === undefined
+        ? ", recall not measured)" : `, recall@20 ${fmt(r.index_recall, 3)})`)),
     trained ? [h("dt", { text: "trained with" }), h("dd", { text: trained })] : null,
     h("dt", { text: "training metrics" }),
     h("dd", { id: "serving-metrics" }, metricList(entry ? entry.metrics : {}, 8)),

@@ -60,6 +60,10 @@ def test_page_shows_the_serving_model_its_effective_rank_and_the_spectrum_plot(
         f"{ready['n_users']} × {ready['n_items']} × {spectrum['users']['dim']}"
     )
     expect(page.locator("#serving-age")).to_contain_text("ago")
+    assert (ready["index_source"], ready["index_recall"]) == ("built at load", 1.0)  # exact
+    expect(page.locator("#serving-index")).to_have_text(
+        f"{ready['index_kind']} ({ready['index_backend']}, built at load, recall@20 1)"
+    )
     expect(page.locator("#serving-metrics")).to_contain_text("recall@20 0.093")
     expect(page.locator("#serving-verdict")).to_have_text(f"spectrum: {spectrum['verdict']}")
     for side in ("users", "items"):

@@ -64,6 +64,8 @@ def test_healthz_and_readyz_before_and_after_a_model_exists(settings):
             "model_version": version,
             "index_backend": "numpy",
             "index_kind": "flat",
+            "index_source": "built at load",
+            "index_recall": 1.0,
             "n_users": 30,
             "n_items": 50,
         }

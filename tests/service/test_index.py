@@ -7,7 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.index import FaissIndex, NumpyExactIndex, build_index, default_nlist
+from contract.annindex import default_nlist
+from service.index import FaissIndex, NumpyExactIndex, build_index
 from service.settings import IndexSettings
 from service.topk import filter_ranked, select_topk
 

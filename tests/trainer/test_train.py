@@ -6,6 +6,7 @@ central finite differences and apply the optimiser's update rule by hand.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -494,6 +495,38 @@ def test_publish_result_writes_a_loadable_artifact(small_ds, tmp_path):
         "epochs": cfg.epochs,
         "evaluated_on": {"train_pairs": small_ds.n_train, "test_pairs": small_ds.n_test},
     }
+    # 80 items: exact search chosen without building an index, and the choice recorded
+    index = loaded.manifest.index
+    assert index is not None and (index.kind, index.target) == ("flat", 0.95)
+    assert index.reason == "80 items < 20000: exact search is cheaper than any index"
+    assert a.item_index is None
+
+
+def test_publish_result_ships_the_chosen_index(small_ds, tmp_path, monkeypatch):
+    from contract import annindex
+    from service.serving import ServingModel
+    from service.settings import IndexSettings
+    from trainer import train as train_module
+
+    # any catalogue above 50 items gets an index, exact search made slow: one must ship
+    choose = functools.partial(annindex.choose_index, small_catalogue=50)
+    monkeypatch.setattr(train_module, "choose_index", choose)
+    monkeypatch.setattr(annindex, "exact_latency", lambda _i, q, _k=20: np.full(len(q), 1.0))
+    cfg = quick()
+    res = fit(small_ds, cfg, progress_bar=False)
+    reg = ModelRegistry(tmp_path / "models")
+    publish_result(res, small_ds, cfg, reg, index_recall=0.9)
+    loaded = reg.load()
+    info = loaded.manifest.index
+    assert info is not None and info.kind in ("ivf", "hnsw") and info.target == 0.9
+    assert info.recall is not None and info.recall >= 0.9 and info.n_queries == 120
+    assert loaded.arrays.item_index is not None
+    served = ServingModel.build(loaded, IndexSettings())
+    assert (served.index.kind, served.index.source) == (info.kind, "artifact")
+    # 0: nothing chosen, nothing shipped
+    publish_result(res, small_ds, cfg, reg, index_recall=0)
+    loaded = reg.load()
+    assert loaded.manifest.index is None and loaded.arrays.item_index is None
 
 
 # ----------------------------------------------------------------------------- synthetic default

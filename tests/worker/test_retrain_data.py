@@ -255,7 +255,7 @@ def test_retrain_on_a_split_dataset_is_evaluated_on_its_test_split(
     evaluation run (no refit): the gate and the published metrics use a test set holding every
     original test pair, none of which is among the model's training pairs; the published seen
     set holds them all the same."""
-    settings = WorkerSettings(home=home, heartbeat_interval_s=0.2)
+    settings = WorkerSettings(home=home, heartbeat_interval_s=0.2, index_recall=0.8)
     FeedbackStore(settings.feedback_db).append([Interaction(u, i, t) for u, i, t in INGESTED])
     gated: list[Dataset] = []
     real_decide = worker_job.decide
@@ -292,6 +292,11 @@ def test_retrain_on_a_split_dataset_is_evaluated_on_its_test_split(
     assert model.version == job.result["model_version"]
     manifest = model.manifest
     assert manifest.dataset == "tiny"
+    # the worker's recall target reached the index choice (a tiny catalogue: exact search)
+    assert manifest.index is not None and (manifest.index.kind, manifest.index.target) == (
+        "flat",
+        0.8,
+    )
     assert manifest.ingested.to_dict() == {"rows": len(INGESTED), "max_seq": len(INGESTED)}
     assert manifest.dataset_fingerprint == ds.fingerprint()
     arrays = model.arrays
