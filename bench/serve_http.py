@@ -10,7 +10,16 @@ test split's evaluation and published by publish_result with its per-user top-10
 
     .venv/bin/python bench/serve_http.py --model spectral --modes lookup,search --batches ""
 
-Writes bench/out/serve_http[-spectral].md and appends rows (with "model": "embedding" or
+``--model trained --vectors FILE.npz`` serves trained Gowalla vectors (``user_emb`` (29,858, 64)
+and ``item_emb`` (40,981, 64) float32, e.g. a LightGCN-DirectSpec+ checkpoint's), published
+as the trainer publishes an embedding model: per-user top-100 lists and the item index chosen
+for ``SPECREC_INDEX_RECALL`` (contract/annindex.py), which ``search`` then uses; ``exact
+search`` forces exact search (``SPECREC_INDEX_KIND=flat``) beside it:
+
+    .venv/bin/python bench/serve_http.py --model trained --vectors gowalla-vectors.npz \
+        --modes "search,exact search" --batches ""
+
+Writes bench/out/serve_http[-spectral|-trained].md and appends rows (with "model": "embedding" or
 "spectral") to docs/results/serving.json. Needs wrk (apt-get install -y wrk).
 """
 
@@ -55,6 +64,8 @@ MODES = {
         "SPECREC_INLINE_SEARCH_MAX_CELLS": "4194304",
     },
     "lookup, 2 workers": {"SPECREC_WORKERS": "2"},
+    # the artifact's item index ignored: exact search (--model trained ships one)
+    "exact search": {"SPECREC_PRECOMPUTE_K": "0", "SPECREC_INDEX_KIND": "flat"},
 }
 DEFAULT_MODES = ("lookup", "search", "lookup, 2 workers")
 
@@ -76,6 +87,40 @@ def publish_spectral_once(home: Path) -> str:
         ds = dataclasses.replace(ds, test_users=empty, test_items=empty)
         cfg = TrainConfig.defaults("spectral")
         publish_result(fit(ds, cfg, progress_bar=False), ds, cfg, registry)
+    return registry.current()
+
+
+def publish_trained_once(home: Path, vectors: Path) -> str:
+    """Publish trained Gowalla vectors (`vectors`: an .npz of user_emb, item_emb) under
+    home/models unless a model is already there, with the trainer's per-user lists and item
+    index (user ids are Gowalla's, "0".."29857"; seen: its train and test pairs)."""
+    import numpy as np
+
+    from contract.artifact import ModelArrays, ModelRegistry
+    from contract.settings import DEFAULT_INDEX_RECALL
+    from trainer.data import load_dataset
+    from trainer.toplists import with_embedding_lists
+    from trainer.train import with_item_index
+
+    registry = ModelRegistry(home / "models")
+    if registry.current() is None:
+        ds = load_dataset(GOWALLA)
+        emb = np.load(vectors)
+        arrays = ModelArrays.build(
+            emb["user_emb"],
+            emb["item_emb"],
+            ds.user_ids,
+            ds.item_ids,
+            (
+                np.concatenate([ds.train_users, ds.test_users]),
+                np.concatenate([ds.train_items, ds.test_items]),
+            ),
+        )
+        arrays, info = with_item_index(with_embedding_lists(arrays), DEFAULT_INDEX_RECALL)
+        print("item index:", info.kind, info.params, "recall", info.recall, flush=True)
+        registry.publish(
+            arrays, config={"bench": True, "vectors": vectors.name}, extra={"index": info.to_dict()}
+        )
     return registry.current()
 
 
@@ -119,20 +164,28 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5, help="floor/recommend alternations per cell")
     ap.add_argument("--connections", default="1,8,32")
     ap.add_argument("--batches", default="1,10,100,1000")
-    ap.add_argument("--model", choices=("embedding", "spectral"), default="embedding")
+    ap.add_argument("--model", choices=("embedding", "spectral", "trained"), default="embedding")
+    ap.add_argument("--vectors", type=Path, default=None, help="--model trained: an .npz")
     ap.add_argument("--modes", default=",".join(DEFAULT_MODES), help=f"some of {'; '.join(MODES)}")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     spectral = args.model == "spectral"
-    home = DATA / ("serve-gowalla-spectral" if spectral else "serve-gowalla")
+    home = DATA / {"embedding": "serve-gowalla"}.get(args.model, f"serve-gowalla-{args.model}")
     t0 = time.perf_counter()
-    version = publish_spectral_once(home) if spectral else publish_once(home, gowalla_like)
+    if args.model == "trained":
+        if args.vectors is None:
+            raise SystemExit("--model trained needs --vectors FILE.npz")
+        version = publish_trained_once(home, args.vectors)
+    elif spectral:
+        version = publish_spectral_once(home)
+    else:
+        version = publish_once(home, gowalla_like)
     print(f"model {version} ready in {time.perf_counter() - t0:.1f}s")
     conns = [int(c) for c in args.connections.split(",")]
     header = machine()
     modes = {m: MODES[m] for m in parse_modes(args.modes)}
     rows, batch_rows, memory = [], [], {}
-    user_path = "/recommend/%d?k=20" if spectral else "/recommend/user_%d?k=20"
+    user_path = "/recommend/user_%d?k=20" if args.model == "embedding" else "/recommend/%d?k=20"
     get = WRK_LUA_GET.format(n_users=N_USERS, path=user_path)
     # the floor's requests come from the same Lua generator (wrk's per-request Lua call is
     # part of what both sides pay); /healthz ignores the query
@@ -169,8 +222,10 @@ def main() -> None:
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
     command = f".venv/bin/python bench/serve_http.py --seconds {args.seconds:g} --reps {args.reps}"
-    if spectral:
-        command += f" --model spectral --modes {args.modes} --batches '{args.batches}'"
+    if args.model != "embedding":
+        command += f" --model {args.model} --modes '{args.modes}' --batches '{args.batches}'"
+    if args.vectors is not None:
+        command += f" --vectors {args.vectors.name}"
     load = os.getloadavg()
     records = [
         {
@@ -201,8 +256,19 @@ def main() -> None:
     old = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     RESULTS.write_text(json.dumps(old + records, indent=1) + "\n")
     single = {m: rec["rps"] for m, c, _, rec in rows if c == 8}
+    index = json.loads((home / "models" / "versions" / version / "manifest.json").read_text())
+    index_text = ""
+    if index.get("index"):
+        info = index["index"]
+        index_text = (
+            f"; item index shipped in the artifact: {info['kind']} {info.get('params')}, "
+            f"recall@20 {info.get('recall')} measured at publish"
+        )
     model_text = (
-        "spectral filter of Gowalla's training matrix (29,858 users x 40,981 items, 810k "
+        f"vectors trained on Gowalla ({args.vectors.name if args.vectors else ''}: "
+        f"29,858 users x 40,981 items, d = 64){index_text}"
+        if args.model == "trained"
+        else "spectral filter of Gowalla's training matrix (29,858 users x 40,981 items, 810k "
         "pairs; K 256, α 0.3), scored by FilterIndex (two sparse products and a low-pass "
         "GEMM per batch). `lookup`: default settings (the artifact's per-user top-100 lists, "
         "SPECREC_PRECOMPUTE_K=100)"
@@ -267,14 +333,16 @@ def main() -> None:
         ups = r["rps"] * b
         lines.append(
             f"| {b} | {r['rps']:.1f} | {ups:.0f} | {r['p50_ms']:.2f} / {r['p99_ms']:.2f} | "
-            f"{ups / single['search']:.2f}x | {ups / single['lookup']:.2f}x | {r['errors']} |"
+            f"{ups / single['search']:.2f}x | {ups / single.get('lookup', float('nan')):.2f}x | "
+            f"{r['errors']} |"
         )
     lines += [
         "",
         f"Command: `{command}`",
         "",
     ]
-    (OUT / ("serve_http-spectral.md" if spectral else "serve_http.md")).write_text("\n".join(lines))
+    name = "serve_http.md" if args.model == "embedding" else f"serve_http-{args.model}.md"
+    (OUT / name).write_text("\n".join(lines))
     print("\n".join(lines))
 
 

@@ -1,8 +1,13 @@
 """The approximate item index: chosen and built once at publish, shipped in the artifact.
 
-``choose_index(items, queries, target)`` decides how an embedding model's items are searched
-by inner product, measured on held-out queries (user vectors of a seeded sample of users,
-``sample_queries``; used for nothing else):
+``choose_index(items, queries, target, banned)`` decides how an embedding model's items are
+searched by inner product, measured on held-out queries (user vectors of a seeded sample of
+users, ``sample_users``; used for nothing else) searched as the service searches them: each
+query's seen items (`banned`) excluded, by over-fetching k + |seen| candidates and dropping
+the seen ones (``fetch_depth``, ``search_parameters``: the service's FaissIndex uses both).
+A trained user's seen items are among its best-scored, so exclusions are what make an
+approximate search of a trained model slower than the same search of random queries
+(HNSW's candidate list grows to k + |seen|):
 
 - a catalogue below ``SMALL_CATALOGUE`` items is searched exactly (``flat``), nothing built;
 - else IVF-Flat (``default_nlist`` cells) and HNSW-Flat (M 32, efConstruction 80) are built,
@@ -10,8 +15,8 @@ by inner product, measured on held-out queries (user vectors of a seeded sample 
   512) are measured in that order until one reaches the target (the later ones only cost
   more): recall@20 against the exact top 20, and single-query latency on one thread
   (p50 / p99), next to exact numpy search's p50 on the same queries;
-- the fastest setting whose recall reaches the target wins, unless it is not faster than
-  exact search or none reaches it: then ``flat``.
+- the fastest setting whose recall reaches the target wins, unless it is not
+  ``MIN_SPEEDUP`` times faster than exact search or none reaches it: then ``flat``.
 
 The choice (``contract.manifest.IndexInfo``: kind, parameters, recall, latencies, reason and
 every setting measured) goes into the manifest; the chosen index into the artifact as
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +42,11 @@ from contract.manifest import IndexCandidate, IndexInfo, IndexParams
 #: (a GEMV over n × d floats that streams from cache): no approximate index can pay for
 #: its recall loss there, so nothing is built or measured.
 SMALL_CATALOGUE = 20_000
+MIN_SPEEDUP = 2.0
+"""An approximate index is shipped only when its p50 is at least this many times below exact
+search's: a smaller gain does not pay for the answers it gets wrong, and is within the noise
+of timing on a shared machine (Gowalla's 41k items, trained vectors, seen items excluded:
+IVF nprobe 64 reached 0.97 at 0.28 ms vs exact 0.34 ms)."""
 TOP_K = 20
 """Recall is measured at this depth (the service's default k)."""
 N_QUERIES = 1_000
@@ -57,20 +67,62 @@ def nprobe_grid(nlist: int) -> tuple[int, ...]:
     return (*grid, nlist)
 
 
+def sample_users(m: int, n: int = N_QUERIES, seed: int = 0) -> np.ndarray:
+    """(min(n, m),) int64: n of m user rows drawn without replacement (seeded), sorted."""
+    return np.sort(np.random.default_rng(seed).choice(m, size=min(n, m), replace=False))
+
+
 def sample_queries(user_emb: np.ndarray, n: int = N_QUERIES, seed: int = 0) -> np.ndarray:
-    """(min(n, m), d) float32: the vectors of n users drawn without replacement (seeded)."""
-    m = user_emb.shape[0]
-    rows = np.sort(np.random.default_rng(seed).choice(m, size=min(n, m), replace=False))
+    """(min(n, m), d) float32: the vectors of the users ``sample_users`` draws."""
+    rows = sample_users(user_emb.shape[0], n, seed)
     return np.ascontiguousarray(user_emb[rows], dtype=np.float32)
 
 
-def exact_topk(items: np.ndarray, queries: np.ndarray, k: int, batch: int = 256) -> np.ndarray:
+def fetch_depth(ks: Sequence[int], banned: Sequence[np.ndarray], n: int) -> int:
+    """Candidates to fetch for a batch of queries so that each keeps its k after its banned
+    rows are dropped: max(k + |banned|), at most n."""
+    return min(n, max(k + len(b) for k, b in zip(ks, banned, strict=True)))
+
+
+def search_parameters(
+    kind: str, k_fetch: int, *, nprobe: int | None, ef_search: int | None, nlist: int = 0
+) -> Any:
+    """faiss SearchParameters of one search of `kind` fetching `k_fetch`: IVF's nprobe (at most
+    nlist when known), HNSW's efSearch raised to k_fetch; None for exact (flat)."""
+    if kind == "ivf":
+        probe = nprobe or 1
+        # faiss's bundled stubs lag its runtime, which takes these keyword arguments
+        return faiss.SearchParametersIVF(nprobe=min(probe, nlist) if nlist else probe)  # type: ignore[call-arg]
+    if kind == "hnsw":
+        return faiss.SearchParametersHNSW(efSearch=max(ef_search or 16, k_fetch))  # type: ignore[attr-defined]
+    return None
+
+
+def kept(rows: np.ndarray, k: int, banned: np.ndarray) -> np.ndarray:
+    """The first k of an index's answer rows (k_fetch,) after padding (-1) and `banned`."""
+    keep = rows >= 0
+    if len(banned):
+        keep &= ~np.isin(rows, banned)
+    return rows[keep][:k]
+
+
+def exact_topk(
+    items: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    batch: int = 256,
+    banned: Sequence[np.ndarray] | None = None,
+) -> np.ndarray:
     """items (n, d), queries (q, d) -> (q, min(k, n)) int64: each query's top-k rows by inner
-    product, best first (one GEMM per batch of queries)."""
+    product, best first, its `banned` rows left out (one GEMM per batch of queries; a query
+    with fewer than k rows left is padded with banned ones, last)."""
     k = min(k, items.shape[0])
     out = np.empty((len(queries), k), dtype=np.int64)
     for start in range(0, len(queries), batch):
         scores = queries[start : start + batch] @ items.T  # (b, n)
+        if banned is not None:
+            for i, b in enumerate(banned[start : start + batch]):
+                scores[i, b] = -np.inf
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
         out[start : start + batch] = np.take_along_axis(part, order, axis=1)
@@ -83,34 +135,32 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     return float(hits / max(truth.size, 1))
 
 
-def _latencies(search_one: Callable[[np.ndarray], Any], queries: np.ndarray) -> np.ndarray:
-    """(q,) seconds of search_one on each query (1, d) by itself."""
-    out = np.empty(len(queries))
-    for i in range(len(queries)):
-        q = queries[i : i + 1]
-        t0 = time.perf_counter()
-        search_one(q)
-        out[i] = time.perf_counter() - t0
-    return out
-
-
 def _ms(seconds: np.ndarray, pct: float) -> float:
     return float(np.percentile(seconds, pct) * 1e3)
 
 
-def exact_latency(items: np.ndarray, queries: np.ndarray, k: int = TOP_K) -> np.ndarray:
+def exact_latency(
+    items: np.ndarray,
+    queries: np.ndarray,
+    k: int = TOP_K,
+    banned: Sequence[np.ndarray] | None = None,
+) -> np.ndarray:
     """(q,) seconds of exact numpy search per query on one thread, as the service does it
-    (service.index.NumpyExactIndex: q @ items.T on a (d, n) copy, then argpartition)."""
+    (service.index.NumpyExactIndex: q @ items.T on a (d, n) copy, banned rows out, then
+    argpartition)."""
     items_t = np.ascontiguousarray(items.T)  # (d, n)
     k = min(k, items.shape[0])
-
-    def one(q: np.ndarray) -> None:
-        scores = (q @ items_t)[0]
-        top = np.argpartition(-scores, k - 1)[:k]
-        top[np.argsort(-scores[top], kind="stable")]
-
+    out = np.empty(len(queries))
     with threadpool_limits(limits=1, user_api="blas"):
-        return _latencies(one, queries)
+        for i in range(len(queries)):
+            t0 = time.perf_counter()
+            scores = (queries[i : i + 1] @ items_t)[0]
+            if banned is not None:
+                scores[banned[i]] = -np.inf
+            top = np.argpartition(-scores, k - 1)[:k]
+            top[np.argsort(-scores[top], kind="stable")]
+            out[i] = time.perf_counter() - t0
+    return out
 
 
 @dataclass(frozen=True)
@@ -144,20 +194,35 @@ def build_hnsw(items: np.ndarray, m: int, ef_construction: int) -> Any:
 def _measure(
     index: Any,
     kind: str,
-    grid: Sequence[tuple[IndexParams, Callable[[], None]]],
+    grid: Sequence[IndexParams],
     queries: np.ndarray,
+    banned: Sequence[np.ndarray],
     truth: np.ndarray,
     target: float,
 ) -> list[IndexCandidate]:
-    """Each setting of `grid` (its params and how to apply it to `index`) in order, until one
-    reaches `target` (the later ones only cost more): recall and one-thread latency."""
-    k = truth.shape[1]
+    """Each setting of `grid` in order, until one reaches `target` (the later ones only cost
+    more): recall and one-thread latency of single-query searches as the service makes them
+    (k + |banned| fetched, banned rows dropped)."""
+    k, n = truth.shape[1], int(index.ntotal)
     out = []
-    for params, apply in grid:
-        apply()
-        _, found = index.search(queries, k)  # (q, k), -1 where fewer than k were found
+    for params in grid:
+        found = np.full(truth.shape, -1, dtype=np.int64)
+        seconds = np.empty(len(queries))
+        for i in range(len(queries)):
+            t0 = time.perf_counter()
+            k_fetch = fetch_depth([k], [banned[i]], n)
+            sp = search_parameters(
+                kind,
+                k_fetch,
+                nprobe=params.nprobe,
+                ef_search=params.ef_search,
+                nlist=params.nlist or 0,
+            )
+            _, rows = index.search(queries[i : i + 1], k_fetch, params=sp)
+            top = kept(rows[0], k, banned[i])
+            seconds[i] = time.perf_counter() - t0
+            found[i, : len(top)] = top
         recall = recall_at_k(found, truth)
-        seconds = _latencies(lambda q: index.search(q, k), queries)
         out.append(
             IndexCandidate(
                 kind=kind,
@@ -172,26 +237,19 @@ def _measure(
     return out
 
 
-def _ivf_grid(index: Any, nlist: int, nprobes: Sequence[int]) -> list[Any]:
-    def setter(p: int) -> Callable[[], None]:
-        return lambda: setattr(index, "nprobe", p)
-
-    return [(IndexParams(nlist=nlist, nprobe=p), setter(p)) for p in nprobes if p <= nlist]
+def _ivf_grid(nlist: int, nprobes: Sequence[int]) -> list[IndexParams]:
+    return [IndexParams(nlist=nlist, nprobe=p) for p in nprobes if p <= nlist]
 
 
-def _hnsw_grid(index: Any, m: int, ef_construction: int, efs: Sequence[int]) -> list[Any]:
-    def setter(ef: int) -> Callable[[], None]:
-        return lambda: setattr(index.hnsw, "efSearch", ef)
-
-    return [
-        (IndexParams(m=m, ef_construction=ef_construction, ef_search=ef), setter(ef)) for ef in efs
-    ]
+def _hnsw_grid(m: int, ef_construction: int, efs: Sequence[int]) -> list[IndexParams]:
+    return [IndexParams(m=m, ef_construction=ef_construction, ef_search=ef) for ef in efs]
 
 
 def choose_index(
     items: np.ndarray,
     queries: np.ndarray,
     target: float,
+    banned: Sequence[np.ndarray] | None = None,
     *,
     small_catalogue: int = SMALL_CATALOGUE,
     k: int = TOP_K,
@@ -199,10 +257,12 @@ def choose_index(
     ef_searches: Sequence[int] = EF_SEARCH_GRID,
     hnsw_m: int = HNSW_M,
     hnsw_ef_construction: int = HNSW_EF_CONSTRUCTION,
+    min_speedup: float = MIN_SPEEDUP,
 ) -> IndexChoice:
-    """The index for items (n, d) given held-out queries (q, d) and a recall target in (0, 1]
-    (module docstring). `nprobes` default: ``nprobe_grid(nlist)``. Building uses every
-    core; the timed searches run on one thread (faiss and BLAS)."""
+    """The index for items (n, d) given held-out queries (q, d), the rows each query excludes
+    (`banned`, q arrays; None: none) and a recall target in (0, 1] (module docstring).
+    `nprobes` default: ``nprobe_grid(nlist)``. Building uses every core; the timed searches
+    run on one thread (faiss and BLAS)."""
     if not 0 < target <= 1:
         raise ValueError(f"recall target {target} outside (0, 1]")
     items = np.ascontiguousarray(items, dtype=np.float32)
@@ -211,8 +271,11 @@ def choose_index(
     if n < small_catalogue:
         reason = f"{n} items < {small_catalogue}: exact search is cheaper than any index"
         return IndexChoice(IndexInfo(kind="flat", target=target, k=k, reason=reason), None)
-    truth = exact_topk(items, queries, k)
-    exact_p50 = _ms(exact_latency(items, queries, k), 50)
+    if banned is None:
+        banned = [np.empty(0, dtype=np.int64)] * len(queries)
+    banned = [np.asarray(b, dtype=np.int64) for b in banned]
+    truth = exact_topk(items, queries, k, banned=banned)
+    exact_p50 = _ms(exact_latency(items, queries, k, banned), 50)
     nlist = default_nlist(n)
     t0 = time.perf_counter()
     ivf = build_ivf(items, nlist)
@@ -223,10 +286,10 @@ def choose_index(
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
-        ivf_grid = _ivf_grid(ivf, nlist, nprobes or nprobe_grid(nlist))
-        candidates = _measure(ivf, "ivf", ivf_grid, queries, truth, target)
-        hnsw_grid = _hnsw_grid(hnsw, hnsw_m, hnsw_ef_construction, ef_searches)
-        candidates += _measure(hnsw, "hnsw", hnsw_grid, queries, truth, target)
+        ivf_grid = _ivf_grid(nlist, nprobes or nprobe_grid(nlist))
+        candidates = _measure(ivf, "ivf", ivf_grid, queries, banned, truth, target)
+        hnsw_grid = _hnsw_grid(hnsw_m, hnsw_ef_construction, ef_searches)
+        candidates += _measure(hnsw, "hnsw", hnsw_grid, queries, banned, truth, target)
     finally:
         faiss.omp_set_num_threads(threads)
     common: dict[str, Any] = {
@@ -245,11 +308,11 @@ def choose_index(
         )
         return IndexChoice(IndexInfo(kind="flat", recall=1.0, reason=reason, **common), None)
     best = min(meeting, key=lambda c: c.p50_ms)
-    if best.p50_ms >= exact_p50:
+    if best.p50_ms * min_speedup > exact_p50:
         reason = (
             f"the fastest setting reaching recall@{k} {target} ({best.kind} "
-            f"{_describe(best.params)}, p50 {best.p50_ms:.3f} ms) is not faster than exact "
-            f"search ({exact_p50:.3f} ms)"
+            f"{_describe(best.params)}, p50 {best.p50_ms:.3f} ms) is not {min_speedup:g}x "
+            f"faster than exact search ({exact_p50:.3f} ms)"
         )
         return IndexChoice(IndexInfo(kind="flat", recall=1.0, reason=reason, **common), None)
     index, build_s = (ivf, ivf_s) if best.kind == "ivf" else (hnsw, hnsw_s)

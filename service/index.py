@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import faiss
 import numpy as np
 
-from contract.annindex import default_nlist, load_index
+from contract.annindex import default_nlist, fetch_depth, load_index, search_parameters
 from contract.artifact import ArtifactInvalid
 from contract.manifest import IndexInfo
 from service.settings import IndexSettings
@@ -256,15 +256,6 @@ class FaissIndex:
         self.index = index
         self.backend = "faiss-gpu" if self.on_gpu else "faiss"
 
-    def _params(self, k_fetch: int, nprobe: int | None, ef_search: int | None) -> Any:
-        if self.kind == "ivf":
-            # faiss's bundled stubs lag its runtime, which takes these keyword arguments
-            return faiss.SearchParametersIVF(nprobe=min(nprobe or self.nprobe, self.nlist))  # type: ignore[call-arg]
-        if self.kind == "hnsw":
-            ef = max(ef_search or self.ef_search, k_fetch)
-            return faiss.SearchParametersHNSW(efSearch=ef)  # type: ignore[attr-defined]
-        return None
-
     def search(
         self,
         queries: np.ndarray,
@@ -277,10 +268,16 @@ class FaissIndex:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if len(queries) == 0:
             return []
-        k_fetch = min(self.ntotal, max(k + len(b) for k, b in zip(ks, banned, strict=True)))
+        k_fetch = fetch_depth(ks, banned, self.ntotal)
         if self.on_gpu:  # FAISS GPU selects at most 2048 per query: a user with more seen
             k_fetch = min(k_fetch, GPU_MAX_K)  # items than 2048 - k may get fewer than k
-        params = self._params(k_fetch, nprobe, ef_search)
+        params = search_parameters(
+            self.kind,
+            k_fetch,
+            nprobe=nprobe or self.nprobe,
+            ef_search=ef_search or self.ef_search,
+            nlist=self.nlist or 0,
+        )
         if params is None:
             scores, rows = self.index.search(queries, k_fetch)
         else:

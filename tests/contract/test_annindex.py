@@ -82,7 +82,7 @@ def approximate() -> tuple[np.ndarray, np.ndarray, annindex.IndexChoice]:
     fastest setting reaching the target must win (the recall, not the clock, decides)."""
     items, queries = clustered(3000, 16, 30, 2), clustered(200, 16, 30, 3)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(annindex, "exact_latency", lambda _i, q, _k=20: np.full(len(q), 1.0))
+        mp.setattr(annindex, "exact_latency", lambda _i, q, _k=20, _b=None: np.full(len(q), 1.0))
         choice = choose_index(items, queries, 0.9, small_catalogue=1000)
     return items, queries, choice
 
@@ -129,10 +129,12 @@ def test_an_unreachable_target_is_flat_with_the_reason() -> None:
 
 def test_an_index_no_faster_than_exact_search_is_not_shipped(monkeypatch) -> None:
     items, queries = clustered(3000, 16, 30, 2), clustered(100, 16, 30, 3)
-    monkeypatch.setattr(annindex, "exact_latency", lambda _i, q, _k=20: np.full(len(q), 1e-12))
+    monkeypatch.setattr(
+        annindex, "exact_latency", lambda _i, q, _k=20, _b=None: np.full(len(q), 1e-12)
+    )
     choice = choose_index(items, queries, 0.5, small_catalogue=1000)
     assert choice.index is None and choice.info.kind == "flat"
-    assert "is not faster than exact search (0.000 ms)" in choice.info.reason
+    assert "is not 2x faster than exact search (0.000 ms)" in choice.info.reason
     assert any(c.recall >= 0.5 for c in choice.info.candidates)
 
 
@@ -226,3 +228,39 @@ def test_item_index_must_be_uint8(tmp_path: Path) -> None:
     arrays, info, data = shipped_model()
     with pytest.raises(ArtifactInvalid, match="item_index"):
         arrays.with_arrays(item_index=data.astype(np.int16)).validate()
+
+
+def test_the_choice_is_measured_with_each_query_s_seen_items_excluded(monkeypatch) -> None:
+    """With `banned` (each query's own best rows, as a trained user's seen items are), the
+    truth leaves them out and every candidate is searched as the service searches: k + |b|
+    fetched, b dropped. The recorded recall is what the loaded copy answers that way."""
+    items, queries = clustered(3000, 16, 30, 2), clustered(100, 16, 30, 3)
+    scores = queries.astype(np.float64) @ items.T.astype(np.float64)
+    banned = [np.sort(np.argsort(-row)[:15]) for row in scores]  # the 15 best of each query
+    truth = exact_topk(items, queries, 20, banned=banned)
+    for row, b, t in zip(scores, banned, truth, strict=True):
+        masked = row.copy()
+        masked[b] = -np.inf
+        np.testing.assert_array_equal(t, np.argsort(-masked)[:20])
+    monkeypatch.setattr(annindex, "exact_latency", lambda *_a, **_k: np.full(100, 1.0))
+    choice = choose_index(items, queries, 0.9, banned, small_catalogue=1000)
+    info = choice.info
+    assert info.kind in ("ivf", "hnsw") and choice.index is not None
+    loaded = load_index(serialize_index(choice.index))
+    found = []
+    for q, b in zip(queries, banned, strict=True):
+        k_fetch = annindex.fetch_depth([20], [b], 3000)
+        assert k_fetch == 35
+        params = annindex.search_parameters(
+            info.kind,
+            k_fetch,
+            nprobe=info.params.nprobe,
+            ef_search=info.params.ef_search,
+            nlist=info.params.nlist or 0,
+        )
+        _, rows = loaded.search(q[None, :], k_fetch, params=params)
+        top = annindex.kept(rows[0], 20, b)
+        assert not np.isin(top, b).any()
+        found.append(top)
+    hits = np.mean([len(set(f) & set(t)) / 20 for f, t in zip(found, truth, strict=True)])
+    assert info.recall == pytest.approx(hits)

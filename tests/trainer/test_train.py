@@ -511,7 +511,9 @@ def test_publish_result_ships_the_chosen_index(small_ds, tmp_path, monkeypatch):
     # any catalogue above 50 items gets an index, exact search made slow: one must ship
     choose = functools.partial(annindex.choose_index, small_catalogue=50)
     monkeypatch.setattr(train_module, "choose_index", choose)
-    monkeypatch.setattr(annindex, "exact_latency", lambda _i, q, _k=20: np.full(len(q), 1.0))
+    monkeypatch.setattr(
+        annindex, "exact_latency", lambda _i, q, _k=20, _b=None: np.full(len(q), 1.0)
+    )
     cfg = quick()
     res = fit(small_ds, cfg, progress_bar=False)
     reg = ModelRegistry(tmp_path / "models")
