@@ -117,6 +117,7 @@ def exact_topk(
     product, best first, its `banned` rows left out (one GEMM per batch of queries; a query
     with fewer than k rows left is padded with banned ones, last)."""
     k = min(k, items.shape[0])
+    batch = max(1, min(batch, (1 << 26) // max(items.shape[0], 1)))  # <= 256 MB of scores
     out = np.empty((len(queries), k), dtype=np.int64)
     for start in range(0, len(queries), batch):
         scores = queries[start : start + batch] @ items.T  # (b, n)
