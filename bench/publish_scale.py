@@ -74,6 +74,33 @@ class PeakRss:
         return self.peak
 
 
+def publish_versions(
+    registry: Any, arrays: Any, objective: str, index: dict[str, Any], out: dict[str, Any]
+) -> None:
+    """Two versions of `arrays` (the first served, the second swapped in later, as a
+    retrain's), with the manifest's spectrum as fit() records it (the service would
+    otherwise compute it at load) and the index choice; timings into `out`."""
+    from contract.spectrum import embedding_spectrum
+
+    t0 = time.perf_counter()
+    spectrum = embedding_spectrum(np.asarray(arrays.user_emb), np.asarray(arrays.item_emb))
+    out["spectrum_s"] = time.perf_counter() - t0
+    out["versions"], out["publish_s"] = [], []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        out["versions"].append(
+            registry.publish(
+                arrays,
+                config={"objective": objective, "encoder": "mf", "bench": "publish_scale"},
+                spectrum=spectrum,
+                extra={"index": index},
+                activate=False,
+                keep=10,
+            )
+        )
+        out["publish_s"].append(time.perf_counter() - t0)
+
+
 def publish(work: Path, objective: str, home: Path, recall: float) -> dict[str, Any]:
     """Publish the trained vectors as the trainer publishes an embedding model; timings."""
     from contract.artifact import ModelArrays, ModelRegistry
@@ -111,20 +138,8 @@ def publish(work: Path, objective: str, home: Path, recall: float) -> dict[str, 
     out["index_choice_s"] = time.perf_counter() - t0
     out["index"] = info.to_dict()
     registry = ModelRegistry(home / "models")
-    versions = []
-    for _ in range(2):  # the first served, the second swapped in later (a retrain's)
-        t0 = time.perf_counter()
-        versions.append(
-            registry.publish(
-                arrays,
-                config={"objective": objective, "encoder": "mf", "bench": "publish_scale"},
-                extra={"index": info.to_dict()},
-                activate=False,
-                keep=10,
-            )
-        )
-        out.setdefault("publish_s", []).append(time.perf_counter() - t0)
-    out["versions"] = versions
+    publish_versions(registry, arrays, objective, out["index"], out)
+    versions = out["versions"]
     vdir = home / "models" / "versions" / versions[0]
     out["artifact_mib"] = {
         p.name: p.stat().st_size / 2**20 for p in sorted(vdir.iterdir()) if p.is_file()
@@ -241,6 +256,13 @@ def main() -> None:
     if state.exists():
         pub = json.loads(state.read_text())
         print("publish: kept", state, flush=True)
+        if "spectrum_s" not in pub:  # published without the spectrum: publish again
+            from contract.artifact import ModelRegistry
+
+            registry = ModelRegistry(home / "models")
+            arrays = registry.load(pub["versions"][0]).arrays
+            publish_versions(registry, arrays, args.objective, pub["index"], pub)
+            state.write_text(json.dumps(pub, indent=1))
     else:
         home.mkdir(parents=True, exist_ok=True)
         pub = publish(args.work, args.objective, home, args.index_recall)
@@ -264,6 +286,7 @@ def main() -> None:
         "index_recall": pub["index"].get("recall"),
         "index_choice_s": pub["index_choice_s"],
         "publish_s": pub["publish_s"],
+        "spectrum_s": pub["spectrum_s"],
         "artifact_mib": arrays_mib,
         "index_mib": index_mib,
         **{k: v for k, v in served.items() if k != "readyz"},

@@ -186,6 +186,9 @@ class ServingModel:
             # the artifact's approximate index when it ships one and config takes it
             shipped = ShippedIndex.of(loaded.manifest.index, a.item_index)
             index = build_index(a.item_emb, config, shipped)
+            # the index is in memory now: unmap its file (its pages read while loading would
+            # otherwise count in this process's RSS beside the index itself)
+            a, shipped = a.with_arrays(item_index=None), None
             rule = rule_for(loaded.manifest.config.encoder)
             foldin = FoldIn.fit(a.item_emb, a.user_emb, a.seen_indptr, a.seen_indices, rule)
             scorer = EmbeddingScorer(a, index, foldin)  # fold-in: a history to a user vector
