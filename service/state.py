@@ -184,11 +184,16 @@ class ModelState:
                 log.exception("model listener failed")
 
     def _previous_from_registry(self, version: str) -> SpectrumSnapshot | None:
-        """At startup there is no old model in memory: compute the registry's previous one."""
+        """At startup there is no old model in memory: the registry's previous one, from its
+        manifest when that holds the whole spectrum (as the trainer writes it), else
+        computed from its arrays."""
         prev = self.registry.pointer()["previous"]
         if not prev or prev == version:
             return None
         try:
+            stored = SpectrumSnapshot.stored(self.registry.manifest(prev), prev)
+            if stored is not None:
+                return stored
             loaded = self.registry.load(prev)
         except (ArtifactInvalid, ModelNotFound) as e:
             log.warning("previous model %s unavailable for /health/spectrum: %s", prev, e)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from contract.artifact import ModelRegistry
 from contract.spectrum import embedding_spectrum
 from service.app import create_app
 from service.spectrum_view import verdict
@@ -154,6 +155,31 @@ def test_previous_model_is_reported_after_a_swap_and_at_startup(settings):
     with TestClient(create_app(settings)) as c:  # a fresh process finds v1 via CURRENT.previous
         body = c.get("/health/spectrum").json()
         assert (body["model_version"], body["previous"]["model_version"]) == (v2, v1)
+
+
+def test_a_previous_model_with_its_spectrum_in_the_manifest_is_not_loaded(settings, monkeypatch):
+    """At startup the previous model's spectrum comes from its manifest when the trainer wrote
+    it whole: its arrays are neither read nor validated (at 10^6 x 10^6 that is ~1 GB of
+    pages and, for an artifact without a spectrum, GBs of temporaries)."""
+    old = collapsed_model()
+    want = embedding_spectrum(old.arrays.user_emb, old.arrays.item_emb)
+    v1 = publish(settings.registry_root, old, spectrum=want)
+    v2 = publish(settings.registry_root, gaussian_model(seed=3))
+    loads: list[str | None] = []
+    real_load = ModelRegistry.load
+
+    def counting_load(self, version=None, **kw):
+        loads.append(version)
+        return real_load(self, version, **kw)
+
+    monkeypatch.setattr(ModelRegistry, "load", counting_load)
+    with TestClient(create_app(settings)) as c:
+        body = c.get("/health/spectrum").json()
+    assert (body["model_version"], body["previous"]["model_version"]) == (v2, v1)
+    assert body["previous"]["verdict"] == "collapsed"
+    got = body["previous"]["users"]["effective_rank"]
+    assert got == pytest.approx(want["users"]["normalized"]["effective_rank"], rel=1e-9)
+    assert v1 not in loads and v2 in loads
 
 
 def test_spectrum_svg_is_xml_with_current_and_previous_curves(settings):
