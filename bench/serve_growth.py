@@ -98,18 +98,28 @@ def sub_model(
     )
 
 
-def measure(arrays: Any, recall: float, objective: str) -> dict[str, Any]:
+def measure(arrays: Any, recall: float, objective: str, reuse: Any | None = None) -> dict[str, Any]:
+    """`reuse`: a LoadedModel over the same items (all of them, in order) whose index and
+    choice are taken instead of choosing again (the 10^6-item HNSW build takes minutes)."""
     from contract.artifact import ModelRegistry
+    from contract.manifest import IndexInfo
+    from contract.spectrum import embedding_spectrum
     from trainer.train import with_item_index
 
     t0 = time.perf_counter()
-    arrays, info = with_item_index(arrays, recall)
+    if reuse is not None and reuse.manifest.index is not None:
+        info: IndexInfo = reuse.manifest.index
+        arrays = arrays.with_arrays(item_index=reuse.arrays.item_index)
+    else:
+        arrays, info = with_item_index(arrays, recall)
     choice_s = time.perf_counter() - t0
+    spectrum = embedding_spectrum(np.asarray(arrays.user_emb), np.asarray(arrays.item_emb))
     with tempfile.TemporaryDirectory(dir=ROOT / "bench" / "out") as tmp:
         registry = ModelRegistry(Path(tmp))
-        registry.publish(
+        registry.publish(  # as the trainer publishes: with the spectrum fit computed
             arrays,
             config={"objective": objective, "encoder": "mf", "bench": "serve_growth"},
+            spectrum=spectrum,
             extra={"index": info.to_dict()},
         )
         vdir = next((Path(tmp) / "versions").iterdir())
@@ -135,6 +145,7 @@ def measure(arrays: Any, recall: float, objective: str) -> dict[str, Any]:
         "searches_per_s_one_thread": 1000.0 / p50 if p50 else None,
         "build_s": info.build_s,
         "index_choice_s": choice_s,
+        "index_reused": reuse is not None,
         "reason": info.reason,
         "artifact_mib": artifact_mib,
         **loaded,
@@ -151,6 +162,13 @@ def main() -> None:
     ap.add_argument("--index-recall", type=float, default=0.95)
     ap.add_argument("--items", default=",".join(map(str, ITEMS)))
     ap.add_argument("--users-at-max", default=",".join(map(str, USERS_AT_1M)))
+    ap.add_argument(
+        "--index-from",
+        type=Path,
+        default=None,
+        help="a published version dir of the full model (bench/publish_scale.py's): its "
+        "item index and choice serve every row with all the items",
+    )
     args = ap.parse_args()
     from trainer.data import load_dataset
 
@@ -170,6 +188,11 @@ def main() -> None:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
     ).stdout.strip()
+    reuse = None
+    if args.index_from is not None:
+        from contract.artifact import read_model_dir
+
+        reuse = read_model_dir(args.index_from)
     rows = []
     for m, n in sizes:
         load_before = os.getloadavg()[0]
@@ -178,7 +201,12 @@ def main() -> None:
         row = {
             "benchmark": "serve_growth",
             "vectors": args.objective,
-            **measure(arrays, args.index_recall, args.objective),
+            **measure(
+                arrays,
+                args.index_recall,
+                args.objective,
+                reuse if n == item_emb.shape[0] else None,
+            ),
             "threads": 1,
             "seconds": time.perf_counter() - t0,
             "machine": machine(),
