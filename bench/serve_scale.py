@@ -16,10 +16,12 @@ next time; ``--force STAGE`` redoes one):
 3. ``index``: per set of trained vectors, in a child process with one BLAS/OpenMP thread:
    exact numpy search (the service's NumpyExactIndex), IVF (default nlist, ``--nprobe`` grid)
    and HNSW (M ``--hnsw-m``, efConstruction ``--hnsw-ef-construction``, ``--ef`` grid), each
-   built as the service builds it (FAISS with every core). ``--queries`` seeded users query
-   with their training items excluded; recall@20 of each approximate answer against the
-   exact one; p50/p99 of the service's ``index.search`` per single query on one thread, after
-   a few warm-up queries -> one row per index setting in ``--out``.
+   built as the service builds it (FAISS with every core; IVF for every set of vectors first,
+   then HNSW, whose build takes many minutes at 10^6 items: ``--skip hnsw`` leaves it out).
+   ``--queries`` seeded users query with their training items excluded; recall@20 of each
+   approximate answer against the exact one; p50/p99 of the service's ``index.search`` per
+   single query on one thread, after a few warm-up queries -> one row per index setting in
+   ``--out``.
 
 Every row records the command, the commit, the machine and the 1-minute load average before
 and after (the machine is shared).
@@ -46,6 +48,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 OBJECTIVES = {"directspec+": "MF-DirectSpec+", "bpr": "MF-BPR"}
 STAGES = ("data", "train", "index")
+INDEX_KINDS = ("ivf", "hnsw")  # each run also times exact search, the ground truth
 K = 20
 
 
@@ -157,6 +160,8 @@ def child_train(args: argparse.Namespace) -> dict[str, Any]:
         "seconds_per_epoch": epoch_s,
         "fit_seconds": fit_s,
         "load_seconds": load_s,
+        "n_users": ds.n_users,
+        "n_items": ds.n_items,
         "train_pairs": ds.n_train,
         "test_pairs": ds.n_test,
         "peak_rss_mib_loaded": rss_loaded,
@@ -261,7 +266,7 @@ def child_index(args: argparse.Namespace) -> dict[str, Any]:
         ),
     ]
     for kind, settings, param, grid in sweeps:
-        if kind in args.skip:
+        if kind != args.kind:
             continue
         t = time.perf_counter()
         index = build_index(items_emb, settings)  # every core, as the service builds it
@@ -333,6 +338,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--hnsw-m", type=int, default=32)
     ap.add_argument("--hnsw-ef-construction", type=int, default=80)
     ap.add_argument("--skip", default="", help="index kinds not to build, e.g. hnsw")
+    ap.add_argument("--kind", default="ivf", choices=INDEX_KINDS, help=argparse.SUPPRESS)
     ap.add_argument("--force", default="", help="stages to redo, e.g. index")
     ap.add_argument("--stages", default=",".join(STAGES))
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "serving_scale.json")
@@ -358,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.child is not None:
         result = CHILDREN[args.child](args)
         name = args.child if args.objective is None else f"{args.child}-{args.objective}"
+        if args.child == "index" and args.kind != "ivf":
+            name += f"-{args.kind}"
         write_json(args.work / "stages" / f"{name}.child.json", result)
         return 0
 
@@ -402,22 +410,27 @@ def main(argv: list[str] | None = None) -> int:
                 "interactions": res["train_pairs"] + res["test_pairs"],
                 "vectors": objective,
                 **res,
+                "users": res.get("n_users", args.users),
+                "items": res.get("n_items", args.items),
             },
             key=("dataset", "vectors"),
         )
-    for objective in objectives:
-        if "index" not in stages_wanted:
-            continue
+    # IVF on every set of vectors first, then the (much slower) HNSW builds
+    kinds = [k for k in INDEX_KINDS if k not in args.skip and "index" in stages_wanted]
+    for kind, objective in ((k, o) for k in kinds for o in objectives):
         train = trained.get(objective) or json.loads(
             (stages / f"train-{objective}.json").read_text()
         )
-        res = run_child(args, "index", stages / f"index-{objective}.json", objective=objective)
+        name = f"index-{objective}" + ("" if kind == "ivf" else f"-{kind}")
+        res = run_child(args, "index", stages / f"{name}.json", objective=objective, kind=kind)
         for row in res["rows"]:
             record(
                 args.out,
                 {
                     "benchmark": "serving_scale",
                     **common,
+                    "users": train.get("n_users", args.users),
+                    "items": train.get("n_items", args.items),
                     "interactions": train["train_pairs"] + train["test_pairs"],
                     "train_pairs": train["train_pairs"],
                     "vectors": objective,
