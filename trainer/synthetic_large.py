@@ -30,6 +30,7 @@ import argparse
 import os
 import sys
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,19 +196,25 @@ def holdout(
     return (u[~test], i[~test]), (u[test], i[test])
 
 
-def _lightgcn_text(users: np.ndarray, items: np.ndarray, n_users: int) -> str:
-    """``user item item ...`` lines for every user row (a bare id for a user without items)."""
+def _lightgcn_lines(users: np.ndarray, items: np.ndarray, n_users: int) -> Iterator[str]:
+    """``user item item ...`` lines for every user row (a bare id for a user without items),
+    in blocks of users (the text of one block at a time)."""
     bounds = np.searchsorted(users, np.arange(n_users + 1))
-    words = items.astype(str)
-    lines = [" ".join([str(u), *words[bounds[u] : bounds[u + 1]]]) for u in range(n_users)]
-    return "\n".join(lines) + "\n"
+    for start in range(0, n_users, _CHUNK_USERS):
+        stop = min(start + _CHUNK_USERS, n_users)
+        words = items[bounds[start] : bounds[stop]].astype(str)
+        first = bounds[start]
+        yield "".join(
+            " ".join([str(u), *words[bounds[u] - first : bounds[u + 1] - first]]) + "\n"
+            for u in range(start, stop)
+        )
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _write_atomic(path: Path, blocks: Iterable[str]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
+            f.writelines(blocks)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -226,8 +233,8 @@ def write_lightgcn(
     data = generate_large(n_users, n_items, seed)
     (tr_u, tr_i), (te_u, te_i) = holdout(data, fraction, seed)
     del data
-    _write_atomic(out_dir / "train.txt", _lightgcn_text(tr_u, tr_i, n_users))
-    _write_atomic(out_dir / "test.txt", _lightgcn_text(te_u, te_i, n_users))
+    _write_atomic(out_dir / "train.txt", _lightgcn_lines(tr_u, tr_i, n_users))
+    _write_atomic(out_dir / "test.txt", _lightgcn_lines(te_u, te_i, n_users))
     return out_dir
 
 
