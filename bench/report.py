@@ -423,6 +423,16 @@ def serving_scale_tables(
     setting on them, and the fastest setting per set that reaches recall@20 >= 0.95."""
     if not index_rows and not train_rows:
         return ["(no rows recorded yet)"]
+    methods = list(dict.fromkeys(r["method"] for r in train_rows + index_rows))
+    kinds = ["flat", "ivf", "hnsw"]
+    index_rows = sorted(
+        index_rows,
+        key=lambda r: (
+            methods.index(r["method"]),
+            kinds.index(r["index_kind"]) if r["index_kind"] in kinds else len(kinds),
+            r.get("params", {}).get("nprobe") or r.get("params", {}).get("efSearch") or 0,
+        ),
+    )
     lines = [
         "| data | vectors | epochs | s/epoch | peak RSS MiB (fit) | Recall@20 (sampled users) "
         "| erank normalised (of d) | load before / after |",
