@@ -18,8 +18,8 @@ to :mod:`trainer.synthetic`). Work and memory are O(interactions), in chunks of 
 The holdout: each user's test items are a seeded random choice of ``max(1, round(0.2 n_u))``
 of its items (there are no timestamps). :func:`write_lightgcn` writes ``train.txt`` and
 ``test.txt`` in the LightGCN format :func:`trainer.data.load_dataset` reads (integer ids =
-rows); 10^6 x 10^6 (about 38 M interactions, 0.3 GB of text) generates and writes in a few
-minutes on one core.
+rows); 10^6 x 10^6 (38 M interactions, 0.28 GB of text) generates and writes in about 90 s
+on one core at 2.9 GB peak RSS.
 
     python -m trainer.synthetic_large --out /work/scale/data/1m --users 1000000 --items 1000000
 """
