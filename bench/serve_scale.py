@@ -93,6 +93,27 @@ def child_data(args: argparse.Namespace) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - t, "peak_rss_mib": peak_rss_mib()}
 
 
+def child_baseline(args: argparse.Namespace) -> dict[str, Any]:
+    """Popularity's Recall@20 on the users child_train evaluates (same seeded sample)."""
+    import scipy.sparse as sp
+
+    from trainer.data import load_dataset
+    from trainer.evaluate import evaluate_popularity
+
+    ds = load_dataset(args.data_dir)
+    test = ds.test_matrix()
+    rows = sample_users(np.flatnonzero(np.diff(test.indptr)), args.eval_users, args.seed)
+    keep = np.zeros(ds.n_users, dtype=np.float32)
+    keep[rows] = 1.0
+    sampled = (sp.diags(keep) @ test).tocsr()  # test pairs of the sampled users only
+    sampled.eliminate_zeros()
+    metrics = evaluate_popularity(ds.train_matrix(), sampled, ks=(K,))
+    return {
+        "popularity_recall@20_sample": metrics[f"recall@{K}"],
+        "eval_users": int(metrics["n_users"]),
+    }
+
+
 def child_train(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -290,14 +311,22 @@ def child_index(args: argparse.Namespace) -> dict[str, Any]:
     return {"rows": results, "queries": len(who), "peak_rss_mib": peak_rss_mib()}
 
 
-CHILDREN = {"data": child_data, "train": child_train, "index": child_index}
+CHILDREN = {
+    "data": child_data,
+    "baseline": child_baseline,
+    "train": child_train,
+    "index": child_index,
+}
 
 
 # ---------------------------------------------------------------------------- the parent
 
 
-def run_child(args: argparse.Namespace, stage: str, out: Path, **extra: str) -> dict[str, Any]:
-    """Run `stage` in a child process (its own peak RSS); return and keep its JSON result."""
+def run_child(
+    args: argparse.Namespace, stage: str, out: Path, provenance: dict[str, str], **extra: str
+) -> dict[str, Any]:
+    """Run `stage` in a child process (its own peak RSS); return and keep its JSON result,
+    with `provenance` (the command and commit that measured it: a kept result keeps its own)."""
     if out.exists() and stage not in args.force:
         print(f"{stage} {extra}: kept {out}", flush=True)
         return json.loads(out.read_text())
@@ -311,7 +340,7 @@ def run_child(args: argparse.Namespace, stage: str, out: Path, **extra: str) -> 
     t = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, stdout=None, stderr=None)
     result = json.loads(out.with_suffix(".child.json").read_text())
-    result |= {
+    result |= provenance | {
         "wall_seconds": time.perf_counter() - t,
         "loadavg_before": round(load_before, 2),
         "loadavg_after": round(os.getloadavg()[0], 2),
@@ -379,10 +408,11 @@ def main(argv: list[str] | None = None) -> int:
             shlex.join(argv),
         )
     )
+    provenance = {"command": command, "commit": git_commit()}
     stages = args.work / "stages"
     stages_wanted = set(args.stages.split(","))
     if "data" in stages_wanted:
-        data = run_child(args, "data", stages / "data.json")
+        data = run_child(args, "data", stages / "data.json", provenance)
     else:
         data = json.loads((stages / "data.json").read_text())
     common = {
@@ -390,15 +420,17 @@ def main(argv: list[str] | None = None) -> int:
         "users": args.users,
         "items": args.items,
         "machine": machine(),
-        "command": command,
-        "commit": git_commit(),
     }
     objectives = [o for o in args.objectives.split(",") if o]
     trained: dict[str, dict[str, Any]] = {}
+    if "train" in stages_wanted:
+        baseline = run_child(args, "baseline", stages / "baseline.json", provenance)
     for objective in objectives:
         if "train" not in stages_wanted:
             continue
-        res = run_child(args, "train", stages / f"train-{objective}.json", objective=objective)
+        res = run_child(
+            args, "train", stages / f"train-{objective}.json", provenance, objective=objective
+        )
         trained[objective] = res
         record(
             args.train_out,
@@ -409,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
                 "data_peak_rss_mib": data.get("peak_rss_mib"),
                 "interactions": res["train_pairs"] + res["test_pairs"],
                 "vectors": objective,
+                "popularity_recall@20_sample": baseline["popularity_recall@20_sample"],
+                **provenance,
                 **res,
                 "users": res.get("n_users", args.users),
                 "items": res.get("n_items", args.items),
@@ -422,7 +456,9 @@ def main(argv: list[str] | None = None) -> int:
             (stages / f"train-{objective}.json").read_text()
         )
         name = f"index-{objective}" + ("" if kind == "ivf" else f"-{kind}")
-        res = run_child(args, "index", stages / f"{name}.json", objective=objective, kind=kind)
+        res = run_child(
+            args, "index", stages / f"{name}.json", provenance, objective=objective, kind=kind
+        )
         for row in res["rows"]:
             record(
                 args.out,
@@ -440,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
                     **row,
                     "threads": 1,
                     "queries": res["queries"],
+                    "command": res.get("command", provenance["command"]),
+                    "commit": res.get("commit", provenance["commit"]),
                     "peak_rss_mib": res["peak_rss_mib"],
                     "loadavg_before": res["loadavg_before"],
                     "loadavg_after": res["loadavg_after"],
