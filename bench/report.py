@@ -435,8 +435,8 @@ def serving_scale_tables(
     )
     lines = [
         "| data | vectors | epochs | s/epoch | peak RSS MiB (fit) | Recall@20 (sampled users) "
-        "| erank normalised (of d) | load before / after |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| popularity, same users | erank normalised (of d) | load before / after |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in train_rows:
         lines.append(
@@ -444,7 +444,8 @@ def serving_scale_tables(
             f"{r['method']} | {r['epochs']} | "
             f"{' / '.join(f'{s:.0f}' for s in r['seconds_per_epoch'])} | "
             f"{r['peak_rss_mib_fit']:,.0f} | {r['recall@20_sample']:.4f} "
-            f"({r['eval_users']:,} users) | {r['erank_normalized']:.1f} "
+            f"({r['eval_users']:,} users) | {r['popularity_recall@20_sample']:.4f} | "
+            f"{r['erank_normalized']:.1f} "
             f"({r['config']['dim']}) | {_loads(r)} |"
         )
     lines += [

@@ -378,6 +378,7 @@ def test_serving_scale_directive_renders_training_and_index_rows():
             "seconds_per_epoch": [401.2, 399.6],
             "peak_rss_mib_fit": 5123.4,
             "recall@20_sample": 0.12345,
+            "popularity_recall@20_sample": 0.0512,
             "eval_users": 5000,
             "erank_normalized": 60.04,
             "config": {"dim": 64},
@@ -400,7 +401,7 @@ def test_serving_scale_directive_renders_training_and_index_rows():
     lines = text.splitlines()
     assert (
         "| 1,000 x 500, 38,000 interactions | MF-DirectSpec+ | 2 | 401 / 400 | 5,123 | "
-        "0.1235 (5,000 users) | 60.0 (64) | 2.5 / 3.0 |"
+        "0.1235 (5,000 users) | 0.0512 | 60.0 (64) | 2.5 / 3.0 |"
     ) in lines
     assert (
         "| MF-DirectSpec+ | IVF nlist=22, nprobe=16 | 12.3 (2) | 0.960 | 0.90 | 1.80 | 1.0 / 2.0 |"
