@@ -8,6 +8,7 @@ The template is prose with directive lines, each replaced by what the results fi
     <!-- scaling: dataset=synthetic -->                                bench/scaling.py's rows
     <!-- serving_spectral: dataset=* -->              bench/serve_spectral.py's rows + slopes
     <!-- replica_memory: dataset=synthetic workers=2 -->  replica_memory.py --workers's rows
+    <!-- serving_scale: dataset=GLOB -->   bench/serve_scale.py's training and index rows
 
 ``--check`` exits 1 when docs/benchmarks.md is not what the template and the results give
 (the test suite runs it). ``--plots`` also draws, per dataset, the normalised singular values
@@ -41,9 +42,12 @@ SCALING = DOCS / "results" / "scaling.json"
 SERVING_SPECTRAL = DOCS / "results" / "serving_spectral.json"
 REPLICA_MEMORY = DOCS / "results" / "replica_memory.json"
 BLEND = DOCS / "results" / "blend.json"
+SERVING_SCALE = DOCS / "results" / "serving_scale.json"
+TRAINING_SCALE = DOCS / "results" / "training_scale.json"
 IMG = DOCS / "img"
 DIRECTIVE = re.compile(
-    r"^<!-- (training|curves|speed|scaling|serving_spectral|replica_memory): (.*?) -->$"
+    r"^<!-- (training|curves|speed|scaling|serving_spectral|replica_memory|serving_scale): "
+    r"(.*?) -->$"
 )
 # table order: baselines first, then the DirectSpec family, MF before LightGCN
 ORDER = [
@@ -408,6 +412,83 @@ def workers_table(run: dict[str, Any] | None, workers: int) -> list[str]:
     return lines
 
 
+def _loads(r: dict[str, Any]) -> str:
+    return f"{r['loadavg_before']:.1f} / {r['loadavg_after']:.1f}"
+
+
+def serving_scale_tables(
+    index_rows: list[dict[str, Any]], train_rows: list[dict[str, Any]]
+) -> list[str]:
+    """bench/serve_scale.py's rows: the training of each set of vectors, then every index
+    setting on them, and the fastest setting per set that reaches recall@20 >= 0.95."""
+    if not index_rows and not train_rows:
+        return ["(no rows recorded yet)"]
+    methods = list(dict.fromkeys(r["method"] for r in train_rows + index_rows))
+    kinds = ["flat", "ivf", "hnsw"]
+    index_rows = sorted(
+        index_rows,
+        key=lambda r: (
+            methods.index(r["method"]),
+            kinds.index(r["index_kind"]) if r["index_kind"] in kinds else len(kinds),
+            r.get("params", {}).get("nprobe") or r.get("params", {}).get("efSearch") or 0,
+        ),
+    )
+    lines = [
+        "| data | vectors | epochs | s/epoch | peak RSS MiB (fit) | Recall@20 (sampled users) "
+        "| popularity, same users | erank normalised (of d) | load before / after |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in train_rows:
+        lines.append(
+            f"| {r['users']:,} x {r['items']:,}, {r['interactions']:,} interactions | "
+            f"{r['method']} | {r['epochs']} | "
+            f"{' / '.join(f'{s:.0f}' for s in r['seconds_per_epoch'])} | "
+            f"{r['peak_rss_mib_fit']:,.0f} | {r['recall@20_sample']:.4f} "
+            f"({r['eval_users']:,} users) | {r['popularity_recall@20_sample']:.4f} | "
+            f"{r['erank_normalized']:.1f} "
+            f"({r['config']['dim']}) | {_loads(r)} |"
+        )
+    lines += [
+        "",
+        "| vectors | index | build s (threads) | recall@20 vs exact | p50 ms | p99 ms "
+        "| load before / after |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for r in index_rows:
+        lines.append(
+            f"| {r['method']} | {r['index']} | {r['build_s']:.1f} ({r['build_threads']}) | "
+            f"{r['recall@20']:.3f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {_loads(r)} |"
+        )
+    best = []
+    for method in dict.fromkeys(r["method"] for r in index_rows):
+        ok = [
+            r
+            for r in index_rows
+            if r["method"] == method and r["index_kind"] != "flat" and r["recall@20"] >= 0.95
+        ]
+        if ok:
+            r = min(ok, key=lambda r: r["p50_ms"])
+            best.append(
+                f"{method}: {r['index']} (recall@20 {r['recall@20']:.3f}, p50 {r['p50_ms']:.2f} ms)"
+            )
+        else:
+            best.append(f"{method}: no approximate setting reached recall@20 0.95")
+    rows = index_rows + train_rows
+    queries = sorted({str(r["queries"]) for r in index_rows})
+    lines += [
+        "",
+        "Fastest approximate setting with recall@20 >= 0.95 per set of vectors: "
+        + ("; ".join(best) if best else "none measured")
+        + ".",
+        "",
+        f"Queries per setting: {', '.join(queries) or '-'} (one at a time, one thread). "
+        f"Machine: {'; '.join(sorted({r['machine'] for r in rows}))}. "
+        f"Commits: {', '.join(sorted({r['commit'] for r in rows}))}. "
+        f"Command: {', '.join(f'`{c}`' for c in sorted({r['command'] for r in rows}))}.",
+    ]
+    return lines
+
+
 def render(
     template: str,
     rows: list[dict[str, Any]],
@@ -415,10 +496,13 @@ def render(
     scaling: list[dict[str, Any]] | None = None,
     serving_spectral: list[dict[str, Any]] | None = None,
     replica_workers: dict[str, Any] | None = None,
+    serving_scale: list[dict[str, Any]] | None = None,
+    training_scale: list[dict[str, Any]] | None = None,
 ) -> str:
     """The template with every directive line replaced by its generated lines (training and
     curves from `rows`, speed from `speed`, scaling from `scaling`, the spectral serving cost
-    from `serving_spectral`, memory per worker from `replica_workers`)."""
+    from `serving_spectral`, memory per worker from `replica_workers`, the 10^6-scale run from
+    `serving_scale` and `training_scale`)."""
     out = [HEADER]
     for line in template.splitlines():
         m = DIRECTIVE.match(line.strip())
@@ -434,6 +518,22 @@ def render(
             continue
         if kind == "replica_memory":
             out.extend(workers_table(replica_workers, int(args["workers"])))
+            continue
+        if kind == "serving_scale":
+            out.extend(
+                serving_scale_tables(
+                    [
+                        r
+                        for r in serving_scale or []
+                        if fnmatch.fnmatch(r["dataset"], args["dataset"])
+                    ],
+                    [
+                        r
+                        for r in training_scale or []
+                        if fnmatch.fnmatch(r["dataset"], args["dataset"])
+                    ],
+                )
+            )
             continue
         if kind == "serving_spectral":
             out.extend(
@@ -626,6 +726,8 @@ def main(argv: list[str] | None = None) -> int:
         load_rows(SCALING),
         load_rows(SERVING_SPECTRAL),
         load_workers(),
+        load_rows(SERVING_SCALE),
+        load_rows(TRAINING_SCALE),
     )
     if args.check:
         if OUTPUT.read_text() != text:

@@ -50,6 +50,8 @@ def test_committed_benchmarks_md_is_what_the_template_and_results_give():
         report.load_rows(report.SCALING),
         report.load_rows(report.SERVING_SPECTRAL),
         report.load_workers(),
+        report.load_rows(report.SERVING_SCALE),
+        report.load_rows(report.TRAINING_SCALE),
     )
     assert report.OUTPUT.read_text() == text, "run .venv/bin/python bench/report.py"
 
@@ -342,3 +344,74 @@ def test_replica_memory_directive_renders_the_workers_rows():
     ]
     assert "Command: `python bench/replica_memory.py --workers 2`" in text
     assert "(no rows recorded yet)" in report.render(directive, [])
+
+
+def scale_index_row(method: str, index: str, kind: str, rec: float, p50: float) -> dict:
+    return {
+        "dataset": "synthetic_large 1000x500-s0",
+        "method": method,
+        "index": index,
+        "index_kind": kind,
+        "recall@20": rec,
+        "p50_ms": p50,
+        "p99_ms": 2 * p50,
+        "build_s": 12.34,
+        "build_threads": 2,
+        "queries": 1000,
+        "loadavg_before": 1.0,
+        "loadavg_after": 2.0,
+        "machine": "m",
+        "command": "python bench/serve_scale.py",
+        "commit": "abc",
+    }
+
+
+def test_serving_scale_directive_renders_training_and_index_rows():
+    train = [
+        {
+            "dataset": "synthetic_large 1000x500-s0",
+            "users": 1000,
+            "items": 500,
+            "interactions": 38_000,
+            "method": "MF-DirectSpec+",
+            "epochs": 2,
+            "seconds_per_epoch": [401.2, 399.6],
+            "peak_rss_mib_fit": 5123.4,
+            "recall@20_sample": 0.12345,
+            "popularity_recall@20_sample": 0.0512,
+            "eval_users": 5000,
+            "erank_normalized": 60.04,
+            "config": {"dim": 64},
+            "loadavg_before": 2.5,
+            "loadavg_after": 3.0,
+            "machine": "m",
+            "command": "python bench/serve_scale.py",
+            "commit": "abc",
+        }
+    ]
+    index = [
+        scale_index_row("MF-DirectSpec+", "exact (numpy)", "flat", 1.0, 10.0),
+        scale_index_row("MF-DirectSpec+", "IVF nlist=22, nprobe=8", "ivf", 0.9, 0.5),
+        scale_index_row("MF-DirectSpec+", "IVF nlist=22, nprobe=16", "ivf", 0.96, 0.9),
+        scale_index_row("MF-DirectSpec+", "HNSW M=32, efC=80, efSearch=64", "hnsw", 0.97, 1.1),
+        scale_index_row("MF-BPR", "IVF nlist=22, nprobe=8", "ivf", 0.5, 0.4),
+    ]
+    directive = "<!-- serving_scale: dataset=synthetic_large* -->"
+    text = report.render(directive, [], serving_scale=index, training_scale=train)
+    lines = text.splitlines()
+    assert (
+        "| 1,000 x 500, 38,000 interactions | MF-DirectSpec+ | 2 | 401 / 400 | 5,123 | "
+        "0.1235 (5,000 users) | 0.0512 | 60.0 (64) | 2.5 / 3.0 |"
+    ) in lines
+    assert (
+        "| MF-DirectSpec+ | IVF nlist=22, nprobe=16 | 12.3 (2) | 0.960 | 0.90 | 1.80 | 1.0 / 2.0 |"
+        in lines
+    )
+    assert (
+        "Fastest approximate setting with recall@20 >= 0.95 per set of vectors: MF-DirectSpec+: "
+        "IVF nlist=22, nprobe=16 (recall@20 0.960, p50 0.90 ms); MF-BPR: no approximate setting "
+        "reached recall@20 0.95."
+    ) in lines
+    assert sum(ln.startswith("| MF-") for ln in lines) == 5
+    other = report.render("<!-- serving_scale: dataset=gowalla -->", [], serving_scale=index)
+    assert "(no rows recorded yet)" in other
