@@ -81,7 +81,10 @@ def main() -> None:
             (
                 "hnsw",
                 IndexSettings(
-                    kind="hnsw", use_gpu=False, hnsw_m=args.hnsw_m, hnsw_ef_construction=80
+                    index_kind="hnsw",
+                    use_gpu=False,
+                    hnsw_m=args.hnsw_m,
+                    hnsw_ef_construction=args.hnsw_ef_construction,
                 ),
             )
         )
