@@ -928,7 +928,7 @@ def serving_growth_plot(rows: list[dict[str, Any]]) -> list[Path]:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     panels = (
         (left, (("p50_ms", "served index p50"), ("exact_p50_ms", "exact search p50"))),
-        (right, (("rss_mib", "replica RSS after load"), ("artifact_mib", "artifact"))),
+        (right, (("rss_mib", "RSS after load"), ("artifact_mib", "artifact"))),
     )
     for ax, fields in panels:
         for field, label in fields:
@@ -942,13 +942,13 @@ def serving_growth_plot(rows: list[dict[str, Any]]) -> list[Path]:
                     marker="o",
                     markerfacecolor="none",
                     color=line.get_color(),
-                    label=f"{label}, extrapolated ({'less imports ' if slope != field else ''}"
+                    label=f"{label} at 10⁷ ({'less imports ' if slope != field else ''}"
                     f"∝ items^{fit.slopes[slope]:.2f})",
                 )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("items (as many users)")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left")  # the lines rise from lower left to upper right
     left.set_ylabel("single-query ms, one thread")
     right.set_ylabel("MiB")
     fig.suptitle("Serving cost against the catalogue (bench/serve_growth.py; dashed: extrapolated)")
