@@ -9,13 +9,16 @@ The template is prose with directive lines, each replaced by what the results fi
     <!-- serving_spectral: dataset=* -->              bench/serve_spectral.py's rows + slopes
     <!-- replica_memory: dataset=synthetic workers=2 -->  replica_memory.py --workers's rows
     <!-- serving_scale: dataset=GLOB -->   bench/serve_scale.py's training and index rows
+    <!-- publish_scale -->       bench/publish_scale.py's latest run: publish, start, swap, HTTP
+    <!-- serving_growth -->      bench/serve_growth.py's rows + a 10^7-item extrapolation
 
 ``--check`` exits 1 when docs/benchmarks.md is not what the template and the results give
 (the test suite runs it). ``--plots`` also draws, per dataset, the normalised singular values
 of the trained embeddings (log scale) and Recall@20 against wall time of every method with
 rows (curves of the trained and implicit's methods, the spectral filter and the blend of
-docs/results/blend.json as points), and the cost-against-size plot (docs/img/scaling.png),
-into docs/img/ (needs matplotlib: ``pip install -e '.[bench]'``).
+docs/results/blend.json as points), the cost-against-size plot (docs/img/scaling.png) and
+the serving cost against the catalogue (docs/img/serving-growth.png), into docs/img/ (needs
+matplotlib: ``pip install -e '.[bench]'``).
 
     .venv/bin/python bench/report.py --plots
 """
@@ -44,10 +47,12 @@ REPLICA_MEMORY = DOCS / "results" / "replica_memory.json"
 BLEND = DOCS / "results" / "blend.json"
 SERVING_SCALE = DOCS / "results" / "serving_scale.json"
 TRAINING_SCALE = DOCS / "results" / "training_scale.json"
+PUBLISH_SCALE = DOCS / "results" / "publish_scale.json"
+SERVING_GROWTH = DOCS / "results" / "serving_growth.json"
 IMG = DOCS / "img"
 DIRECTIVE = re.compile(
-    r"^<!-- (training|curves|speed|scaling|serving_spectral|replica_memory|serving_scale): "
-    r"(.*?) -->$"
+    r"^<!-- (training|curves|speed|scaling|serving_spectral|replica_memory|serving_scale"
+    r"|publish_scale|serving_growth)(?:: (.*?))? -->$"
 )
 # table order: baselines first, then the DirectSpec family, MF before LightGCN
 ORDER = [
@@ -489,6 +494,189 @@ def serving_scale_tables(
     return lines
 
 
+#: how an index kind is named in the tables
+_KIND = {"flat": "exact", "ivf": "IVF", "hnsw": "HNSW"}
+
+
+def _machine(r: dict[str, Any]) -> str:
+    """The row's machine without serve_common.machine()'s load average (read when the row was
+    written, i.e. after the run, whatever it says): the rows' loadavg fields say that."""
+    return r["machine"].split(", load average")[0]
+
+
+def publish_scale_tables(rows: list[dict[str, Any]]) -> list[str]:
+    """bench/publish_scale.py's latest row: publish, cold start, swap and memory as one
+    what | value table, then searched answers against the HTTP floor."""
+    if not rows:
+        return ["(no rows recorded yet)"]
+    r = rows[-1]
+    params = ", ".join(f"{k} {v}" for k, v in (r["index_params"] or {}).items())
+    mib = r["artifact_mib"]
+    lines = [
+        "| what | value |",
+        "|---|---|",
+        f"| model | {r['users']:,} users x {r['items']:,} items, {r['seen']:,} seen pairs, "
+        f"{r['objective']} vectors |",
+        f"| index choice at publish | {_KIND.get(r['index'], r['index'])} {params}, recall@20 "
+        f"{r['index_recall']:.3f}: {r['index_choice_s']:.1f} s |",
+        f"| spectrum of the vectors | {r['spectrum_s']:.1f} s |",
+        "| publish (first version, then the one swapped in) | "
+        + " s, ".join(f"{s:.1f}" for s in r["publish_s"])
+        + " s |",
+        f"| artifact (of which the item index) | {mib:,.0f} MiB ({r['index_mib']:,.0f} MiB) |",
+        f"| cold start: process start to /readyz 200 | {r['cold_start_s']:.2f} s |",
+        f"| RSS at ready (/ artifact) | {r['rss_ready_mib']:,.0f} MiB "
+        f"({r['rss_ready_over_artifact']:.2f}x) |",
+        f"| peak RSS during the cold start | {r['peak_rss_cold_mib']:,.0f} MiB |",
+        f"| RSS 2 s after ready | {r['rss_steady_mib']:,.0f} MiB |",
+        f"| swap: CURRENT switched to /readyz on the new version | {r['swap_s']:.2f} s |",
+        f"| peak RSS during the swap (/ artifact) | {r['peak_rss_swap_mib']:,.0f} MiB "
+        f"({r['peak_rss_swap_over_artifact']:.2f}x) |",
+        f"| RSS 3 s after the swap | {r['rss_after_swap_mib']:,.0f} MiB |",
+        f"| server | {r['threads']} |",
+        f"| load average before / after | {_loads(r)} |",
+        "",
+        "| connections | /healthz floor req/s | /recommend req/s | ratio | p50 ms | p99 ms "
+        "| errors |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for h in r["http"]:
+        lines.append(
+            f"| {h['connections']} | {h['floor_rps']:,.0f} | {h['recommend_rps']:,.0f} | "
+            f"{h['ratio']:.2f} | {h['recommend_p50_ms']:.2f} | {h['recommend_p99_ms']:.2f} | "
+            f"{h['errors']} |"
+        )
+    lines += [
+        "",
+        f"Machine: {_machine(r)}. Commit: {r['commit']}. Command: `{r['command']}`.",
+    ]
+    return lines
+
+
+#: what the 10^7-item row extrapolates: (field, how the slopes name it); rss_loaded_mib is
+#: the replica's RSS less what it had after its imports (rss_mib - rss_before_load_mib), the
+#: part that grows with the model
+GROWTH_FIELDS = (
+    ("p50_ms", "p50"),
+    ("exact_p50_ms", "exact p50"),
+    ("load_s", "replica load"),
+    ("rss_loaded_mib", "RSS less imports"),
+    ("artifact_mib", "artifact"),
+)
+
+
+@dataclass(frozen=True)
+class Extrapolation:
+    """Each field of GROWTH_FIELDS at `items`: the largest measured row's (at `base_items`)
+    value times (items / base_items)^slope, the slope of a log-log least-squares fit over
+    `fitted` rows; values["rss_mib"]: rss_loaded_mib plus that row's RSS before the load."""
+
+    items: int
+    base_items: int
+    fitted: int
+    slopes: dict[str, float]
+    values: dict[str, float]
+
+
+def extrapolate(rows: list[dict[str, Any]], items: int = EXTRAPOLATE_TO) -> Extrapolation | None:
+    """The GROWTH_FIELDS of `rows` (measured, 2+ distinct item counts, else None) at `items`."""
+    if len({r["items"] for r in rows}) < 2:
+        return None
+    rows = [r | {"rss_loaded_mib": r["rss_mib"] - r["rss_before_load_mib"]} for r in rows]
+    last = max(rows, key=lambda r: r["items"])
+    xs = [r["items"] for r in rows]
+    slopes = {f: loglog_slope(xs, [r[f] for r in rows]) for f, _ in GROWTH_FIELDS}
+    values = {f: last[f] * (items / last["items"]) ** s for f, s in slopes.items()}
+    values["rss_mib"] = values["rss_loaded_mib"] + last["rss_before_load_mib"]
+    return Extrapolation(items, last["items"], len(rows), slopes, values)
+
+
+def _growth_rows(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(users == items rows by items, rows at the largest item count by users); a size
+    measured twice keeps its last row."""
+    latest = list({(r["users"], r["items"]): r for r in rows}.values())
+    top = max(r["items"] for r in latest)
+    by_items = sorted((r for r in latest if r["users"] == r["items"]), key=lambda r: r["items"])
+    by_users = sorted((r for r in latest if r["items"] == top), key=lambda r: r["users"])
+    return by_items, by_users
+
+
+def _sig(x: float) -> str:
+    """An extrapolated value: three significant digits, whole numbers from 100 on."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def _growth_cells(r: dict[str, Any]) -> str:
+    """The measured columns of one serve_growth row, after users and items."""
+    params = ", ".join(f"{k} {v}" for k, v in r["index_params"].items())
+    index = f"{_KIND.get(r['index'], r['index'])} {params}".strip()
+    return (
+        f"{r['seen']:,} | {index}{' *' if r['index_reused'] else ''} | {r['recall@20']:.3f} | "
+        f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f} | {r['exact_p50_ms']:.2f} | "
+        f"{r['searches_per_s_one_thread']:,.0f} | {r['build_s']:.2f} | {r['load_s']:.2f} | "
+        f"{r['rss_mib']:,.0f} ({r['peak_rss_mib']:,.0f}) | {r['artifact_mib']:,.0f} | "
+        f"{r['rss_over_artifact']:.2f} ({r['rss_loaded_over_artifact']:.2f}) |"
+    )
+
+
+def serving_growth_tables(rows: list[dict[str, Any]]) -> list[str]:
+    """bench/serve_growth.py's rows: one table over the items (as many users), with a row
+    extrapolated to 10^7 items from the log-log slopes, and one over the users at the
+    largest item count."""
+    if not rows:
+        return ["(no rows recorded yet)"]
+    by_items, by_users = _growth_rows(rows)
+    tail = (
+        " | seen pairs | index | recall@20 | p50 / p99 ms | exact p50 ms | searches/s, one "
+        "thread | index build s | replica load s | RSS MiB (peak) | artifact MiB "
+        "| RSS / artifact (less imports) |"
+    )
+    rule = "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    lines = ["| items | users" + tail, rule]
+    lines += [f"| {r['items']:,} | {r['users']:,} | {_growth_cells(r)}" for r in by_items]
+    fit = extrapolate(by_items)
+    if fit is not None:
+        v = fit.values
+        base = by_items[-1]
+        lines.append(
+            f"| 10⁷ (extrapolated) | 10⁷ |  |  |  | {_sig(v['p50_ms'])} / – | "
+            f"{_sig(v['exact_p50_ms'])} |  |  | {_sig(v['load_s'])} | {v['rss_mib']:,.0f} | "
+            f"{v['artifact_mib']:,.0f} | {v['rss_mib'] / v['artifact_mib']:.2f} "
+            f"({v['rss_loaded_mib'] / v['artifact_mib']:.2f}) |"
+        )
+        slopes = ", ".join(f"{name} ∝ items^{fit.slopes[f]:.2f}" for f, name in GROWTH_FIELDS)
+        lines += [
+            "",
+            "The 10⁷ row is extrapolated, not measured: each value is the "
+            f"{fit.base_items:,}-item row's times (10⁷ / {fit.base_items:,})^slope, the slope "
+            f"of a log-log least-squares line over the {fit.fitted} measured rows above "
+            f"(users growing with the items): {slopes}. Its RSS is the RSS less imports so "
+            f"extrapolated plus the {fit.base_items:,}-item row's RSS before the load "
+            f"({base['rss_before_load_mib']:,.0f} MiB); its RSS / artifact is of the "
+            "extrapolated values.",
+        ]
+    lines += ["", "| users | items" + tail, rule]
+    lines += [f"| {r['users']:,} | {r['items']:,} | {_growth_cells(r)}" for r in by_users]
+    every = by_items + by_users
+    if any(r["index_reused"] for r in every):
+        lines += [
+            "",
+            "\\* the index and its choice (recall@20, p50 / p99, exact p50, build s) are the "
+            "published full model's (`--index-from`), measured when it was chosen there, not "
+            "chosen again for this row.",
+        ]
+    loads = [x for r in every for x in (r["loadavg_before"], r["loadavg_after"])]
+    lines += [
+        "",
+        f"Vectors: {', '.join(sorted({r['vectors'] for r in every}))}. Load average during the "
+        f"rows: {min(loads):.1f}–{max(loads):.1f}. Machine: "
+        f"{'; '.join(sorted({_machine(r) for r in every}))}. Commits: "
+        f"{', '.join(sorted({r['commit'] for r in every}))}. Command: "
+        f"{', '.join(f'`{c}`' for c in sorted({r['command'] for r in every}))}.",
+    ]
+    return lines
+
+
 def render(
     template: str,
     rows: list[dict[str, Any]],
@@ -498,18 +686,28 @@ def render(
     replica_workers: dict[str, Any] | None = None,
     serving_scale: list[dict[str, Any]] | None = None,
     training_scale: list[dict[str, Any]] | None = None,
+    publish_scale: list[dict[str, Any]] | None = None,
+    serving_growth: list[dict[str, Any]] | None = None,
 ) -> str:
     """The template with every directive line replaced by its generated lines (training and
     curves from `rows`, speed from `speed`, scaling from `scaling`, the spectral serving cost
     from `serving_spectral`, memory per worker from `replica_workers`, the 10^6-scale run from
-    `serving_scale` and `training_scale`)."""
+    `serving_scale` and `training_scale`, publish to serving at that scale from
+    `publish_scale`, serving cost against the catalogue from `serving_growth`)."""
     out = [HEADER]
     for line in template.splitlines():
         m = DIRECTIVE.match(line.strip())
         if m is None:
             out.append(line)
             continue
-        kind, args = m.group(1), parse_args_line(m.group(2))
+        kind = m.group(1)
+        if kind == "publish_scale":
+            out.extend(publish_scale_tables(publish_scale or []))
+            continue
+        if kind == "serving_growth":
+            out.extend(serving_growth_tables(serving_growth or []))
+            continue
+        args = parse_args_line(m.group(2) or "")
         if kind == "speed":
             out.extend(speed_table([r for r in speed or [] if r["dataset"] == args["dataset"]]))
             continue
@@ -713,6 +911,54 @@ def scaling_plot(rows: list[dict[str, Any]]) -> Path:
     return path
 
 
+def serving_growth_plot(rows: list[dict[str, Any]]) -> list[Path]:
+    """docs/img/serving-growth.png: p50 of the served index and of the exact search, and RSS
+    and artifact size, against items (users as many; log-log), the 10^7 extrapolation dashed
+    ([] when there are no rows)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_items, _ = _growth_rows(rows) if rows else ([], [])
+    if not by_items:
+        return []
+    fit = extrapolate(by_items)
+    xs = [r["items"] for r in by_items]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    panels = (
+        (left, (("p50_ms", "served index p50"), ("exact_p50_ms", "exact search p50"))),
+        (right, (("rss_mib", "RSS after load"), ("artifact_mib", "artifact"))),
+    )
+    for ax, fields in panels:
+        for field, label in fields:
+            (line,) = ax.plot(xs, [r[field] for r in by_items], marker="o", label=label)
+            if fit is not None:
+                slope = "rss_loaded_mib" if field == "rss_mib" else field  # less the imports
+                ax.plot(
+                    [fit.base_items, fit.items],
+                    [by_items[-1][field], fit.values[field]],
+                    linestyle="--",
+                    marker="o",
+                    markerfacecolor="none",
+                    color=line.get_color(),
+                    label=f"{label} at 10⁷ ({'less imports ' if slope != field else ''}"
+                    f"∝ items^{fit.slopes[slope]:.2f})",
+                )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("items (as many users)")
+        ax.legend(fontsize=7, loc="upper left")  # the lines rise from lower left to upper right
+    left.set_ylabel("single-query ms, one thread")
+    right.set_ylabel("MiB")
+    fig.suptitle("Serving cost against the catalogue (bench/serve_growth.py; dashed: extrapolated)")
+    fig.tight_layout()
+    path = IMG / "serving-growth.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="exit 1 if benchmarks.md is stale")
@@ -728,6 +974,8 @@ def main(argv: list[str] | None = None) -> int:
         load_workers(),
         load_rows(SERVING_SCALE),
         load_rows(TRAINING_SCALE),
+        load_rows(PUBLISH_SCALE),
+        load_rows(SERVING_GROWTH),
     )
     if args.check:
         if OUTPUT.read_text() != text:
@@ -737,7 +985,11 @@ def main(argv: list[str] | None = None) -> int:
     OUTPUT.write_text(text)
     print(f"wrote {OUTPUT}")
     if args.plots:
-        for path in [*plots(rows, load_rows(BLEND)), scaling_plot(load_rows(SCALING))]:
+        for path in [
+            *plots(rows, load_rows(BLEND)),
+            scaling_plot(load_rows(SCALING)),
+            *serving_growth_plot(load_rows(SERVING_GROWTH)),
+        ]:
             print(f"wrote {path}")
     return 0
 

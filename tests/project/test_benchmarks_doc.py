@@ -52,6 +52,8 @@ def test_committed_benchmarks_md_is_what_the_template_and_results_give():
         report.load_workers(),
         report.load_rows(report.SERVING_SCALE),
         report.load_rows(report.TRAINING_SCALE),
+        report.load_rows(report.PUBLISH_SCALE),
+        report.load_rows(report.SERVING_GROWTH),
     )
     assert report.OUTPUT.read_text() == text, "run .venv/bin/python bench/report.py"
 
@@ -415,3 +417,160 @@ def test_serving_scale_directive_renders_training_and_index_rows():
     assert sum(ln.startswith("| MF-") for ln in lines) == 5
     other = report.render("<!-- serving_scale: dataset=gowalla -->", [], serving_scale=index)
     assert "(no rows recorded yet)" in other
+
+
+def publish_row(**kw) -> dict:
+    base = {
+        "objective": "directspec+",
+        "users": 1_000_000,
+        "items": 1_000_000,
+        "seen": 37_974_275,
+        "index": "ivf",
+        "index_params": {"nlist": 1000, "nprobe": 64},
+        "index_recall": 0.96665,
+        "index_choice_s": 335.634,
+        "publish_s": [9.287, 10.353],
+        "spectrum_s": 68.47,
+        "artifact_mib": 946.2,
+        "index_mib": 252.02,
+        "cold_start_s": 6.7577,
+        "rss_ready_mib": 1370.57,
+        "peak_rss_cold_mib": 1670.87,
+        "rss_steady_mib": 1370.57,
+        "swap_s": 6.2985,
+        "peak_rss_swap_mib": 2943.02,
+        "rss_after_swap_mib": 1687.32,
+        "http": [
+            {
+                "connections": 8,
+                "floor_rps": 3890.25,
+                "recommend_rps": 2079.59,
+                "ratio": 0.5346,
+                "recommend_p50_ms": 1.98,
+                "recommend_p99_ms": 21.92,
+                "errors": 0,
+            }
+        ],
+        "rss_ready_over_artifact": 1370.57 / 946.2,
+        "peak_rss_swap_over_artifact": 2943.02 / 946.2,
+        "threads": "uvicorn 1 worker; search on one thread",
+        "machine": "2 CPUs (x86_64), Python 3.11.7, load average before the run 2.79",
+        "loadavg_before": 3.577,
+        "loadavg_after": 2.787,
+        "command": "python bench/publish_scale.py --objective directspec+",
+        "commit": "5196066",
+    }
+    return base | kw
+
+
+def test_publish_scale_directive_renders_the_latest_run_and_its_http_rows():
+    rows = [publish_row(cold_start_s=99.0, commit="old"), publish_row()]
+    lines = report.render("<!-- publish_scale -->", [], publish_scale=rows).splitlines()
+    for expected in (
+        "| model | 1,000,000 users x 1,000,000 items, 37,974,275 seen pairs, directspec+ vectors |",
+        "| index choice at publish | IVF nlist 1000, nprobe 64, recall@20 0.967: 335.6 s |",
+        "| publish (first version, then the one swapped in) | 9.3 s, 10.4 s |",
+        "| artifact (of which the item index) | 946 MiB (252 MiB) |",
+        "| cold start: process start to /readyz 200 | 6.76 s |",
+        "| RSS at ready (/ artifact) | 1,371 MiB (1.45x) |",
+        "| peak RSS during the swap (/ artifact) | 2,943 MiB (3.11x) |",
+        "| load average before / after | 3.6 / 2.8 |",
+        "| 8 | 3,890 | 2,080 | 0.53 | 1.98 | 21.92 | 0 |",
+    ):
+        assert expected in lines
+    assert not any("99.00 s" in ln for ln in lines)  # the earlier run is not shown
+    # the machine string's load average was read after the run: the loadavg fields say it
+    assert (
+        "Machine: 2 CPUs (x86_64), Python 3.11.7. Commit: 5196066. "
+        "Command: `python bench/publish_scale.py --objective directspec+`."
+    ) in lines
+    assert report.render("<!-- publish_scale -->", []).splitlines()[1:] == [
+        "(no rows recorded yet)"
+    ]
+
+
+def growth_row(users: int, items: int, **kw) -> dict:
+    """A serve_growth row whose costs are exact powers of the items: p50 ∝ items^0.5,
+    exact p50 ∝ items, load ∝ items^1.5, RSS less imports (100 MiB) and artifact ∝ items."""
+    base = {
+        "vectors": "directspec+",
+        "users": users,
+        "items": items,
+        "seen": users * items // 25_000,
+        "index": "ivf",
+        "index_params": {"nlist": 1000, "nprobe": 64},
+        "recall@20": 0.96665,
+        "p50_ms": 1e-3 * items**0.5,
+        "p99_ms": 5e-3 * items**0.5,
+        "exact_p50_ms": 1e-5 * items,
+        "searches_per_s_one_thread": 1000 / (1e-3 * items**0.5),
+        "build_s": 9.1015,
+        "index_reused": False,
+        "artifact_mib": 8e-4 * items,
+        "load_s": 1e-8 * items**1.5,
+        "rss_mib": 100.0 + 1e-3 * items,
+        "peak_rss_mib": 150.0 + 1e-3 * items,
+        "rss_before_load_mib": 100.0,
+        "rss_over_artifact": (100.0 + 1e-3 * items) / (8e-4 * items),
+        "rss_loaded_over_artifact": 1.25,
+        "machine": "2 CPUs (x86_64), Python 3.11.7, load average before the run 2.21",
+        "loadavg_before": 2.07,
+        "loadavg_after": 3.41,
+        "command": "python bench/serve_growth.py --objective directspec+",
+        "commit": "18f9a53",
+    }
+    return base | kw
+
+
+def test_serving_growth_renders_items_and_users_tables_and_the_extrapolated_row():
+    rows = [
+        growth_row(10_000, 10_000, p50_ms=50.0),  # measured again below: the last row counts
+        growth_row(100_000, 1_000_000, index_reused=True),
+        growth_row(1_000_000, 1_000_000, index_reused=True),
+        growth_row(100_000, 100_000),
+        growth_row(10_000, 10_000),
+    ]
+    lines = report.render("<!-- serving_growth -->", [], serving_growth=rows).splitlines()
+    items_head = next(i for i, ln in enumerate(lines) if ln.startswith("| items | users |"))
+    assert lines[items_head + 2 : items_head + 6] == [
+        "| 10,000 | 10,000 | 4,000 | IVF nlist 1000, nprobe 64 | 0.967 | 0.10 / 0.50 | 0.10 "
+        "| 10,000 | 9.10 | 0.01 | 110 (160) | 8 | 13.75 (1.25) |",
+        "| 100,000 | 100,000 | 400,000 | IVF nlist 1000, nprobe 64 | 0.967 | 0.32 / 1.58 "
+        "| 1.00 | 3,162 | 9.10 | 0.32 | 200 (250) | 80 | 2.50 (1.25) |",
+        "| 1,000,000 | 1,000,000 | 40,000,000 | IVF nlist 1000, nprobe 64 * | 0.967 "
+        "| 1.00 / 5.00 | 10.00 | 1,000 | 9.10 | 10.00 | 1,100 (1,150) | 800 | 1.38 (1.25) |",
+        # 10^7: p50 1 x 10^0.5, exact 10 x 10, load 10 x 10^1.5, RSS 100 + 1000 x 10,
+        # artifact 800 x 10
+        "| 10⁷ (extrapolated) | 10⁷ |  |  |  | 3.16 / – | 100 |  |  | 316 | 10,100 | 8,000 "
+        "| 1.26 (1.25) |",
+    ]
+    slopes = next(ln for ln in lines if ln.startswith("The 10⁷ row is extrapolated"))
+    assert "over the 3 measured rows above" in slopes
+    assert (
+        "p50 ∝ items^0.50, exact p50 ∝ items^1.00, replica load ∝ items^1.50, "
+        "RSS less imports ∝ items^1.00, artifact ∝ items^1.00."
+    ) in slopes
+    users_head = next(i for i, ln in enumerate(lines) if ln.startswith("| users | items |"))
+    assert [ln.split(" | ")[:2] for ln in lines[users_head + 2 : users_head + 4]] == [
+        ["| 100,000", "1,000,000"],
+        ["| 1,000,000", "1,000,000"],
+    ]
+    assert lines[users_head + 4] == ""  # two rows at 10^6 items, no more
+    assert any(ln.startswith("\\* the index and its choice") for ln in lines)
+    assert "Load average during the rows: 2.1–3.4." in lines[-1]
+    one = report.render("<!-- serving_growth -->", [], serving_growth=[growth_row(10, 10)])
+    assert "extrapolated" not in one  # one size: no slope to fit
+    assert report.render("<!-- serving_growth -->", []).splitlines()[1:] == [
+        "(no rows recorded yet)"
+    ]
+
+
+def test_extrapolate_fits_the_log_log_slope_and_scales_the_largest_row():
+    rows = [growth_row(n, n) for n in (10_000, 100_000, 1_000_000)]
+    fit = report.extrapolate(rows, items=10_000_000)
+    assert fit is not None and (fit.base_items, fit.fitted) == (1_000_000, 3)
+    assert fit.slopes["p50_ms"] == pytest.approx(0.5)
+    assert fit.slopes["rss_loaded_mib"] == pytest.approx(1.0)
+    assert fit.values["load_s"] == pytest.approx(1e-8 * 1e7**1.5)
+    assert fit.values["rss_mib"] == pytest.approx(100.0 + 1e-3 * 1e7)
+    assert report.extrapolate(rows[:1]) is None
