@@ -505,11 +505,24 @@ def _machine(r: dict[str, Any]) -> str:
 
 
 def publish_scale_tables(rows: list[dict[str, Any]]) -> list[str]:
-    """bench/publish_scale.py's latest row: publish, cold start, swap and memory as one
-    what | value table, then searched answers against the HTTP floor."""
+    """bench/publish_scale.py's latest row of each set of vectors (objective), in the order
+    first recorded: ``publish_scale_table`` of each under its name."""
     if not rows:
         return ["(no rows recorded yet)"]
-    r = rows[-1]
+    latest: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        latest[r["objective"]] = r
+    if len(latest) == 1:
+        return publish_scale_table(rows[-1])
+    out: list[str] = []
+    for objective, r in latest.items():
+        out += [f"**{objective} vectors**", "", *publish_scale_table(r), ""]
+    return out[:-1]
+
+
+def publish_scale_table(r: dict[str, Any]) -> list[str]:
+    """One publish_scale row: publish, cold start, swap and memory as one what | value
+    table, then searched answers against the HTTP floor."""
     params = ", ".join(f"{k} {v}" for k, v in (r["index_params"] or {}).items())
     mib = r["artifact_mib"]
     lines = [

@@ -489,6 +489,24 @@ def test_publish_scale_directive_renders_the_latest_run_and_its_http_rows():
     ]
 
 
+def test_publish_scale_shows_the_latest_run_of_each_set_of_vectors():
+    rows = [
+        publish_row(cold_start_s=11.0),
+        publish_row(objective="bpr", cold_start_s=22.0),
+        publish_row(cold_start_s=33.0),
+    ]
+    lines = report.render("<!-- publish_scale -->", [], publish_scale=rows).splitlines()
+    assert [ln for ln in lines if ln.startswith("**")] == [
+        "**directspec+ vectors**",
+        "**bpr vectors**",
+    ]
+    cold = [ln for ln in lines if ln.startswith("| cold start")]
+    assert cold == [
+        "| cold start: process start to /readyz 200 | 33.00 s |",
+        "| cold start: process start to /readyz 200 | 22.00 s |",
+    ]
+
+
 def growth_row(users: int, items: int, **kw) -> dict:
     """A serve_growth row whose costs are exact powers of the items: p50 ∝ items^0.5,
     exact p50 ∝ items, load ∝ items^1.5, RSS less imports (100 MiB) and artifact ∝ items."""
