@@ -124,16 +124,16 @@ class SpectrumSnapshot:
     def of(cls, loaded: LoadedModel, version: str | None = None) -> SpectrumSnapshot:
         """The spectrum the trainer computed once and wrote into the manifest; computed here
         only for an artifact published without one (or an older, incomplete one)."""
-        stored = cls.stored(loaded.manifest, version or loaded.version)
-        if stored is not None:
-            return stored
         a = loaded.arrays
         rows = {"users": a.n_users, "items": a.n_items, "all": a.n_users + a.n_items}
+        if loaded.manifest.spectrum.is_full():
+            return cls(version or loaded.version, loaded.manifest.spectrum.to_dict(), rows)
         return cls(version or loaded.version, embedding_spectrum(a.user_emb, a.item_emb), rows)
 
     @classmethod
     def stored(cls, manifest: Manifest, version: str) -> SpectrumSnapshot | None:
-        """The manifest's spectrum when it is complete (no array needs reading), else None."""
+        """The manifest's spectrum when it and the shape are complete (no array needs
+        reading), else None."""
         if not manifest.spectrum.is_full() or manifest.shape is None:
             return None
         m, n = manifest.shape.n_users, manifest.shape.n_items
