@@ -22,7 +22,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
-from serve_common import OUT, machine  # noqa: E402
+from serve_common import OUT, machine, recall, timed_search  # noqa: E402
 
 from service.index import NumpyExactIndex, build_index, set_search_threads  # noqa: E402
 from service.settings import IndexSettings  # noqa: E402
@@ -32,21 +32,6 @@ def mixture(n: int, centres: np.ndarray, sigma: float, rng: np.random.Generator)
     out = centres[rng.integers(0, len(centres), n)]
     out += sigma * rng.standard_normal(out.shape, dtype=np.float32)
     return out
-
-
-def timed_search(index, queries, banned, **params) -> tuple[list[np.ndarray], np.ndarray]:
-    rows, times = [], []
-    for q, b in zip(queries, banned, strict=True):
-        t = time.perf_counter()
-        ((r, _),) = index.search(q[None, :], [20], [b], **params)
-        times.append(time.perf_counter() - t)
-        rows.append(r)
-    return rows, np.asarray(times) * 1e3
-
-
-def recall(approx: list[np.ndarray], exact: list[np.ndarray]) -> float:
-    hit = sum(len(np.intersect1d(a, e)) for a, e in zip(approx, exact, strict=True))
-    return hit / sum(len(e) for e in exact)
 
 
 def main() -> None:

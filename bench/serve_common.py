@@ -1,6 +1,6 @@
 """Shared pieces of the serving benchmarks: a Gowalla-size random model, a uvicorn process,
-wrk runs. Only loopback traffic; everything is written under bench/.data and bench/out
-(both git-ignored)."""
+wrk runs, single-query index timings and their recall. Only loopback traffic; everything is
+written under bench/.data and bench/out (both git-ignored)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -253,3 +254,25 @@ def machine() -> str:
         f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, "
         f"load average before the run {load[0]:.2f}"
     )
+
+
+def timed_search(
+    index: Any, queries: np.ndarray, banned: list[np.ndarray], warmup: int = 0, **params: Any
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each query alone through ``index.search`` (k = 20), after `warmup` untimed ones: its
+    rows and times (ms, (q,))."""
+    for q, b in zip(queries[:warmup], banned[:warmup], strict=True):
+        index.search(q[None, :], [20], [b], **params)
+    rows, times = [], []
+    for q, b in zip(queries, banned, strict=True):
+        t = time.perf_counter()
+        ((r, _),) = index.search(q[None, :], [20], [b], **params)
+        times.append(time.perf_counter() - t)
+        rows.append(r)
+    return rows, np.asarray(times) * 1e3
+
+
+def recall(approx: list[np.ndarray], exact: list[np.ndarray]) -> float:
+    """Share of the exact top-20 rows that the approximate answers hold."""
+    hit = sum(len(np.intersect1d(a, e)) for a, e in zip(approx, exact, strict=True))
+    return hit / sum(len(e) for e in exact)

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from serve_common import recall, timed_search  # sibling script
 
 ROOT = Path(__file__).resolve().parents[1]
 OBJECTIVES = {"directspec+": "MF-DirectSpec+", "bpr": "MF-BPR"}
@@ -197,27 +198,6 @@ def child_train(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def timed_search(
-    index: Any, queries: np.ndarray, banned: list[np.ndarray], **params: Any
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """Each query alone through ``index.search`` (k = 20): its rows and times (ms, (q,))."""
-    for q, b in zip(queries[:5], banned[:5], strict=True):  # warm-up, not timed
-        index.search(q[None, :], [K], [b], **params)
-    rows, times = [], []
-    for q, b in zip(queries, banned, strict=True):
-        t = time.perf_counter()
-        ((r, _),) = index.search(q[None, :], [K], [b], **params)
-        times.append(time.perf_counter() - t)
-        rows.append(r)
-    return rows, np.asarray(times) * 1e3
-
-
-def recall(approx: list[np.ndarray], exact: list[np.ndarray]) -> float:
-    """Share of the exact top-20 rows that the approximate answers hold."""
-    hit = sum(len(np.intersect1d(a, e)) for a, e in zip(approx, exact, strict=True))
-    return hit / sum(len(e) for e in exact)
-
-
 def child_index(args: argparse.Namespace) -> dict[str, Any]:
     from service.index import NumpyExactIndex, build_index, set_search_threads
     from service.settings import IndexSettings
@@ -267,7 +247,7 @@ def child_index(args: argparse.Namespace) -> dict[str, Any]:
     t = time.perf_counter()
     exact_index = NumpyExactIndex(items_emb)
     build = time.perf_counter() - t
-    exact, ms = timed_search(exact_index, queries, banned)
+    exact, ms = timed_search(exact_index, queries, banned, warmup=5)
     add("exact (numpy)", "flat", {}, build, ms, 1.0, {"build_threads": 1})
     del exact_index
 
@@ -294,7 +274,7 @@ def child_index(args: argparse.Namespace) -> dict[str, Any]:
         build = time.perf_counter() - t
         set_search_threads(1)
         for value in grid:
-            approx, ms = timed_search(index, queries, banned, **{param: value})
+            approx, ms = timed_search(index, queries, banned, warmup=5, **{param: value})
             if kind == "ivf":
                 nlist = getattr(index, "nlist", 0)
                 label = f"IVF nlist={nlist}, nprobe={value}"

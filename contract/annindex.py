@@ -99,11 +99,12 @@ def search_parameters(
 
 
 def kept(rows: np.ndarray, k: int, banned: np.ndarray) -> np.ndarray:
-    """The first k of an index's answer rows (k_fetch,) after padding (-1) and `banned`."""
+    """Positions of the first k of an index's answer rows (k_fetch,) left after padding (-1)
+    and `banned` rows are dropped (service.topk.filter_ranked keeps the same)."""
     keep = rows >= 0
     if len(banned):
         keep &= ~np.isin(rows, banned)
-    return rows[keep][:k]
+    return np.flatnonzero(keep)[:k]
 
 
 def exact_topk(
@@ -220,7 +221,7 @@ def _measure(
                 nlist=params.nlist or 0,
             )
             _, rows = index.search(queries[i : i + 1], k_fetch, params=sp)
-            top = kept(rows[0], k, banned[i])
+            top = rows[0][kept(rows[0], k, banned[i])]
             seconds[i] = time.perf_counter() - t0
             found[i, : len(top)] = top
         recall = recall_at_k(found, truth)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from contract.annindex import kept
+
 Ranked = tuple[np.ndarray, np.ndarray]
 """(rows (k,) int64, scores (k,) float32), best first."""
 
@@ -97,8 +99,5 @@ def filter_ranked(rows: np.ndarray, scores: np.ndarray, k: int, banned: np.ndarr
     rows, scores: (k_fetch,) as returned by FAISS for one query; banned: (b,) int rows.
     The caller fetches k + b candidates, so k survive whenever the catalogue allows it.
     """
-    keep = rows >= 0
-    if len(banned):
-        keep &= ~np.isin(rows, banned)
-    rows, scores = rows[keep][:k], scores[keep][:k]
-    return order(rows, scores)
+    first = kept(rows, k, banned)
+    return order(rows[first], scores[first])

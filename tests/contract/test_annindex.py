@@ -259,7 +259,7 @@ def test_the_choice_is_measured_with_each_query_s_seen_items_excluded(monkeypatc
             nlist=info.params.nlist or 0,
         )
         _, rows = loaded.search(q[None, :], k_fetch, params=params)
-        top = annindex.kept(rows[0], 20, b)
+        top = rows[0][annindex.kept(rows[0], 20, b)]
         assert not np.isin(top, b).any()
         found.append(top)
     hits = np.mean([len(set(f) & set(t)) / 20 for f, t in zip(found, truth, strict=True)])
