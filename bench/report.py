@@ -11,6 +11,7 @@ The template is prose with directive lines, each replaced by what the results fi
     <!-- serving_scale: dataset=GLOB -->   bench/serve_scale.py's training and index rows
     <!-- publish_scale -->       bench/publish_scale.py's latest run: publish, start, swap, HTTP
     <!-- serving_growth -->      bench/serve_growth.py's rows + a 10^7-item extrapolation
+    <!-- gpu_check -->           bench/gpu_check.py's latest report: evaluation, index, profile
 
 ``--check`` exits 1 when docs/benchmarks.md is not what the template and the results give
 (the test suite runs it). ``--plots`` also draws, per dataset, the normalised singular values
@@ -49,10 +50,11 @@ SERVING_SCALE = DOCS / "results" / "serving_scale.json"
 TRAINING_SCALE = DOCS / "results" / "training_scale.json"
 PUBLISH_SCALE = DOCS / "results" / "publish_scale.json"
 SERVING_GROWTH = DOCS / "results" / "serving_growth.json"
+GPU_CHECK = DOCS / "results" / "gpu_check.json"
 IMG = DOCS / "img"
 DIRECTIVE = re.compile(
     r"^<!-- (training|curves|speed|scaling|serving_spectral|replica_memory|serving_scale"
-    r"|publish_scale|serving_growth)(?:: (.*?))? -->$"
+    r"|publish_scale|serving_growth|gpu_check)(?:: (.*?))? -->$"
 )
 # table order: baselines first, then the DirectSpec family, MF before LightGCN
 ORDER = [
@@ -87,7 +89,7 @@ HEADER = (
 
 #: Rows kept out of the main tables and plots: the speed checks, the data-parallel runs and
 #: the tuning sweeps, which have sections of their own.
-MAIN_EXCLUDE = "check-*,ranks-*,sweep-*"
+MAIN_EXCLUDE = "check-*,ranks-*,sweep-*,gpu*"
 
 
 def parse_args_line(text: str) -> dict[str, str]:
@@ -690,6 +692,96 @@ def serving_growth_tables(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def gpu_check_tables(report: dict[str, Any] | None) -> list[str]:
+    """bench/gpu_check.py's report: where it ran, then its evaluation, training, index and
+    profile parts (a part that failed says so; none recorded: not measured)."""
+    if report is None:
+        return [
+            "Not measured yet: no GPU has been lent to a session so far. `bench/gpu_check.sh` is "
+            "the prepared one-call check; its header says how to stage and run it."
+        ]
+    parts = report["parts"]
+    env = parts.get("env", {})
+    where = env.get("gpu") or env.get("device", "?")
+    lines = [
+        f"Run {report['started']} on {where} (torch {env.get('torch')}, CUDA "
+        f"{env.get('torch_cuda')}, {env.get('cpus')} CPUs, faiss {env.get('faiss')}), "
+        f"commit {report['commit']}, {report.get('wall_seconds', 0):.0f} s: `{report['command']}`.",
+        "",
+    ]
+    for name in ("evaluation", "train", "index", "profile"):
+        part = parts.get(name)
+        if part is not None and part.get("status") != "ok":
+            lines += [f"**{name}**: failed ({part.get('error')}).", ""]
+    ev = parts.get("evaluation", {})
+    if ev.get("status") == "ok":
+        lines += [
+            "| full-ranking evaluation | device s (median of 3) | first | CPU s | target | met "
+            "| Recall@20 | matches the CPU |",
+            "|---|---:|---:|---:|---:|---|---:|---|",
+            f"| {ev['users']} users x {ev['items']} items | {ev['seconds']:.2f} | "
+            f"{ev['seconds_first']:.2f} | {ev['cpu_seconds']:.2f} ({ev['cpu_threads']} threads) "
+            f"| {ev['target_seconds']:.0f} s | {'yes' if ev['met'] else 'no'} | "
+            f"{ev['recall@20']:.4f} | {'yes' if ev['matches_cpu'] else 'no'} "
+            f"(max diff {ev['max_abs_diff_vs_cpu']:.1e}) |",
+            "",
+        ]
+    train = {k: v for k, v in parts.get("train", {}).items() if isinstance(v, dict)}
+    if train:
+        lines += [
+            "| training | s/epoch | target | met | epochs (budget s) | Recall@20 | NDCG@20 |",
+            "|---|---:|---:|---|---:|---:|---:|",
+        ]
+        for case, t in train.items():
+            target = "—" if t["target_seconds_per_epoch"] is None else t["target_seconds_per_epoch"]
+            met = {True: "yes", False: "no", None: "—"}[t["met"]]
+            lines.append(
+                f"| {case} | {t['seconds_per_epoch']:.3f} | {target} | {met} | {t['epochs']} "
+                f"({t['budget_seconds']:.0f}) | {t['recall@20']:.4f} | {t['ndcg@20']:.4f} |"
+            )
+        lines.append("")
+    index = parts.get("index", {})
+    if index.get("status") == "ok":
+        lines += [
+            f"Exact top-20 over {index['items']:,} x {index['dim']} items, "
+            f"{index['seen_per_query']} seen items excluded per query:",
+            "",
+            "| index | single p50 ms | p99 ms | queries/s | batch of 256 ms | queries/s "
+            "| recall@20 |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in index["rows"]:
+            rec = "—" if "recall@20" not in r else f"{r['recall@20']:.3f}"
+            lines.append(
+                f"| {r['index']} | {r['single_p50_ms']:.2f} | {r['single_p99_ms']:.2f} | "
+                f"{r['single_qps']:,.0f} | {_ms(r['batch256_ms'])} | "
+                f"{r['batch256_qps'] or 0:,.0f} | {rec} |"
+            )
+        lines.append("")
+        if "faiss_gpu" in index:
+            lines += [f"faiss-gpu: {index['faiss_gpu']}.", ""]
+    prof = {k: v for k, v in parts.get("profile", {}).items() if isinstance(v, dict)}
+    if prof:
+        lines += [
+            "| profiled | steps | kernel launches/step | host syncs/step "
+            "| sparse mm ms/step (share) | top ops by self device time (ms) |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        for case, p in prof.items():
+            top = ", ".join(f"{t['op']} {t['self_ms']:.1f}" for t in p["top"][:4])
+            lines.append(
+                f"| {case} | {p['steps']} | {p['kernel_launches_per_step']:.0f} | "
+                f"{p['host_syncs_per_step']:.1f} | {p['sparse_ms_per_step']:.1f} "
+                f"({p['sparse_share']:.0%}) | {top} |"
+            )
+        lines.append("")
+    return lines
+
+
 def render(
     template: str,
     rows: list[dict[str, Any]],
@@ -701,12 +793,14 @@ def render(
     training_scale: list[dict[str, Any]] | None = None,
     publish_scale: list[dict[str, Any]] | None = None,
     serving_growth: list[dict[str, Any]] | None = None,
+    gpu_check: dict[str, Any] | None = None,
 ) -> str:
     """The template with every directive line replaced by its generated lines (training and
     curves from `rows`, speed from `speed`, scaling from `scaling`, the spectral serving cost
     from `serving_spectral`, memory per worker from `replica_workers`, the 10^6-scale run from
     `serving_scale` and `training_scale`, publish to serving at that scale from
-    `publish_scale`, serving cost against the catalogue from `serving_growth`)."""
+    `publish_scale`, serving cost against the catalogue from `serving_growth`, the GPU
+    check's report `gpu_check`)."""
     out = [HEADER]
     for line in template.splitlines():
         m = DIRECTIVE.match(line.strip())
@@ -719,6 +813,9 @@ def render(
             continue
         if kind == "serving_growth":
             out.extend(serving_growth_tables(serving_growth or []))
+            continue
+        if kind == "gpu_check":
+            out.extend(gpu_check_tables(gpu_check))
             continue
         args = parse_args_line(m.group(2) or "")
         if kind == "speed":
@@ -989,6 +1086,7 @@ def main(argv: list[str] | None = None) -> int:
         load_rows(TRAINING_SCALE),
         load_rows(PUBLISH_SCALE),
         load_rows(SERVING_GROWTH),
+        json.loads(GPU_CHECK.read_text()) if GPU_CHECK.exists() else None,
     )
     if args.check:
         if OUTPUT.read_text() != text:

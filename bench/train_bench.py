@@ -207,6 +207,86 @@ def plateau_summary(res: TrainResult, cfg: TrainConfig, ds: Dataset) -> dict[str
     }
 
 
+def training_row(
+    res: TrainResult,
+    cfg: TrainConfig,
+    ds: Dataset,
+    *,
+    method: str,
+    label: str,
+    preset: str | None,
+    dataset: str,
+    split: str,
+    wall: float,
+    load_before: float,
+    started: str,
+    command: str,
+    processes: int = 1,
+    backend: str | None = None,
+) -> dict[str, Any]:
+    """The results row of a finished fit(): scores, spectrum, timings, where and how it ran
+    (the fields the module docstring lists); bench/gpu_check.py records its runs with it."""
+    objective = cfg.objective
+    sv = singular_values(np.vstack([res.user_emb, res.item_emb]), normalize_rows=True)
+    spec = res.spectrum["all"]["normalized"]
+    dim = cfg.spectral_k if objective == "spectral" else cfg.dim
+    # the filter's evaluation splits its blocks over num_threads (default 2) threads (a
+    # blend's DirectSpec+ part trains on 1)
+    threads = cfg.num_threads or (
+        2 if objective in ("spectral", "blend") else 1 if res.device == "cpu" else None
+    )
+    return {
+        "benchmark": "training",
+        "dataset": dataset,
+        "split": split,
+        "users": ds.n_users,
+        "items": ds.n_items,
+        "train_pairs": ds.n_train,
+        "test_pairs": ds.n_test,
+        "method": method,
+        "label": label,
+        "encoder": cfg.encoder,
+        "objective": objective,
+        "preset": preset,
+        "epochs": res.epochs_run,
+        "best_epoch": res.best_epoch,
+        "stopped_early": res.stopped_early,
+        "resumed_from": res.resumed_from,
+        "recall@20": res.metrics["recall@20"],
+        "ndcg@20": res.metrics["ndcg@20"],
+        "erank_normalized": spec["effective_rank"],
+        "erank_ratio": spec["effective_rank"] / dim,
+        "seconds_per_epoch": res.seconds_per_epoch,
+        "wall_seconds": wall,
+        "wall_seconds_this_process": wall,
+        "device": res.device,
+        "threads": threads,
+        "processes": processes,
+        "backend": backend,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "loadavg_before": round(load_before, 2),
+        "loadavg_after": round(os.getloadavg()[0], 2),
+        "machine": machine(),
+        "started": started,
+        "command": command,
+        "commit": git_commit(),
+        "config": cfg.model_dump(mode="json"),
+        "curve": [
+            {
+                "epoch": h["epoch"],
+                "seconds": h["seconds"],
+                "split": h["split"],
+                "recall@20": h["metrics"]["recall@20"],
+                "ndcg@20": h["metrics"]["ndcg@20"],
+                "erank_normalized": h["spectrum"]["all"]["normalized"]["effective_rank"],
+                **({"model": h["model"]} if "model" in h else {}),
+            }
+            for h in res.history
+        ],
+        "singular_values_normalized": [float(s) for s in sv / sv[0]],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, required=True, help="dataset directory")
@@ -300,64 +380,22 @@ def main(argv: list[str] | None = None) -> int:
     close_world(world)
     if not world.is_main:
         return 0
-    sv = singular_values(np.vstack([res.user_emb, res.item_emb]), normalize_rows=True)
-    spec = res.spectrum["all"]["normalized"]
-    dim = cfg.spectral_k if objective == "spectral" else cfg.dim
-    # the filter's evaluation splits its blocks over num_threads (default 2) threads (a
-    # blend's DirectSpec+ part trains on 1)
-    threads = cfg.num_threads or (
-        2 if objective in ("spectral", "blend") else 1 if res.device == "cpu" else None
+    row = training_row(
+        res,
+        cfg,
+        ds,
+        method=args.method,
+        label=args.label,
+        preset=args.preset,
+        dataset=name,
+        split=split,
+        wall=wall,
+        load_before=load_before[0],
+        started=started,
+        command=command,
+        processes=world.size,
+        backend=world.backend,
     )
-    row = {
-        "benchmark": "training",
-        "dataset": name,
-        "split": split,
-        "users": ds.n_users,
-        "items": ds.n_items,
-        "train_pairs": ds.n_train,
-        "test_pairs": ds.n_test,
-        "method": args.method,
-        "label": args.label,
-        "encoder": encoder,
-        "objective": objective,
-        "preset": args.preset,
-        "epochs": res.epochs_run,
-        "best_epoch": res.best_epoch,
-        "stopped_early": res.stopped_early,
-        "resumed_from": res.resumed_from,
-        "recall@20": res.metrics["recall@20"],
-        "ndcg@20": res.metrics["ndcg@20"],
-        "erank_normalized": spec["effective_rank"],
-        "erank_ratio": spec["effective_rank"] / dim,
-        "seconds_per_epoch": res.seconds_per_epoch,
-        "wall_seconds": wall,
-        "wall_seconds_this_process": wall,
-        "device": res.device,
-        "threads": threads,
-        "processes": world.size,
-        "backend": world.backend,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "loadavg_before": round(load_before[0], 2),
-        "loadavg_after": round(os.getloadavg()[0], 2),
-        "machine": machine(),
-        "started": started,
-        "command": command,
-        "commit": git_commit(),
-        "config": cfg.model_dump(mode="json"),
-        "curve": [
-            {
-                "epoch": h["epoch"],
-                "seconds": h["seconds"],
-                "split": h["split"],
-                "recall@20": h["metrics"]["recall@20"],
-                "ndcg@20": h["metrics"]["ndcg@20"],
-                "erank_normalized": h["spectrum"]["all"]["normalized"]["effective_rank"],
-                **({"model": h["model"]} if "model" in h else {}),
-            }
-            for h in res.history
-        ],
-        "singular_values_normalized": [float(s) for s in sv / sv[0]],
-    }
     if objective == "blend":  # DirectSpec+'s epochs, then the filter and the blend's evaluation
         row["blend_weight"] = res.extra["blend_weight"]
         row["blend_selection"] = res.extra["blend_selection"]
