@@ -34,20 +34,16 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # with the postgres extra: the same image runs on SQLite or on PostgreSQL (SPECREC_DATABASE_URL)
 RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
  && whl="$(ls /wheels/specrec-*.whl)" \
- && pip install "specrec[postgres] @ file://${whl}"
+ && pip install "specrec[cpu,postgres] @ file://${whl}"
 
-# ---- GPU venv: CUDA torch (PyPI's Linux wheels are CUDA builds), faiss-gpu for faiss-cpu ------
-# faiss-cpu and faiss-gpu ship the same `faiss` package: remove faiss-cpu, then reinstall
-# faiss-gpu so none of its files are missing.
+# ---- GPU venv: CUDA torch (PyPI's Linux wheels are CUDA builds), faiss-gpu (the gpu extra) ----
+# faiss-cpu and faiss-gpu ship the same `faiss` package: the gpu extra brings faiss-gpu alone.
 FROM builder AS venv-gpu
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_GPU_INDEX_URL=https://pypi.org/simple
-ARG FAISS_GPU_PACKAGE=faiss-gpu-cu12>=1.8
 RUN pip install --index-url "${TORCH_GPU_INDEX_URL}" "torch==${TORCH_VERSION}" \
  && whl="$(ls /wheels/specrec-*.whl)" \
- && pip install "specrec[gpu,postgres] @ file://${whl}" \
- && pip uninstall -y faiss-cpu \
- && pip install --force-reinstall --no-deps "${FAISS_GPU_PACKAGE}"
+ && pip install "specrec[gpu,postgres] @ file://${whl}"
 
 # ---- runtime base: slim Python, non-root user, data volume, health check ---------------------
 FROM ${PYTHON_IMAGE} AS runtime-base

@@ -15,8 +15,9 @@ VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 # Empty: pip's configured index (PyPI). E.g. https://download.pytorch.org/whl/cpu for the CPU wheel.
 TORCH_INDEX_URL ?=
-# Which extras to install into the venv (dev = pytest, httpx, ruff, pyyaml, ...).
-EXTRAS ?= dev
+# Which extras to install into the venv: cpu = faiss-cpu (on a CUDA machine `make EXTRAS=gpu,dev`
+# installs faiss-gpu instead; never both), dev = pytest, httpx, ruff, pyyaml, ...
+EXTRAS ?= cpu,dev
 
 # python3.11 if present, else python3 (checked to be >= 3.11 in the venv recipe).
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
@@ -58,9 +59,14 @@ $(VENV_PY):
 venv: $(VENV_PY)
 
 # torch first and pinned, then the project with its extras (editable: the tree is the code).
+# Switching between the cpu and gpu extras removes the other faiss first: both in one venv
+# break the `faiss` module they share.
+comma := ,
+OTHER_FAISS := $(if $(filter gpu,$(subst $(comma), ,$(EXTRAS))),faiss-cpu,faiss-gpu-cu12)
 $(STAMP): | $(VENV_PY)
 	@echo ">> installing torch==$(TORCH_VERSION), then specrec[$(EXTRAS)] into $(VENV)"
 	"$(VENV_PY)" -m pip install --quiet $(TORCH_INDEX_ARGS) "torch==$(TORCH_VERSION)"
+	"$(VENV_PY)" -m pip uninstall --quiet -y $(OTHER_FAISS) 2>/dev/null || true
 	"$(VENV_PY)" -m pip install --quiet -e ".[$(EXTRAS)]"
 	@rm -f "$(VENV)"/.specrec-installed-*
 	@touch "$@"

@@ -21,7 +21,8 @@ approximate search of a trained model slower than the same search of random quer
 The choice (``contract.manifest.IndexInfo``: kind, parameters, recall, latencies, reason and
 every setting measured) goes into the manifest; the chosen index into the artifact as
 ``item_index.npy`` (``serialize_index``: faiss's own format as uint8 bytes), which the
-service loads with ``load_index`` instead of building it. numpy and faiss only.
+service loads with ``load_index`` instead of building it. numpy and faiss only; without faiss
+(contract/faisslib.py: an optional dependency) the choice is ``flat``, saying why.
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import faiss
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from contract import faisslib
 from contract.manifest import IndexCandidate, IndexInfo, IndexParams
 
 #: Below this many items exact search costs tens of microseconds per query on one core
@@ -89,13 +90,14 @@ def search_parameters(
 ) -> Any:
     """faiss SearchParameters of one search of `kind` fetching `k_fetch`: IVF's nprobe (at most
     nlist when known), HNSW's efSearch raised to k_fetch; None for exact (flat)."""
+    if kind not in ("ivf", "hnsw"):
+        return None
+    faiss = faisslib.require(f"{kind} search")
     if kind == "ivf":
         probe = nprobe or 1
         # faiss's bundled stubs lag its runtime, which takes these keyword arguments
-        return faiss.SearchParametersIVF(nprobe=min(probe, nlist) if nlist else probe)  # type: ignore[call-arg]
-    if kind == "hnsw":
-        return faiss.SearchParametersHNSW(efSearch=max(ef_search or 16, k_fetch))  # type: ignore[attr-defined]
-    return None
+        return faiss.SearchParametersIVF(nprobe=min(probe, nlist) if nlist else probe)
+    return faiss.SearchParametersHNSW(efSearch=max(ef_search or 16, k_fetch))
 
 
 def kept(rows: np.ndarray, k: int, banned: np.ndarray) -> np.ndarray:
@@ -178,6 +180,7 @@ def build_ivf(items: np.ndarray, nlist: int) -> Any:
     """IndexIVFFlat (inner product) of items (n, d) with nlist cells, k-means on at most
     64 · nlist sampled items."""
     d = items.shape[1]
+    faiss = faisslib.require("an IVF index")
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
     index.cp.max_points_per_centroid = 64
     index.train(items)
@@ -187,6 +190,7 @@ def build_ivf(items: np.ndarray, nlist: int) -> Any:
 
 def build_hnsw(items: np.ndarray, m: int, ef_construction: int) -> Any:
     """IndexHNSWFlat (inner product) of items (n, d)."""
+    faiss = faisslib.require("an HNSW index")
     index = faiss.IndexHNSWFlat(items.shape[1], m, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = ef_construction
     index.add(items)
@@ -273,6 +277,10 @@ def choose_index(
     if n < small_catalogue:
         reason = f"{n} items < {small_catalogue}: exact search is cheaper than any index"
         return IndexChoice(IndexInfo(kind="flat", target=target, k=k, reason=reason), None)
+    faiss = faisslib.faiss
+    if faiss is None:
+        reason = f"exact search: no index can be built here ({faisslib.IMPORT_ERROR})"
+        return IndexChoice(IndexInfo(kind="flat", target=target, k=k, reason=reason), None)
     if banned is None:
         banned = [np.empty(0, dtype=np.int64)] * len(queries)
     banned = [np.asarray(b, dtype=np.int64) for b in banned]
@@ -345,12 +353,15 @@ def _describe(params: IndexParams) -> str:
 
 def serialize_index(index: Any) -> np.ndarray:
     """A faiss index as its bytes (faiss's own format): (b,) uint8."""
+    faiss = faisslib.require("serialising an index")
     return np.asarray(faiss.serialize_index(index), dtype=np.uint8)
 
 
 def load_index(data: np.ndarray) -> Any:
     """The faiss index `data` ((b,) uint8, e.g. the artifact's memory map) holds; a copy in
-    this process's memory. Raises ValueError when the bytes are not a faiss index."""
+    this process's memory. Raises ValueError when the bytes are not a faiss index,
+    faisslib.FaissUnavailable when faiss does not import here."""
+    faiss = faisslib.require("loading the artifact's item index")
     try:
         return faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))
     except RuntimeError as e:  # faiss reports a bad file as RuntimeError

@@ -27,7 +27,7 @@ from service.body_limit import BodyLimitMiddleware
 from service.context import AppContext
 from service.errors import error_responses, install_error_handlers
 from service.fresh import FreshInteractions
-from service.index import HAS_FAISS_GPU
+from service.index import HAS_FAISS_GPU, check_faiss
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.routes import (
     dashboard,
@@ -89,6 +89,7 @@ def create_app(
 ) -> FastAPI:
     """A new app with its own registry view, model state, search thread and metrics."""
     settings = settings if settings is not None else Settings()
+    check_faiss(settings)  # a setting that needs faiss where it does not import: say so now
     ctx = build_context(settings)
 
     @asynccontextmanager

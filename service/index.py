@@ -19,7 +19,9 @@ name, if they name any), else one built at load.
 Each index says where it came from (``source``: "artifact" or "built at load") and its
 ``recall`` (1.0 exact; the recall@20 measured at publish for a shipped index; None for an
 approximate index built at load, which nothing measured). ``HAS_FAISS_GPU`` is decided once
-here.
+here. faiss is optional (contract/faisslib.py): without it ``auto`` searches exactly with numpy
+even when the artifact ships an index, and ``check_faiss`` refuses at startup the settings that
+need it.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import faiss
 import numpy as np
 
+from contract import faisslib
 from contract.annindex import default_nlist, fetch_depth, load_index, search_parameters
 from contract.artifact import ArtifactInvalid
 from contract.manifest import IndexInfo
@@ -43,11 +45,18 @@ from service.topk import Ranked, filter_ranked, select_topk
 log = logging.getLogger("specrec.service.index")
 
 try:  # faiss-cpu has no GPU symbols; faiss-gpu without a visible GPU reports 0
-    HAS_FAISS_GPU = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    _faiss = faisslib.faiss
+    HAS_FAISS_GPU = (
+        _faiss is not None and hasattr(_faiss, "StandardGpuResources") and _faiss.get_num_gpus() > 0
+    )
 except Exception:  # pragma: no cover - broken CUDA driver
     HAS_FAISS_GPU = False
 
 GPU_MAX_K = 2048  # largest k FAISS GPU indexes select per query
+NO_GPU = (
+    "SPECREC_USE_GPU=true but faiss has no GPU support here (faiss-cpu, or no visible GPU): on a "
+    "CUDA machine pip uninstall -y faiss-cpu && pip install 'specrec[gpu]'"
+)
 
 
 class ItemIndex(Protocol):
@@ -87,8 +96,10 @@ class ItemIndex(Protocol):
 
 
 def set_search_threads(threads: int) -> None:
-    """OpenMP threads for FAISS calls made by the *calling* thread (the setting is per thread)."""
-    faiss.omp_set_num_threads(max(1, int(threads)))
+    """OpenMP threads for FAISS calls made by the *calling* thread (the setting is per thread);
+    nothing without faiss."""
+    if faisslib.faiss is not None:
+        faisslib.faiss.omp_set_num_threads(max(1, int(threads)))
 
 
 class NumpyExactIndex:
@@ -172,6 +183,7 @@ class FaissIndex:
     recall: float | None = None
 
     def __init__(self, items: np.ndarray, config: IndexSettings) -> None:
+        faiss = faisslib.require(f"the {config.index_kind} index (SPECREC_INDEX_KIND)")
         before = faiss.omp_get_max_threads()
         set_search_threads(os.cpu_count() or 1)  # building uses every core
         try:
@@ -185,6 +197,7 @@ class FaissIndex:
         nprobe / efSearch unless ``config`` sets ``ivf_nprobe`` / ``hnsw_ef_search``.
         Raises ArtifactInvalid when the bytes are not a faiss index of `dim` columns."""
         info = shipped.info
+        faiss = faisslib.require("the artifact's item index")
         try:
             index = load_index(shipped.data)
         except ValueError as e:
@@ -209,6 +222,7 @@ class FaissIndex:
         return self
 
     def _build(self, items: np.ndarray, config: IndexSettings) -> None:
+        faiss = faisslib.require(f"the {config.index_kind} index")
         n, d = items.shape
         self.kind: str = config.index_kind
         self.ntotal = int(n)
@@ -243,11 +257,9 @@ class FaissIndex:
         self.on_gpu = False
         use_gpu = HAS_FAISS_GPU if config.use_gpu is None else config.use_gpu
         if use_gpu and not HAS_FAISS_GPU:
-            raise RuntimeError(
-                "use_gpu=True but faiss has no GPU support here: "
-                "pip uninstall -y faiss-cpu && pip install '.[gpu]' on a CUDA machine"
-            )
+            raise RuntimeError(NO_GPU)
         if use_gpu and self.kind != "hnsw":
+            faiss = faisslib.require("the GPU index")
             self._res = faiss.StandardGpuResources()
             index = faiss.index_cpu_to_gpu(self._res, 0, index)
             self.on_gpu = True
@@ -285,13 +297,35 @@ class FaissIndex:
         return [filter_ranked(rows[i], scores[i], ks[i], banned[i]) for i in range(len(queries))]
 
 
+def check_faiss(config: IndexSettings) -> None:
+    """Raise faisslib.FaissUnavailable when `config` asks for what only faiss does and faiss
+    does not import here, or for the GPU where faiss has none: at startup, once, rather than as
+    every model's load failure."""
+    needs = (
+        [f"SPECREC_INDEX_KIND={config.index_kind}"] if config.index_kind in ("ivf", "hnsw") else []
+    )
+    if config.exact_backend == "faiss":
+        needs.append("SPECREC_EXACT_BACKEND=faiss")
+    if config.use_gpu:
+        needs.append("SPECREC_USE_GPU=true")
+    if needs and faisslib.faiss is None:
+        raise faisslib.FaissUnavailable(f"{', '.join(needs)} needs faiss. {faisslib.IMPORT_ERROR}")
+    if config.use_gpu and not HAS_FAISS_GPU:
+        raise faisslib.FaissUnavailable(NO_GPU)
+
+
 def build_index(
     items: np.ndarray, config: IndexSettings, shipped: ShippedIndex | None = None
 ) -> ItemIndex:
     """The index the configuration asks for, of items (n, d): the `shipped` one when it fits
     (module docstring), else exact search (``auto``, ``flat``) or one built at load."""
     if shipped is not None and config.index_kind != "flat" and shipped.fits(config):
-        return FaissIndex.shipped(shipped, int(items.shape[1]), config)
+        if faisslib.faiss is not None:
+            return FaissIndex.shipped(shipped, int(items.shape[1]), config)
+        # the artifact's index is an optimisation: exact search answers at least as well
+        log.warning(
+            "not loading the artifact's %s index: %s", shipped.info.kind, faisslib.IMPORT_ERROR
+        )
     if config.index_kind in ("auto", "flat"):
         config = config.model_copy(update={"index_kind": "flat"})
         backend = config.exact_backend

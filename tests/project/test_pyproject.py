@@ -30,19 +30,24 @@ def test_every_console_script_resolves_to_a_callable(pyproject):
         assert callable(getattr(module, attr)), f"{script}: {module_name}.{attr} is not callable"
 
 
-def test_torch_range_is_wide_and_faiss_cpu_is_the_base_dependency(pyproject):
+def test_torch_range_is_wide_and_no_faiss_is_a_base_dependency(pyproject):
     deps = _names(pyproject["project"]["dependencies"])
     torch = deps["torch"].replace(" ", "")
     assert torch.startswith("torch>=2.")
     assert "==" not in torch and "<" not in torch  # CUDA builds of any later release install
-    assert "faiss-cpu" in deps
-    assert not any(name.startswith("faiss-gpu") for name in deps)
+    # faiss-cpu and faiss-gpu break each other's `faiss`: each comes with its own extra only
+    assert not any(name.startswith("faiss") for name in deps)
 
 
-def test_extras_gpu_and_dev(pyproject):
+def test_extras_cpu_gpu_and_dev(pyproject, repo):
     extras = pyproject["project"]["optional-dependencies"]
-    assert any(name.startswith("faiss-gpu") for name in _names(extras["gpu"]))
+    assert list(_names(extras["cpu"])) == ["faiss-cpu"]
+    assert list(_names(extras["gpu"])) == ["faiss-gpu-cu12"]
+    assert not any(name.startswith("faiss") for name in _names(extras["dev"]))
     assert {"pytest", "httpx", "ruff", "pyyaml", "hypothesis"} <= set(_names(extras["dev"]))
+    # `make` installs the cpu extra with dev (the tests need faiss)
+    makefile = (repo / "Makefile").read_text()
+    assert "\nEXTRAS ?= cpu,dev\n" in makefile
 
 
 def test_every_top_level_package_is_packaged(pyproject, repo):
