@@ -107,6 +107,16 @@ function verdictOf(ratio) {
   return "partial collapse";
 }
 
+function versionVerdict(v) {
+  // the verdict of a /models version from its sides' effective rank / d; null without them
+  // (a manifest with no spectrum has effective_rank {}: no verdict, not "partial collapse")
+  const dim = v.shape ? v.shape.dim : null;
+  const ratios = ["users", "items"]
+    .map((side) => (v.effective_rank && dim ? v.effective_rank[side] / dim : NaN))
+    .filter(Number.isFinite);
+  return ratios.length ? verdictOf(Math.min(...ratios)) : null;
+}
+
 function scalars(obj, prefix = "") {
   // {a: 1, b: {c: 2}} -> [["a", 1], ["b.c", 2]] (numbers only)
   const out = [];
@@ -399,10 +409,7 @@ function renderVersions(models) {
       if (e === undefined) return "–";
       return dim ? `${fmt(e, 3)} (${fmt(e / dim, 2)})` : fmt(e, 3);
     };
-    const ratios = ["users", "items"]
-      .map((side) => (v.effective_rank && dim ? v.effective_rank[side] / dim : undefined))
-      .filter((x) => x !== undefined);
-    const verdict = ratios.length ? verdictOf(Math.min(...ratios)) : null;
+    const verdict = versionVerdict(v);
     const tags = [
       v.serving ? badge("serving", "serving") : null,
       v.current && !v.serving ? badge("current") : null,

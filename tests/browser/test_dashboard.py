@@ -91,6 +91,16 @@ def test_page_shows_the_serving_model_its_effective_rank_and_the_spectrum_plot(
     older = page.locator(f'#versions-table tr[data-version="{server.versions[0]}"]')
     expect(older).to_contain_text("recall@20 0.081")
     expect(older.locator(".badge").first).to_have_text(re.compile("collapse"))
+    # a version whose manifest has no spectrum gets no verdict (it read "partial collapse")
+    verdict = "v => versionVerdict(v)"
+    assert page.evaluate(verdict, {"shape": {"dim": 8}, "effective_rank": {}}) is None
+    assert page.evaluate(verdict, {"shape": {}, "effective_rank": {"users": 7.0}}) is None
+    thresholds = server.get("/health/spectrum").json()["thresholds"]
+    low = thresholds["collapsed_below"] * 8 / 2
+    got = page.evaluate(
+        verdict, {"shape": {"dim": 8}, "effective_rank": {"users": 8, "items": low}}
+    )
+    assert got == "collapsed"
     expect(page.locator("#traffic-body")).to_contain_text("Recommendation answers by source")
 
 

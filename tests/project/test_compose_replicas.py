@@ -130,4 +130,4 @@ def test_nginx_accepts_the_configuration(repo, tmp_path):
 def test_the_image_can_reach_postgresql(repo):
     """The runtime image carries the postgres extra (psycopg), for SPECREC_DATABASE_URL."""
     dockerfile = (repo / "Dockerfile").read_text()
-    assert '"specrec[postgres] @ file://${whl}"' in dockerfile
+    assert '"specrec[cpu,postgres] @ file://${whl}"' in dockerfile

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from trainer.data import load_dataset
 from trainer.evaluate import evaluate
@@ -40,7 +41,11 @@ def run(tmp_path_factory) -> tuple[Path, Path, int]:
     write_dataset(data, n_users=200, n_items=150, seed=2)
     out = tmp_path_factory.mktemp("gpu-check-out")
     argv = ["--data", str(data), "--device", "cpu", "--out", str(out), "--scale", "0.02"]
-    code = gpu_check.main([*argv, "--items", "5000", "--profile", "always"])
+    threads = torch.get_num_threads()  # bench/speed.py's time_epoch sets one thread
+    try:
+        code = gpu_check.main([*argv, "--items", "5000", "--profile", "always"])
+    finally:
+        torch.set_num_threads(threads)
     return data, out, code
 
 

@@ -28,7 +28,7 @@ def _make(
     )
 
 
-def _stamp_name(repo: Path, extras: str = "dev", torch: str = "2.13.0") -> str:
+def _stamp_name(repo: Path, extras: str = "cpu,dev", torch: str = "2.13.0") -> str:
     digest = hashlib.sha256((repo / "pyproject.toml").read_bytes()).hexdigest()[:16]
     return f".specrec-installed-{digest}-{extras}-torch{torch}"
 
@@ -61,11 +61,21 @@ def test_run_installs_pinned_torch_before_the_project_then_starts_run_sh(repo, t
     torch = next(i for i, ln in enumerate(lines) if "pip install" in ln and "torch==" in ln)
     project = next(i for i, ln in enumerate(lines) if "pip install" in ln and "-e" in ln)
     start = next(i for i, ln in enumerate(lines) if "scripts/run.sh" in ln)
-    assert venv < torch < project < start
+    # the other faiss goes before the project's (both in one venv break `faiss`)
+    other = next(i for i, ln in enumerate(lines) if "pip uninstall" in ln)
+    assert venv < torch < other < project < start
     assert '"torch==2.13.0"' in lines[torch]
-    assert '".[dev]"' in lines[project]
+    assert '".[cpu,dev]"' in lines[project]
+    assert "-y faiss-gpu-cu12" in lines[other]
     # no other line installs torch unpinned
     assert not any("pip install" in ln and " torch " in f"{ln} " for ln in lines)
+
+
+def test_the_gpu_extra_removes_faiss_cpu_first(repo, tmp_path):
+    proc = _make(repo, "-n", "-B", "install", f"VENV={tmp_path / 'venv'}", "EXTRAS=gpu,dev")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.index("pip uninstall --quiet -y faiss-cpu") < out.index('-e ".[gpu,dev]"')
 
 
 def test_test_target_runs_ruff_check_format_check_and_pytest(repo, tmp_path):
