@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
-from train_bench import git_commit, machine, record, resplit  # sibling script
+from train_bench import dataset_fields, git_commit, machine, record, resplit  # sibling script
 
 from contract.spectrum import embedding_spectrum
 from trainer.data import Dataset, holdout_split, load_dataset
@@ -295,13 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             fields = run(method, ds, args.seed, narrowed(GRIDS[method], args.grid), checkpoints)
         row = {
-            "benchmark": "training",
-            "dataset": name,
-            "split": split,
-            "users": ds.n_users,
-            "items": ds.n_items,
-            "train_pairs": ds.n_train,
-            "test_pairs": ds.n_test,
+            **dataset_fields(ds, name, split),
             "method": method,
             "label": args.label,
             "encoder": "mf",

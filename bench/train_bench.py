@@ -207,6 +207,19 @@ def plateau_summary(res: TrainResult, cfg: TrainConfig, ds: Dataset) -> dict[str
     }
 
 
+def dataset_fields(ds: Dataset, name: str, split: str) -> dict[str, Any]:
+    """A training row's first fields: what it trained and evaluated on."""
+    return {
+        "benchmark": "training",
+        "dataset": name,
+        "split": split,
+        "users": ds.n_users,
+        "items": ds.n_items,
+        "train_pairs": ds.n_train,
+        "test_pairs": ds.n_test,
+    }
+
+
 def training_row(
     res: TrainResult,
     cfg: TrainConfig,
@@ -236,13 +249,7 @@ def training_row(
         2 if objective in ("spectral", "blend") else 1 if res.device == "cpu" else None
     )
     return {
-        "benchmark": "training",
-        "dataset": dataset,
-        "split": split,
-        "users": ds.n_users,
-        "items": ds.n_items,
-        "train_pairs": ds.n_train,
-        "test_pairs": ds.n_test,
+        **dataset_fields(ds, dataset, split),
         "method": method,
         "label": label,
         "encoder": cfg.encoder,
