@@ -70,6 +70,39 @@ class SyntheticData:
         return int(self.item_cluster.shape[0])
 
 
+def check_sizes(
+    n_users: int, n_items: int, n_clusters: int, min_items: int, max_items: int
+) -> tuple[int, int]:
+    """Raise ValueError on sizes no dataset has; (min_items, max_items) clamped to n_items."""
+    if n_users < 1 or n_items < 2 or n_clusters < 1:
+        raise ValueError(
+            f"need n_users >= 1, n_items >= 2, n_clusters >= 1; got "
+            f"{n_users}, {n_items}, {n_clusters}"
+        )
+    if not 1 <= min_items <= max_items:
+        raise ValueError(f"need 1 <= min_items <= max_items, got {min_items}, {max_items}")
+    max_items = min(max_items, n_items)
+    return min(min_items, max_items), max_items
+
+
+def draw_items(
+    rng: np.random.Generator, n_items: int, n_clusters: int, popularity_exponent: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each item's cluster (n,) int64 and popularity weight (n,) float64: rank^-exponent over a
+    random permutation of ranks 1..n."""
+    item_cluster = rng.integers(0, n_clusters, size=n_items)
+    ranks = rng.permutation(n_items) + 1
+    return item_cluster, ranks.astype(np.float64) ** -popularity_exponent
+
+
+def draw_counts(
+    rng: np.random.Generator, n_users: int, median_items: int, min_items: int, max_items: int
+) -> np.ndarray:
+    """Items per user (m,) int64: log-normal around median_items (sigma 0.7), clipped."""
+    counts = np.exp(rng.normal(np.log(median_items), 0.7, size=n_users))
+    return np.clip(np.rint(counts), min_items, max_items).astype(np.int64)
+
+
 def generate(
     n_users: int = DEFAULT_USERS,
     n_items: int = DEFAULT_ITEMS,
@@ -84,23 +117,11 @@ def generate(
     max_items: int = 150,
 ) -> SyntheticData:
     """Generate interactions as described in the module docstring; deterministic in all args."""
-    if n_users < 1 or n_items < 2 or n_clusters < 1:
-        raise ValueError(
-            f"need n_users >= 1, n_items >= 2, n_clusters >= 1; got "
-            f"{n_users}, {n_items}, {n_clusters}"
-        )
-    if not 1 <= min_items <= max_items:
-        raise ValueError(f"need 1 <= min_items <= max_items, got {min_items}, {max_items}")
+    min_items, max_items = check_sizes(n_users, n_items, n_clusters, min_items, max_items)
     rng = np.random.default_rng(seed)
-    max_items = min(max_items, n_items)
-    min_items = min(min_items, max_items)
-
-    item_cluster = rng.integers(0, n_clusters, size=n_items)
-    ranks = rng.permutation(n_items) + 1
-    item_weight = ranks.astype(np.float64) ** -popularity_exponent
+    item_cluster, item_weight = draw_items(rng, n_items, n_clusters, popularity_exponent)
     user_interest = rng.dirichlet(np.full(n_clusters, interest_concentration), size=n_users)
-    counts = np.exp(rng.normal(np.log(median_items), 0.7, size=n_users))
-    counts = np.clip(np.rint(counts), min_items, max_items).astype(np.int64)
+    counts = draw_counts(rng, n_users, median_items, min_items, max_items)
 
     # Sampling without replacement proportional to w, as an exponential race: the n_u smallest
     # E / w with E ~ Exp(1) (equivalent to Gumbel top-k). In chunks of users to bound memory.

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer.synthetic import check_sizes, draw_counts, draw_items
+
 _CHUNK_USERS = 50_000  # users drawn at once (~3 M draws, ~100 MB of temporaries)
 
 
@@ -149,22 +151,10 @@ def generate_large(
     max_items: int = 150,
 ) -> LargeSynthetic:
     """Draw the interactions described in the module docstring; deterministic in all args."""
-    if n_users < 1 or n_items < 2 or n_clusters < 1:
-        raise ValueError(
-            f"need n_users >= 1, n_items >= 2, n_clusters >= 1; got "
-            f"{n_users}, {n_items}, {n_clusters}"
-        )
-    if not 1 <= min_items <= max_items:
-        raise ValueError(f"need 1 <= min_items <= max_items, got {min_items}, {max_items}")
+    min_items, max_items = check_sizes(n_users, n_items, n_clusters, min_items, max_items)
     rng = np.random.default_rng(seed)
-    max_items = min(max_items, n_items)
-    min_items = min(min_items, max_items)
-
-    item_cluster = rng.integers(0, n_clusters, size=n_items)
-    ranks = rng.permutation(n_items) + 1
-    item_weight = ranks.astype(np.float64) ** -popularity_exponent
-    counts = np.exp(rng.normal(np.log(median_items), 0.7, size=n_users))
-    counts = np.clip(np.rint(counts), min_items, max_items).astype(np.int64)
+    item_cluster, item_weight = draw_items(rng, n_items, n_clusters, popularity_exponent)
+    counts = draw_counts(rng, n_users, median_items, min_items, max_items)
     comp_items, comp_cum, mass = _components(item_cluster, item_weight, n_clusters)
 
     picked: list[np.ndarray] = []
