@@ -18,7 +18,8 @@ Takes the trained vectors and the dataset of ``bench/serve_scale.py`` (``--work`
 4. **HTTP**: ``GET /recommend/{user}?k=20`` (every request searched: no lists at this size)
    against the ``/healthz`` floor at 1 and 8 connections with wrk, alternating.
 
-Rows go to ``docs/results/publish_scale.json`` (one per run; ``bench/report.py`` renders it).
+Rows go to ``docs/results/publish_scale.json`` (``--out``; one per run; ``bench/report.py`` renders
+it).
 
     .venv/bin/python bench/publish_scale.py --objective directspec+
 """
@@ -31,47 +32,15 @@ import os
 import shlex
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from serve_common import WRK_LUA_GET, free_port, machine, wrk
+from serve_common import WRK_LUA_GET, PeakRss, machine, rss_mib, uvicorn_server, wrk
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results" / "publish_scale.json"
-
-
-def rss_mib(pid: int) -> float:
-    """Resident set size of `pid` (MiB) from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-class PeakRss:
-    """Samples a process's RSS every `period` seconds in a thread; ``peak`` so far (MiB)."""
-
-    def __init__(self, pid: int, period: float = 0.05) -> None:
-        self.pid, self.period, self.peak = pid, period, 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.peak = max(self.peak, rss_mib(self.pid))
-            except OSError:
-                return
-            time.sleep(self.period)
-
-    def stop(self) -> float:
-        self._stop.set()
-        self._thread.join()
-        return self.peak
 
 
 def publish_versions(
@@ -160,40 +129,25 @@ def serve(home: Path, versions: list[str], seconds: float) -> dict[str, Any]:
 
     registry = ModelRegistry(home / "models")
     registry.activate(versions[0])
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPECREC_")}
-    env.update(
-        SPECREC_HOME=str(home),
-        PORT=str(port),
-        HOST="127.0.0.1",
-        SPECREC_LOG_LEVEL="warning",
-        SPECREC_WATCH_INTERVAL_S="0.5",
-        PYTHONPATH=str(ROOT),
-    )
-    base = f"http://127.0.0.1:{port}"
     out: dict[str, Any] = {}
+    started: dict[str, Any] = {}
+
+    def sample(pid: int) -> None:
+        started["pid"], started["peak"] = pid, PeakRss(pid)
+
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "service.main"], cwd=ROOT, env=env)
-    peak = PeakRss(proc.pid)
-    try:
-        ready: dict[str, Any] = {}
-        while not ready:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}")
-            try:
-                r = httpx.get(f"{base}/readyz", timeout=2)
-                ready = r.json() if r.status_code == 200 else {}
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+    watch = {"SPECREC_WATCH": "true", "SPECREC_WATCH_INTERVAL_S": "0.5"}
+    with uvicorn_server(home, on_start=sample, **watch) as base:
         out["cold_start_s"] = time.perf_counter() - t0
+        pid = started["pid"]
+        out["rss_ready_mib"] = rss_mib(pid)
+        out["peak_rss_cold_mib"] = started["peak"].stop()
+        ready = httpx.get(f"{base}/readyz", timeout=5).json()
         out["readyz"] = ready
-        out["rss_ready_mib"] = rss_mib(proc.pid)
-        out["peak_rss_cold_mib"] = peak.stop()
         time.sleep(2)
-        out["rss_steady_mib"] = rss_mib(proc.pid)
+        out["rss_steady_mib"] = rss_mib(pid)
         # ---- swap
-        peak = PeakRss(proc.pid)
+        peak = PeakRss(pid)
         t0 = time.perf_counter()
         registry.activate(versions[1], verify=False)
         while True:
@@ -204,7 +158,7 @@ def serve(home: Path, versions: list[str], seconds: float) -> dict[str, Any]:
         out["swap_s"] = time.perf_counter() - t0
         time.sleep(3)  # the old model's references drop
         out["peak_rss_swap_mib"] = peak.stop()
-        out["rss_after_swap_mib"] = rss_mib(proc.pid)
+        out["rss_after_swap_mib"] = rss_mib(pid)
         # ---- HTTP: searched answers against the floor
         n_users = ready["n_users"]
         get = WRK_LUA_GET.format(n_users=n_users, path="/recommend/%d?k=20")
@@ -233,12 +187,6 @@ def serve(home: Path, versions: list[str], seconds: float) -> dict[str, Any]:
                 }
             )
             print(out["http"][-1], flush=True)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
     return out
 
 
@@ -249,6 +197,7 @@ def main() -> None:
     ap.add_argument("--home", type=Path, default=None, help="default: WORK/publish-<objective>")
     ap.add_argument("--index-recall", type=float, default=0.95)
     ap.add_argument("--seconds", type=float, default=4.0, help="per wrk run")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="results file (rows appended)")
     args = ap.parse_args()
     home = args.home or args.work / f"publish-{args.objective}"
     load_before = os.getloadavg()[0]
@@ -300,8 +249,8 @@ def main() -> None:
         "commit": commit,
         "unix": time.time(),
     }
-    old = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    RESULTS.write_text(json.dumps([*old, row], indent=1) + "\n")
+    old = json.loads(args.out.read_text()) if args.out.exists() else []
+    args.out.write_text(json.dumps([*old, row], indent=1) + "\n")
     print(json.dumps(row, indent=1))
 
 

@@ -11,8 +11,9 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -99,10 +100,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def uvicorn_server(home: Path, code: Path = REPO, **env_extra: str) -> Iterator[str]:
+def uvicorn_server(
+    home: Path,
+    code: Path = REPO,
+    on_start: Callable[[int], None] | None = None,
+    **env_extra: str,
+) -> Iterator[str]:
     """`python -m service.main` on a free loopback port; yields the base URL once /readyz is 200
     (and, with SPECREC_WORKERS=N, once N workers run). The server's pid is SERVER_PIDS[base].
-    `code`: the source tree it runs (default this one; e.g. an older commit's, to compare)."""
+    `code`: the source tree it runs (default this one; e.g. an older commit's, to compare);
+    `on_start(pid)` runs right after the process starts (e.g. to sample its memory)."""
     import httpx
 
     port = free_port()
@@ -114,6 +121,8 @@ def uvicorn_server(home: Path, code: Path = REPO, **env_extra: str) -> Iterator[
     proc = subprocess.Popen([sys.executable, "-m", "service.main"], cwd=code, env=env)
     base = f"http://127.0.0.1:{port}"
     SERVER_PIDS[base] = proc.pid
+    if on_start is not None:
+        on_start(proc.pid)
     want_workers = int(env.get("SPECREC_WORKERS", "1"))
     try:
         deadline = time.monotonic() + 300
@@ -129,7 +138,7 @@ def uvicorn_server(home: Path, code: Path = REPO, **env_extra: str) -> Iterator[
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError("server not ready after 300 s")
-            time.sleep(0.2)
+            time.sleep(0.1)
         yield base
     finally:
         proc.terminate()
@@ -155,6 +164,37 @@ def worker_pids(pid: int) -> list[int]:
         if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
             found.append(int(child))
     return sorted(found)
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size of `pid` (MiB) from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class PeakRss:
+    """Samples a process's RSS every `period` seconds in a thread; ``peak`` so far (MiB)."""
+
+    def __init__(self, pid: int, period: float = 0.05) -> None:
+        self.pid, self.period, self.peak = pid, period, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, rss_mib(self.pid))
+            except OSError:
+                return
+            time.sleep(self.period)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
 
 
 def memory_mb(pid: int) -> dict[str, float]:
@@ -198,6 +238,7 @@ def wrk(url: str, connections: int, seconds: float, script: str | None = None) -
         raise SystemExit("wrk not found: apt-get install -y wrk")
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "--timeout", "10s"]
     if script is not None:
+        OUT.mkdir(parents=True, exist_ok=True)  # git-ignored: absent in a fresh clone
         path = OUT / f".wrk-{os.getpid()}.lua"
         path.write_text(script)
         cmd += ["-s", str(path)]
