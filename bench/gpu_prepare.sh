@@ -17,7 +17,7 @@ mkdir -p "$stage/gowalla" "$stage/wheels"
 cp "$data_src"/*.txt "$stage/gowalla/"
 rm -f "$stage"/wheels/*.whl
 for name in pydantic pydantic-core pydantic-settings python-dotenv annotated-types \
-  typing-inspection faiss-cpu; do
+  typing-inspection typing-extensions faiss-cpu; do
   version=$("$venv_py" -m pip show "$name" 2>/dev/null | sed -n 's/^Version: //p')
   [ -n "$version" ] || { echo "$name is not installed in $venv_py (make install)" >&2; exit 1; }
   "$venv_py" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
