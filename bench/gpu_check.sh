@@ -8,19 +8,22 @@
 #    parts on Gowalla with their own time budgets. Everything goes to $OUT (gpu_check.log,
 #    gpu_check.json, training_gpu.json, profile_*.txt); copy gpu_check.json and the rows of
 #    training_gpu.json into docs/results/ and run bench/report.py (docs/benchmarks.md#gpu).
-# GPU_CHECK_DEVICE=cpu GPU_CHECK_SCALE=0.05 GPU_CHECK_ITEMS=20000 runs it all here on the CPU.
+# GPU_CHECK_DEVICE=cpu GPU_CHECK_SCALE=0.05 GPU_CHECK_ITEMS=20000 runs it all here on the CPU;
+# with PYTHON=<a venv holding only the device image's packages> and GPU_CHECK_STAGE=<a folder
+# gpu_prepare.sh staged for that Python>, it rehearses the device's install too.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-/tmp/gpu_check}"
 mkdir -p "$out"
 exec > >(tee "$out/gpu_check.log") 2>&1
 device="${GPU_CHECK_DEVICE:-cuda}"
+stage="${GPU_CHECK_STAGE:-bench/.data}"
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
 
 if ! "$py" -c "import pydantic_settings, faiss" 2>/dev/null; then
   "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site bench/.data/wheels/*.whl || { echo "wheels: run bench/gpu_prepare.sh here"; exit 1; }
+    --target /tmp/site "$stage"/wheels/*.whl || { echo "wheels: run bench/gpu_prepare.sh here"; exit 1; }
   export PYTHONPATH="$PWD:/tmp/site"
 fi
 "$py" - "$device" <<'PY' || exit 1
@@ -41,7 +44,7 @@ SPECREC_TEST_DEVICE="$device" timeout 150 "$py" -m pytest -q -p no:cacheprovider
 tests=$?
 
 echo "== bench/gpu_check.py =="
-data=bench/.data/gowalla
+data="$stage/gowalla"
 [ -f "$data/train.txt" ] || { echo "missing $data: run bench/gpu_prepare.sh here"; exit 1; }
 timeout "${GPU_CHECK_TIMEOUT:-420}" "$py" bench/gpu_check.py --data "$data" --device "$device" \
   --out "$out" --scale "${GPU_CHECK_SCALE:-1}" --items "${GPU_CHECK_ITEMS:-1000000}"

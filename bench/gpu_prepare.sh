@@ -12,7 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 data_src=${1:-../shared/data/gowalla}
 venv_py=${VENV_PY:-.venv/bin/python}
-stage=bench/.data
+# another Python or folder rehearses the install here, e.g. GPU_PYTHON_VERSION=3.11
+# GPU_STAGE=/tmp/stage with a venv of the device's packages (bench/gpu_check.sh's header)
+pyver=${GPU_PYTHON_VERSION:-3.12}
+stage=${GPU_STAGE:-bench/.data}
 mkdir -p "$stage/gowalla" "$stage/wheels"
 cp "$data_src"/*.txt "$stage/gowalla/"
 rm -f "$stage"/wheels/*.whl
@@ -20,7 +23,7 @@ for name in pydantic pydantic-core pydantic-settings python-dotenv annotated-typ
   typing-inspection typing-extensions faiss-cpu; do
   version=$("$venv_py" -m pip show "$name" 2>/dev/null | sed -n 's/^Version: //p')
   [ -n "$version" ] || { echo "$name is not installed in $venv_py (make install)" >&2; exit 1; }
-  "$venv_py" -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+  "$venv_py" -m pip download --quiet --no-deps --only-binary=:all: --python-version "$pyver" \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d "$stage/wheels" "$name==$version" 2>&1 | grep -v "^WARNING: Location" || true
