@@ -14,9 +14,7 @@ plain values only, never pickled code.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -25,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from contract.artifact import fsync_dir
+from contract.artifact import write_file_atomic
 from contract.config import TrainConfig
 
 #: Bumped when the file's layout changes; other versions are refused.
@@ -115,17 +113,7 @@ def save_checkpoint(state: TrainState, directory: Path, keep: int = 2) -> Path:
     payload["format"] = FORMAT
     payload["progress"] = json.dumps(state.progress, default=_plain)
     path = checkpoint_path(directory, state.epoch)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(directory)
+    write_file_atomic(path, lambda f: torch.save(payload, f))
     for _, old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
     return path

@@ -28,15 +28,14 @@ generates in under a second.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from contract import layout
+from contract.artifact import write_file_atomic
 
 DEFAULT_USERS = 3000
 DEFAULT_ITEMS = 2000
@@ -181,21 +180,7 @@ def write_dataset(
         return path
     text = to_csv(generate(n_users, n_items, seed))
     out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".interactions-", suffix=".csv.tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(out_dir, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    write_file_atomic(path, lambda f: f.write(text.encode("utf-8")))
     return path
 
 

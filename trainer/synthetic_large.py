@@ -27,15 +27,14 @@ on one core at 2.9 GB peak RSS.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from contract.artifact import write_file_atomic
 from trainer.synthetic import check_sizes, draw_counts, draw_items
 
 _CHUNK_USERS = 50_000  # users drawn at once (~3 M draws, ~100 MB of temporaries)
@@ -200,17 +199,9 @@ def _lightgcn_lines(users: np.ndarray, items: np.ndarray, n_users: int) -> Itera
         )
 
 
-def _write_atomic(path: Path, blocks: Iterable[str]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.writelines(blocks)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_lines(path: Path, blocks: Iterable[str]) -> None:
+    """`blocks` written to `path` atomically and durably (UTF-8)."""
+    write_file_atomic(path, lambda f: f.writelines(b.encode("utf-8") for b in blocks))
 
 
 def write_lightgcn(
@@ -223,8 +214,8 @@ def write_lightgcn(
     data = generate_large(n_users, n_items, seed)
     (tr_u, tr_i), (te_u, te_i) = holdout(data, fraction, seed)
     del data
-    _write_atomic(out_dir / "train.txt", _lightgcn_lines(tr_u, tr_i, n_users))
-    _write_atomic(out_dir / "test.txt", _lightgcn_lines(te_u, te_i, n_users))
+    _write_lines(out_dir / "train.txt", _lightgcn_lines(tr_u, tr_i, n_users))
+    _write_lines(out_dir / "test.txt", _lightgcn_lines(te_u, te_i, n_users))
     return out_dir
 
 
