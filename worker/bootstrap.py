@@ -54,14 +54,6 @@ def bootstrap(settings: WorkerSettings) -> str | None:
     if registry.current() is not None:  # another worker on the shared registry was faster
         log.info("model %s was published meanwhile; not publishing mine", registry.current())
         return None
-    version = publish_fitted(
-        fitted,
-        ds,
-        cfg,
-        registry,
-        keep=settings.keep_versions,
-        extra=extra,
-        index_recall=settings.index_recall,
-    )
+    version = publish_fitted(fitted, ds, cfg, registry, extra=extra, **settings.publish_options())
     log.info("published default model %s (%s)", version, fitted.evaluation.metrics)
     return version

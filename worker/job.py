@@ -158,13 +158,7 @@ def run_job(
         if selection is not None:
             extra["selection"] = selection.to_dict()
         version = publish_fitted(
-            fitted,
-            ds,
-            cfg,
-            registry,
-            keep=settings.keep_versions,
-            extra=extra,
-            index_recall=settings.index_recall,
+            fitted, ds, cfg, registry, extra=extra, **settings.publish_options()
         )
         outcome["model_version"] = version
         outcome["forced"] = bool(not gate.passed and job.params.get("force"))

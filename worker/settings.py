@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -38,6 +38,12 @@ class WorkerSettings(HomeSettings, GateSettings, IndexBuildSettings):
     spectral filter on a validation split and publishes the best of them and their blend."""
     dist_timeout_s: float = Field(DEFAULT_TIMEOUT_S, gt=0)
     """Seconds a rank of a data-parallel job waits for the others before the job fails."""
+
+    def publish_options(self) -> dict[str, Any]:
+        """What these settings tell the publisher (trainer.refit.publish_fitted's options):
+        the versions to keep and the item index's recall target."""
+        return {"keep": self.keep_versions, "index_recall": self.index_recall}
+
     refit: bool = True
     """Publish a model refitted on every known pair after the evaluation run (trainer.refit),
     for the bootstrap and for jobs that do not say (``refit`` of POST /retrain)."""
