@@ -36,7 +36,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from contract import faisslib
-from contract.annindex import default_nlist, fetch_depth, load_index, search_parameters
+from contract.annindex import (
+    build_hnsw,
+    build_ivf,
+    default_nlist,
+    fetch_depth,
+    load_index,
+    search_parameters,
+)
 from contract.artifact import ArtifactInvalid
 from contract.manifest import IndexInfo
 from service.settings import IndexSettings
@@ -235,21 +242,17 @@ class FaissIndex:
         index: Any
         if config.index_kind == "flat":
             index = faiss.IndexFlatIP(d)
+            index.add(items)
         elif config.index_kind == "ivf":
             self.nlist = default_nlist(n) if config.ivf_nlist is None else config.ivf_nlist
             self.nlist = max(1, min(self.nlist, n))
-            quantizer = faiss.IndexFlatIP(d)
-            index = faiss.IndexIVFFlat(quantizer, d, self.nlist, faiss.METRIC_INNER_PRODUCT)
-            index.cp.max_points_per_centroid = 64  # k-means on <= 64 * nlist sampled items
-            index.train(items)
+            index = build_ivf(items, self.nlist)  # the publisher's build (contract.annindex)
             index.nprobe = self.nprobe
         elif config.index_kind == "hnsw":
-            index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = config.hnsw_ef_construction
+            index = build_hnsw(items, config.hnsw_m, config.hnsw_ef_construction)
             index.hnsw.efSearch = self.ef_search
         else:
             raise ValueError(f"index kind {config.index_kind!r}, expected flat, ivf or hnsw")
-        index.add(items)
         self._place(index, config)
 
     def _place(self, index: Any, config: IndexSettings) -> None:
