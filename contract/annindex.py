@@ -73,10 +73,14 @@ def sample_users(m: int, n: int = N_QUERIES, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(m, size=min(n, m), replace=False))
 
 
+def user_queries(user_emb: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """(r, d) float32 contiguous: the vectors of user `rows` (r,), as queries."""
+    return np.ascontiguousarray(user_emb[rows], dtype=np.float32)
+
+
 def sample_queries(user_emb: np.ndarray, n: int = N_QUERIES, seed: int = 0) -> np.ndarray:
     """(min(n, m), d) float32: the vectors of the users ``sample_users`` draws."""
-    rows = sample_users(user_emb.shape[0], n, seed)
-    return np.ascontiguousarray(user_emb[rows], dtype=np.float32)
+    return user_queries(user_emb, sample_users(user_emb.shape[0], n, seed))
 
 
 def fetch_depth(ks: Sequence[int], banned: Sequence[np.ndarray], n: int) -> int:

@@ -26,7 +26,7 @@ import scipy.sparse as sp
 import torch
 from tqdm import tqdm
 
-from contract.annindex import choose_index, sample_users, serialize_index
+from contract.annindex import choose_index, sample_users, serialize_index, user_queries
 from contract.artifact import ModelArrays, ModelRegistry
 from contract.config import TrainConfig
 from contract.manifest import IndexInfo, TrainedOn
@@ -685,7 +685,7 @@ def with_item_index(arrays: ModelArrays, target: float) -> tuple[ModelArrays, In
     choice (contract.annindex), measured on the vectors of a seeded sample of users, each
     search excluding that user's seen items as the service's do."""
     rows = sample_users(arrays.n_users)
-    queries = np.ascontiguousarray(arrays.user_emb[rows], dtype=np.float32)
+    queries = user_queries(arrays.user_emb, rows)
     choice = choose_index(arrays.item_emb, queries, target, [arrays.seen(r) for r in rows])
     if choice.index is not None:
         arrays = arrays.with_arrays(item_index=serialize_index(choice.index))
