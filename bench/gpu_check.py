@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 from citeulike_reference import cpu_name, progress_printer  # sibling scripts
+from serve_common import recall, timed_search
 from speed import time_epoch
 from train_bench import git_commit, record, training_row
 
@@ -329,6 +330,21 @@ def _mixture(n: int, d: int, seed: int) -> np.ndarray:
     return out
 
 
+def latency_fields(single_ms: np.ndarray, batch_ms: list[float]) -> dict[str, Any]:
+    """A row's timings: single queries' p50/p99 (ms) and queries/s, batches of 256's median
+    (ms) and queries/s (None without batches)."""
+    bms = float(np.median(batch_ms)) if batch_ms else None
+    return {
+        "single_p50_ms": float(np.percentile(single_ms, 50)),
+        "single_p99_ms": float(np.percentile(single_ms, 99)),
+        "single_qps": float(len(single_ms) / (single_ms.sum() / 1e3)),
+        "singles": len(single_ms),
+        "batch256_ms": bms,
+        "batch256_qps": 256 / (bms / 1e3) if bms else None,
+        "batches": len(batch_ms),
+    }
+
+
 def _search_rows(
     label: str,
     index: Any,
@@ -338,38 +354,18 @@ def _search_rows(
     batches: int,
     exact: list[np.ndarray] | None,
 ) -> tuple[dict[str, Any], list[np.ndarray]]:
-    """Single-query latency (p50/p99 ms, queries/s) on `singles` queries and batches of 256
-    (ms per batch, queries/s), and recall@20 of the single answers against `exact`."""
-    for q, b in zip(queries[:3], banned[:3], strict=True):  # warm-up
-        index.search(q[None, :], [20], [b])
-    rows, times = [], []
-    for q, b in zip(queries[:singles], banned[:singles], strict=True):
-        t = time.perf_counter()
-        ((r, _),) = index.search(q[None, :], [20], [b])
-        times.append(time.perf_counter() - t)
-        rows.append(r)
-    ms = np.asarray(times) * 1e3
-    btimes = []
+    """Single-query latency on `singles` queries (after 3 untimed) and batches of 256
+    (``latency_fields``), and recall@20 of the single answers against `exact`."""
+    rows, ms = timed_search(index, queries[:singles], banned[:singles], warmup=3)
+    batch_ms = []
     for k in range(batches):
         lo = (k * 256) % max(len(queries) - 256, 1)
         t = time.perf_counter()
         index.search(queries[lo : lo + 256], [20] * 256, banned[lo : lo + 256])
-        btimes.append(time.perf_counter() - t)
-    bms = float(np.median(btimes)) * 1e3 if btimes else None
-    row = {
-        "index": label,
-        "single_p50_ms": float(np.percentile(ms, 50)),
-        "single_p99_ms": float(np.percentile(ms, 99)),
-        "single_qps": float(len(ms) / (ms.sum() / 1e3)),
-        "singles": len(ms),
-        "batch256_ms": bms,
-        "batch256_qps": 256 / (bms / 1e3) if bms else None,
-        "batches": len(btimes),
-    }
+        batch_ms.append((time.perf_counter() - t) * 1e3)
+    row = {"index": label, **latency_fields(ms, batch_ms)}
     if exact is not None:
-        n = len(rows)
-        hit = sum(len(np.intersect1d(a, e)) for a, e in zip(rows, exact[:n], strict=True))
-        row["recall@20"] = hit / sum(len(e) for e in exact[:n])
+        row["recall@20"] = recall(rows, exact[: len(rows)])
     print(f"  {label}: {row}", flush=True)
     return row, rows
 
@@ -384,16 +380,14 @@ def _torch_topk_rows(items: np.ndarray, queries: np.ndarray, singles: int, devic
     times = []
     for k in range(singles):
         t, _ = timed(lambda k=k: torch.topk(qs[k : k + 1] @ it.T, 20).indices.cpu(), dev)
-        times.append(t)
-    bt = [timed(lambda: torch.topk(qs[:256] @ it.T, 20).indices.cpu(), dev)[0] for _ in range(10)]
-    ms, bms = np.asarray(times) * 1e3, float(np.median(bt)) * 1e3
+        times.append(t * 1e3)
+    batch_ms = [
+        timed(lambda: torch.topk(qs[:256] @ it.T, 20).indices.cpu(), dev)[0] * 1e3
+        for _ in range(10)
+    ]
     return {
         "index": f"torch matmul+topk on {device} (reference, not the service's path)",
-        "single_p50_ms": float(np.percentile(ms, 50)),
-        "single_p99_ms": float(np.percentile(ms, 99)),
-        "single_qps": float(len(ms) / (ms.sum() / 1e3)),
-        "batch256_ms": bms,
-        "batch256_qps": 256 / (bms / 1e3),
+        **latency_fields(np.asarray(times), batch_ms),
     }
 
 
