@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import os
 import pickle
 import re
 import shutil
@@ -38,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from contract.artifact import write_file_atomic
 from contract.config import TrainConfig
 from trainer.checkpoint import CheckpointOptions
 from trainer.launch import rank_env, torchrun_command
@@ -53,12 +53,7 @@ class RanksFailed(RuntimeError):
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_file_atomic(path, lambda f: f.write(data))
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
